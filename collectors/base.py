@@ -1,0 +1,47 @@
+"""The collector contract: validate options without I/O, then collect one target into a sink.
+
+A collector knows nothing about storage, alerting or the scheduler. It raises
+:class:`Unreachable` when the target does not answer at all and :class:`CollectError` when it
+answered something unusable; the scheduler turns both into an explicit `collection` sample, so a
+dead device is never silence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from agent.samples import Sink
+
+
+class CollectError(Exception):
+    """The target answered, but not something the collector can use."""
+
+
+class Unreachable(CollectError):
+    """The target did not answer (timeout, refused, no route)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One device as a collector sees it: where it is, how to log in, which tags to stamp."""
+
+    name: str
+    address: str
+    port: int | None = None
+    credentials: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class Collector(Protocol):
+    """One instance per (device, collector) pair, kept for the agent's lifetime, so it may keep
+    per-device state between runs (counter values for rates, discovered indexes)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        """Validate options; raise ValueError naming the bad option. No I/O here."""
+
+    async def collect(self, target: Target, sink: Sink) -> None: ...

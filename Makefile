@@ -1,0 +1,44 @@
+# vigie — every target installs what it needs itself (a .venv, and Debian packages when run as root),
+# so `make demo` and `make test` work on a fresh Debian machine with only Python 3.11, git and make.
+SHELL := /bin/bash
+# Debian's interpreter, not a pyenv one under /root: snmpsim drops privileges to `nobody`, which must
+# be able to read the interpreter the lab's simulator runs under.
+PYTHON ?= /usr/bin/python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# python3-venv: the venv itself; victoria-metrics: the real line-protocol peer of the store tests.
+APT_PACKAGES := python3-venv python3-pip victoria-metrics
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test bench lint system-deps clean
+
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml | system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/vigie demo
+
+test: $(STAMP)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile tests
+
+bench: $(STAMP)
+	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) var lab/runtime

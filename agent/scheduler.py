@@ -1,0 +1,196 @@
+"""Runs every (device, collector) poll on its own interval, with jitter and a hard timeout.
+
+Why each poll is its own APScheduler job rather than one loop over devices: a slow or dead switch
+must never delay the others (Telegraf's SNMP input serialises agents and one dead one stalls a whole
+gather). Each run is bounded by `asyncio.wait_for`; a run still going when its next turn comes is
+skipped and counted (APScheduler's `max_instances=1`), never stacked.
+
+Every run ends in exactly one `collection` sample, so a device that does not answer shows up as an
+explicit `unreachable`/`timeout` status and never as silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from agent.inventory import Poll
+from agent.samples import Sample, Sink
+from collectors.base import CollectError, Collector, Unreachable
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[Sequence[Sample]], Awaitable[None]]
+CollectorFactory = Callable[[Poll], Collector]
+
+COLLECTION = "collection"
+AGENT_HEALTH = "vigie_agent"
+
+
+def poll_key(poll: Poll) -> str:
+    client = poll.target.tags.get("client", "")
+    return f"{client}/{poll.target.name}/{poll.collector}"
+
+
+@dataclass
+class Counters:
+    """Cumulative since start: what the agent's health samples report."""
+
+    runs: int = 0
+    ok: int = 0
+    errors: int = 0
+    unreachable: int = 0
+    timeouts: int = 0
+    overruns: int = 0
+    in_flight: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    def drain_latencies(self) -> list[float]:
+        taken, self.latencies = self.latencies, []
+        return taken
+
+
+class Scheduler:
+    def __init__(
+        self,
+        polls: Sequence[Poll],
+        make_collector: CollectorFactory,
+        deliver: Deliver,
+        *,
+        health_interval_s: float = 60.0,
+        queue_depths: Callable[[], dict[str, int]] = dict,
+        agent_name: str | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.polls = {poll_key(p): p for p in polls}
+        self._collectors = {key: make_collector(p) for key, p in self.polls.items()}
+        self._deliver = deliver
+        self._health_interval_s = health_interval_s
+        self._queue_depths = queue_depths
+        self._agent_name = agent_name or socket.gethostname()
+        self._clock_ns = clock_ns
+        self.counters = Counters()
+        self._aps: AsyncIOScheduler | None = None
+
+    async def run_poll(self, poll: Poll) -> list[Sample]:
+        """One collection of one poll, bounded by its timeout; always ends in a `collection` sample."""
+        collector = self._collectors[poll_key(poll)]
+        sink = Sink(poll.target.tags, self._clock_ns)
+        started = time.monotonic()
+        status, error = "ok", None
+        self.counters.runs += 1
+        self.counters.in_flight += 1
+        try:
+            await asyncio.wait_for(collector.collect(poll.target, sink), poll.timeout_s)
+        except TimeoutError:
+            status, error = "timeout", f"no complete answer within {poll.timeout_s:g} s"
+            self.counters.timeouts += 1
+        except Unreachable as exc:
+            status, error = "unreachable", str(exc)
+            self.counters.unreachable += 1
+        except CollectError as exc:
+            status, error = "error", str(exc)
+            self.counters.errors += 1
+        except Exception as exc:  # a collector bug must not stop the agent; it is reported as a sample
+            log.exception("collector %s failed on %s", poll.collector, poll.target.name)
+            status, error = "error", f"{type(exc).__name__}: {exc}"
+            self.counters.errors += 1
+        finally:
+            self.counters.in_flight -= 1
+        duration = time.monotonic() - started
+        if status == "ok":
+            self.counters.ok += 1
+        self.counters.latencies.append(duration)
+        produced = len(sink.samples)
+        sink.emit(
+            COLLECTION,
+            {
+                "status": status,
+                # answered at all, whatever it said: what the unreachable rule looks at
+                "reachable": status in ("ok", "error"),
+                "duration_s": round(duration, 6),
+                "samples": produced,
+                "error": error,
+            },
+            tags={"collector": poll.collector},
+        )
+        return sink.samples
+
+    async def _job(self, key: str) -> None:
+        samples = await self.run_poll(self.polls[key])
+        await self._deliver(samples)
+
+    def _on_overrun(self, event: JobExecutionEvent) -> None:
+        poll = self.polls.get(event.job_id)
+        if poll is None:
+            return
+        self.counters.overruns += 1
+        log.warning("%s: previous run still going after %g s, this run skipped", event.job_id, poll.interval_s)
+        sink = Sink(poll.target.tags, self._clock_ns)
+        sink.emit(
+            COLLECTION,
+            {"status": "skipped", "reachable": None, "duration_s": None, "samples": 0,
+             "error": "previous run overran its interval"},
+            tags={"collector": poll.collector},
+        )
+        asyncio.get_running_loop().create_task(self._deliver(sink.samples))
+
+    def health_sample(self) -> Sample:
+        latencies = self.counters.drain_latencies()
+        fields: dict[str, float | int | None] = {
+            "polls": len(self.polls),
+            "runs": self.counters.runs,
+            "ok": self.counters.ok,
+            "errors": self.counters.errors,
+            "unreachable": self.counters.unreachable,
+            "timeouts": self.counters.timeouts,
+            "overruns": self.counters.overruns,
+            "in_flight": self.counters.in_flight,
+            "latency_avg_s": round(sum(latencies) / len(latencies), 6) if latencies else None,
+            "latency_max_s": round(max(latencies), 6) if latencies else None,
+        }
+        for name, depth in self._queue_depths().items():
+            fields[f"queue_{name}"] = depth
+        return Sample(AGENT_HEALTH, {"agent": self._agent_name}, fields, self._clock_ns())
+
+    async def _health_job(self) -> None:
+        await self._deliver([self.health_sample()])
+
+    def start(self) -> None:
+        aps = AsyncIOScheduler()
+        aps.add_listener(self._on_overrun, EVENT_JOB_MAX_INSTANCES)
+        now = time.time()
+        for key, poll in self.polls.items():
+            # Spread first runs over the jitter window so a restart does not burst every device at once.
+            first = now + random.uniform(0, poll.jitter_s) if poll.jitter_s else now
+            aps.add_job(
+                self._job,
+                IntervalTrigger(seconds=poll.interval_s, jitter=poll.jitter_s or None),
+                args=[key],
+                id=key,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, int(poll.interval_s)),
+                next_run_time=datetime.fromtimestamp(first, UTC),
+            )
+        aps.add_job(
+            self._health_job, IntervalTrigger(seconds=self._health_interval_s), id="__health__",
+            max_instances=1, coalesce=True,
+        )
+        aps.start()
+        self._aps = aps
+
+    def stop(self) -> None:
+        if self._aps is not None:
+            self._aps.shutdown(wait=False)
+            self._aps = None

@@ -1,0 +1,419 @@
+"""The alert engine: rules over samples -> pending / firing / resolved alerts persisted in SQLite.
+
+Model (after Prometheus / Alertmanager):
+
+- **Identity.** An alert's labels are ``alertname`` (the rule name) + the sample's identifying tags
+  (every tag except the descriptive ones in ``non_identifying_tags``, e.g. ``if_alias``) + the
+  rule's ``labels``; its fingerprint (:func:`alerting.models.fingerprint`) is its identity.
+- **Lifecycle.** A sample that matches a rule (measurement + tag matchers) and whose ``when`` is
+  true starts a *pending* alert (``started_at`` = that sample's timestamp). When a bad sample is
+  seen with ``now - started_at >= for_s`` it *fires* (``fired_at`` = now). A matching sample whose
+  condition is false drops a pending alert silently and *resolves* a firing one (``resolved_at``
+  = now). An unknown condition (missing / None value, see :mod:`alerting.expressions`) changes
+  nothing.
+- **Staleness.** Transitions are driven by samples only: a firing alert whose series stops
+  reporting (device removed, interface gone, collector failing) stays *firing* — it is neither
+  resolved (we do not know it recovered) nor duplicated (same fingerprint, the active row is
+  reused when the series comes back). :meth:`AlertEngine.alerts` exposes ``last_sample_at`` so a
+  UI can show "stale since".
+- **Inhibition.** ``collection`` samples record per (client, device, collector) whether the device
+  answered. A device is *unreachable* when, among the collection statuses seen within
+  ``status_ttl_s``, one is in ``unreachable_statuses`` and none is ``ok`` (so a device that still
+  answers ping while SNMP fails is not unreachable). An unreachable device inhibits the alerts whose
+  ``client`` and ``device`` labels are equal to it (Alertmanager ``equal: [client, device]``; a
+  missing label is a non-match) and the alerts of every device whose ``parents`` chain leads to it.
+  A device's own ``collection`` alerts are not inhibited by its own status (a rule never inhibits
+  itself) but are by its ancestors'. Inhibition holds an alert *pending* (``inhibited_by`` set); it
+  fires at its next bad sample once the inhibition is gone. An alert already firing when its
+  device or parent becomes unreachable stays firing (its ticket exists already).
+- **Persistence.** Everything lives in SQLite (WAL); each :meth:`evaluate` is one transaction, so
+  a restart continues from the last committed cycle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agent.samples import Sample
+from alerting.expressions import Expression, ExpressionError, compile_expression
+from alerting.models import (
+    FIRING,
+    PENDING,
+    RESOLVED,
+    SEVERITIES,
+    Alert,
+    AlertTransition,
+    RuleLike,
+    fingerprint,
+)
+
+log = logging.getLogger(__name__)
+
+COLLECTION = "collection"
+DEFAULT_NON_IDENTIFYING_TAGS = frozenset({"if_alias", "if_descr", "description", "sys_descr", "location"})
+RESERVED_LABELS = frozenset({"alertname", "client", "site", "device"})
+
+ParentMap = Mapping[tuple[str, str], str]
+
+
+class RuleError(ValueError):
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class TagMatcher:
+    """``value`` exact, ``~regex`` (unanchored ``re.search``; anchor with ^$), ``!`` negates either.
+
+    A missing tag is treated as the empty string (as in Alertmanager), so ``role: "!core"`` matches
+    a sample without a ``role`` tag and ``role: core`` does not."""
+
+    tag: str
+    raw: str
+    negate: bool
+    regex: re.Pattern[str] | None
+    value: str
+
+    @classmethod
+    def parse(cls, tag: str, raw: Any) -> TagMatcher:
+        text = str(raw)
+        negate = text.startswith("!")
+        body = text[1:] if negate else text
+        regex = None
+        if body.startswith("~"):
+            try:
+                regex = re.compile(body[1:])
+            except re.error as exc:
+                raise ValueError(f"match.{tag}: bad regex {body[1:]!r}: {exc}") from None
+        return cls(tag, text, negate, regex, body)
+
+    def matches(self, tags: Mapping[str, str]) -> bool:
+        value = str(tags.get(self.tag, "") or "")
+        hit = bool(self.regex.search(value)) if self.regex is not None else value == self.value
+        return hit != self.negate
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    spec: Any
+    name: str
+    measurement: str
+    expr: Expression
+    matchers: tuple[TagMatcher, ...]
+    for_s: float
+    severity: str
+    summary: str
+    labels: Mapping[str, str]
+
+
+def compile_rules(rules: Iterable[RuleLike]) -> list[CompiledRule]:
+    out: list[CompiledRule] = []
+    errors: list[str] = []
+    seen: set[str] = set()
+    for rule in rules:
+        name = getattr(rule, "name", None) or "?"
+        try:
+            if name in seen:
+                raise ValueError("duplicate rule name")
+            seen.add(name)
+            severity = str(getattr(rule, "severity", "warning"))
+            if severity not in SEVERITIES:
+                raise ValueError(f"severity {severity!r} not in {SEVERITIES}")
+            for_s = float(getattr(rule, "for_s", 0) or 0)
+            if for_s < 0:
+                raise ValueError("for_s must be >= 0")
+            labels = {str(k): str(v) for k, v in (getattr(rule, "labels", None) or {}).items()}
+            clash = RESERVED_LABELS & labels.keys()
+            if clash:
+                raise ValueError(f"labels may not set {sorted(clash)}")
+            matchers = tuple(
+                TagMatcher.parse(str(k), v) for k, v in (getattr(rule, "match", None) or {}).items()
+            )
+            out.append(
+                CompiledRule(
+                    spec=rule,
+                    name=name,
+                    measurement=str(rule.measurement),
+                    expr=compile_expression(rule.when),
+                    matchers=matchers,
+                    for_s=for_s,
+                    severity=severity,
+                    summary=str(getattr(rule, "summary", "") or name),
+                    labels=labels,
+                )
+            )
+        except (ExpressionError, ValueError, AttributeError, TypeError) as exc:
+            errors.append(f"rule {name}: {exc}")
+    if errors:
+        raise RuleError(errors)
+    return out
+
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def render(template: str, values: Mapping[str, Any]) -> str:
+    """``{name}`` placeholders from tags/fields/labels; unknown names stay as written. No attribute
+    access or format specs (unlike str.format), so a template cannot reach into objects."""
+
+    def sub(m: re.Match[str]) -> str:
+        value = values.get(m.group(1))
+        return m.group(0) if value is None else str(value)
+
+    return _PLACEHOLDER.sub(sub, template)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    fingerprint TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    fired_at REAL,
+    resolved_at REAL,
+    last_sample_at REAL,
+    inhibited_by TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_active ON alerts(fingerprint) WHERE state IN ('pending', 'firing');
+CREATE INDEX IF NOT EXISTS alerts_state ON alerts(state);
+CREATE TABLE IF NOT EXISTS device_status (
+    client TEXT NOT NULL,
+    device TEXT NOT NULL,
+    collector TEXT NOT NULL,
+    status TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (client, device, collector)
+);
+"""
+
+
+class AlertEngine:
+    def __init__(
+        self,
+        db_path: str,
+        rules: Iterable[RuleLike],
+        clock: Callable[[], float] = time.time,
+        *,
+        parents: ParentMap | None = None,
+        non_identifying_tags: Iterable[str] = DEFAULT_NON_IDENTIFYING_TAGS,
+        unreachable_statuses: Iterable[str] = ("unreachable",),
+        status_ttl_s: float = 3600.0,
+    ) -> None:
+        self.rules = compile_rules(rules)
+        self._by_measurement: dict[str, list[CompiledRule]] = {}
+        for rule in self.rules:
+            self._by_measurement.setdefault(rule.measurement, []).append(rule)
+        self.clock = clock
+        self.parents: dict[tuple[str, str], str] = dict(parents or {})
+        self.non_identifying_tags = frozenset(non_identifying_tags)
+        self.unreachable_statuses = frozenset(unreachable_statuses)
+        self.status_ttl_s = status_ttl_s
+        self._db = sqlite3.connect(db_path, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def set_parents(self, parents: ParentMap) -> None:
+        self.parents = dict(parents)
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    def evaluate(self, samples: Sequence[Sample], now: float | None = None) -> list[AlertTransition]:
+        now = self.clock() if now is None else now
+        ordered = sorted(samples, key=lambda s: s.timestamp_ns)
+        transitions: list[AlertTransition] = []
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for sample in ordered:
+                if sample.measurement == COLLECTION:
+                    self._record_status(sample)
+            for sample in ordered:
+                for rule in self._by_measurement.get(sample.measurement, ()):
+                    if all(m.matches(sample.tags) for m in rule.matchers):
+                        self._apply(rule, sample, now, transitions)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return transitions
+
+    def _record_status(self, sample: Sample) -> None:
+        client, device = sample.tags.get("client"), sample.tags.get("device")
+        status = sample.fields.get("status")
+        if not client or not device or not isinstance(status, str):
+            return
+        self._db.execute(
+            "INSERT INTO device_status(client, device, collector, status, at) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(client, device, collector) DO UPDATE SET status=excluded.status, at=excluded.at "
+            "WHERE excluded.at >= device_status.at",
+            (client, device, sample.tags.get("collector", ""), status, sample.timestamp_ns / 1e9),
+        )
+
+    def _labels(self, rule: CompiledRule, sample: Sample) -> dict[str, str]:
+        labels = {k: str(v) for k, v in sample.tags.items() if k not in self.non_identifying_tags}
+        labels.update(rule.labels)
+        labels["alertname"] = rule.name
+        return labels
+
+    def _apply(self, rule: CompiledRule, sample: Sample, now: float, out: list[AlertTransition]) -> None:
+        cond = rule.expr.evaluate(sample.fields, sample.tags)
+        if cond is None:
+            return
+        labels = self._labels(rule, sample)
+        fp = fingerprint(labels)
+        ts = sample.timestamp_ns / 1e9
+        alert = self._active(fp)
+        if cond:
+            values = {**sample.tags, **sample.known_fields(), **labels}
+            summary = render(rule.summary, values)
+            if alert is None:
+                alert = Alert(fp, rule.name, labels, rule.severity, summary, PENDING, started_at=ts)
+                alert.last_sample_at = ts
+                alert.id = self._insert(alert)
+                out.append(AlertTransition(_copy(alert), None, PENDING, now))
+            else:
+                alert.last_sample_at = max(ts, alert.last_sample_at or ts)
+                alert.summary = summary
+            if alert.state == PENDING and now - alert.started_at >= rule.for_s:
+                inhibitor = self._inhibitor(alert, rule, now)
+                alert.inhibited_by = inhibitor
+                if inhibitor is None:
+                    alert.state = FIRING
+                    alert.fired_at = now
+                    out.append(AlertTransition(_copy(alert), PENDING, FIRING, now))
+            self._update(alert)
+            return
+        if alert is None:
+            return
+        if alert.state == PENDING:
+            self._db.execute("DELETE FROM alerts WHERE id = ?", (alert.id,))
+            return
+        alert.state = RESOLVED
+        alert.resolved_at = now
+        alert.last_sample_at = max(ts, alert.last_sample_at or ts)
+        self._update(alert)
+        out.append(AlertTransition(_copy(alert), FIRING, RESOLVED, now))
+
+    # -- inhibition ---------------------------------------------------------------------------
+
+    def _inhibitor(self, alert: Alert, rule: CompiledRule, now: float) -> str | None:
+        client, device = alert.labels.get("client"), alert.labels.get("device")
+        if not client or not device:
+            return None
+        chain = [device]
+        seen = {device}
+        while (parent := self.parents.get((client, chain[-1]))) and parent not in seen:
+            chain.append(parent)
+            seen.add(parent)
+        for dev in chain:
+            if dev == device and rule.measurement == COLLECTION:
+                continue  # a device's own reachability alert is not inhibited by itself
+            if self.is_unreachable(client, dev, now):
+                return f"{client}/{dev}"
+        return None
+
+    def is_unreachable(self, client: str, device: str, at: float) -> bool:
+        rows = self._db.execute(
+            "SELECT status FROM device_status WHERE client = ? AND device = ? AND at >= ?",
+            (client, device, at - self.status_ttl_s),
+        ).fetchall()
+        statuses = {r["status"] for r in rows}
+        return bool(statuses & self.unreachable_statuses) and "ok" not in statuses
+
+    # -- storage ------------------------------------------------------------------------------
+
+    def _active(self, fp: str) -> Alert | None:
+        row = self._db.execute(
+            "SELECT * FROM alerts WHERE fingerprint = ? AND state IN ('pending', 'firing')", (fp,)
+        ).fetchone()
+        return _row_to_alert(row) if row else None
+
+    def _insert(self, alert: Alert) -> int:
+        cur = self._db.execute(
+            "INSERT INTO alerts(fingerprint, rule, labels, severity, summary, state, started_at, "
+            "fired_at, resolved_at, last_sample_at, inhibited_by) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                alert.fingerprint,
+                alert.rule,
+                json.dumps(alert.labels, sort_keys=True),
+                alert.severity,
+                alert.summary,
+                alert.state,
+                alert.started_at,
+                alert.fired_at,
+                alert.resolved_at,
+                alert.last_sample_at,
+                alert.inhibited_by,
+            ),
+        )
+        return int(cur.lastrowid or 0)
+
+    def _update(self, alert: Alert) -> None:
+        self._db.execute(
+            "UPDATE alerts SET state=?, summary=?, fired_at=?, resolved_at=?, last_sample_at=?, "
+            "inhibited_by=? WHERE id=?",
+            (
+                alert.state,
+                alert.summary,
+                alert.fired_at,
+                alert.resolved_at,
+                alert.last_sample_at,
+                alert.inhibited_by,
+                alert.id,
+            ),
+        )
+
+    def alerts(self, states: Iterable[str] | None = None, client: str | None = None) -> list[Alert]:
+        """Alerts (history included unless ``states`` filters), oldest first."""
+        sql = "SELECT * FROM alerts"
+        args: list[Any] = []
+        where = []
+        if states is not None:
+            states = list(states)
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args += states
+        sql += (" WHERE " + " AND ".join(where)) if where else ""
+        sql += " ORDER BY id"
+        found = [_row_to_alert(r) for r in self._db.execute(sql, args)]
+        return [a for a in found if client is None or a.client == client]
+
+    def firing(self) -> list[Alert]:
+        return self.alerts(states=[FIRING])
+
+
+def _row_to_alert(row: sqlite3.Row) -> Alert:
+    return Alert(
+        fingerprint=row["fingerprint"],
+        rule=row["rule"],
+        labels=json.loads(row["labels"]),
+        severity=row["severity"],
+        summary=row["summary"],
+        state=row["state"],
+        started_at=row["started_at"],
+        fired_at=row["fired_at"],
+        resolved_at=row["resolved_at"],
+        last_sample_at=row["last_sample_at"],
+        inhibited_by=row["inhibited_by"],
+        id=row["id"],
+    )
+
+
+def _copy(alert: Alert) -> Alert:
+    return Alert.from_dict(alert.to_dict())

@@ -1,0 +1,410 @@
+"""The agent's own rollups, kept in its state database whatever store the samples go to.
+
+Built-in views and reports read these tables only, so they work the same with the embedded store
+or an external TSDB, and keep working while that TSDB is down. Three rollups, all maintained by
+``StateDB.update(samples, now_ns)``:
+
+- latest value per (measurement, series tags, field), ``None`` included: a field that became
+  unknown must not keep showing its last known value (an error text after recovery, say);
+- state intervals for the fields named in ``STATE_FIELDS``: [start, end) of each value per series,
+  with explicit unknown (``None``) intervals where the series stopped reporting for longer than
+  ``stale_after_ns`` or reported the state as unknown, so availability over any window can be
+  computed;
+- daily aggregates (min/max/avg/count/last) of every numeric field per series and local date, the
+  date taken in the client's timezone.
+
+The methods are synchronous and serialised by a lock; call them through ``asyncio.to_thread`` from
+the event loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from agent.samples import FieldValue, Sample
+from agent.stores.sqlite import canonical_tags, tag_filter_sql
+
+# (measurement, field) pairs whose values are states: each value holds until the next one.
+STATE_FIELDS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("collection", "status"),
+        ("snmp_interface", "oper_status"),
+        ("snmp_sensor", "state"),
+    }
+)
+
+# A state is taken as still holding this long after it was last seen; past that it is unknown.
+# Generous against a 60 s poll with a few misses, short enough to show a dead agent within minutes.
+DEFAULT_STALE_AFTER_NS = 10 * 60 * 1_000_000_000
+DEFAULT_TZ = ZoneInfo("Europe/Paris")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    measurement TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    UNIQUE (measurement, tags)
+);
+CREATE TABLE IF NOT EXISTS series_tag (
+    series_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (series_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS series_tag_kv ON series_tag (key, value);
+CREATE TABLE IF NOT EXISTS latest (
+    series_id INTEGER NOT NULL,
+    field TEXT NOT NULL,
+    value,
+    ts INTEGER NOT NULL,
+    PRIMARY KEY (series_id, field)
+) WITHOUT ROWID;
+-- end_ns NULL: the interval is open and holds until last_ns + stale_after at most.
+CREATE TABLE IF NOT EXISTS state_interval (
+    series_id INTEGER NOT NULL,
+    field TEXT NOT NULL,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER,
+    last_ns INTEGER NOT NULL,
+    value TEXT,
+    PRIMARY KEY (series_id, field, start_ns)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS daily (
+    series_id INTEGER NOT NULL,
+    field TEXT NOT NULL,
+    day TEXT NOT NULL,
+    min REAL NOT NULL,
+    max REAL NOT NULL,
+    sum REAL NOT NULL,
+    count INTEGER NOT NULL,
+    last REAL NOT NULL,
+    last_ts INTEGER NOT NULL,
+    PRIMARY KEY (series_id, field, day)
+) WITHOUT ROWID;
+"""
+
+TzFor = Callable[[Sample], dt.tzinfo]
+
+
+def tz_by_client(zones: Mapping[str, str | dt.tzinfo], default: str | dt.tzinfo = DEFAULT_TZ) -> TzFor:
+    """A ``tz_for`` from a {client: timezone} mapping, e.g. {"cd971": "America/Guadeloupe"}."""
+
+    def zone(value: str | dt.tzinfo) -> dt.tzinfo:
+        return ZoneInfo(value) if isinstance(value, str) else value
+
+    by_client = {client: zone(tz) for client, tz in zones.items()}
+    fallback = zone(default)
+    return lambda sample: by_client.get(sample.tags.get("client", ""), fallback)
+
+
+@dataclass(frozen=True)
+class Latest:
+    measurement: str
+    tags: dict[str, str]
+    field: str
+    value: FieldValue
+    timestamp_ns: int
+
+
+@dataclass(frozen=True)
+class Interval:
+    """[start_ns, end_ns) during which ``value`` held; ``value`` None means unknown."""
+
+    tags: dict[str, str]
+    value: str | None
+    start_ns: int
+    end_ns: int
+
+
+@dataclass(frozen=True)
+class Daily:
+    tags: dict[str, str]
+    day: dt.date
+    min: float
+    max: float
+    avg: float
+    count: int
+    last: float
+
+
+class StateDB:
+    def __init__(
+        self,
+        path: Path,
+        state_fields: Iterable[tuple[str, str]] = STATE_FIELDS,
+        stale_after_ns: int = DEFAULT_STALE_AFTER_NS,
+        tz_for: TzFor | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.state_fields = frozenset(state_fields)
+        self.stale_after_ns = stale_after_ns
+        self._tz_for = tz_for or (lambda sample: DEFAULT_TZ)
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(SCHEMA)
+        self._series_ids: dict[tuple[str, str], int] = {}
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- update ----------------------------------------------------------------------------------
+
+    def update(self, samples: Sequence[Sample], now_ns: int) -> None:
+        """Fold a batch into the rollups, in one transaction.
+
+        ``now_ns`` bounds trust in timestamps: a sample stamped in the future (a device clock
+        ahead) is taken as seen at ``now_ns``, so it cannot hold a state open into the future.
+        """
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sample in sorted(samples, key=lambda s: s.timestamp_ns):
+                    ts = min(sample.timestamp_ns, now_ns)
+                    series_id = self._series_id(sample.measurement, sample.tags)
+                    for field, value in sample.fields.items():
+                        self._update_latest(series_id, field, value, ts)
+                        if (sample.measurement, field) in self.state_fields:
+                            self._update_interval(series_id, field, value, ts)
+                        elif isinstance(value, int | float) and not isinstance(value, bool):
+                            self._update_daily(series_id, field, float(value), ts, sample)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                self._series_ids.clear()
+                raise
+
+    def _series_id(self, measurement: str, tags: Mapping[str, str]) -> int:
+        key = (measurement, canonical_tags(tags))
+        found = self._series_ids.get(key)
+        if found is None:
+            row = self._conn.execute("SELECT id FROM series WHERE measurement = ? AND tags = ?", key).fetchone()
+            if row is None:
+                found = int(self._conn.execute("INSERT INTO series (measurement, tags) VALUES (?, ?)", key).lastrowid)
+                self._conn.executemany(
+                    "INSERT INTO series_tag VALUES (?, ?, ?)",
+                    [(found, k, v) for k, v in json.loads(key[1]).items()],
+                )
+            else:
+                found = row[0]
+            self._series_ids[key] = found
+        return found
+
+    def _update_latest(self, series_id: int, field: str, value: FieldValue, ts: int) -> None:
+        stored = int(value) if isinstance(value, bool) else value
+        self._conn.execute(
+            "INSERT INTO latest VALUES (?, ?, ?, ?) ON CONFLICT (series_id, field) DO UPDATE"
+            " SET value = excluded.value, ts = excluded.ts WHERE excluded.ts >= latest.ts",
+            (series_id, field, stored, ts),
+        )
+
+    def _update_interval(self, series_id: int, field: str, value: FieldValue, ts: int) -> None:
+        state = None if value is None else _state_text(value)
+        row = self._conn.execute(
+            "SELECT start_ns, last_ns, value FROM state_interval WHERE series_id = ? AND field = ? AND end_ns IS NULL",
+            (series_id, field),
+        ).fetchone()
+        if row is not None:
+            start_ns, last_ns, open_value = row
+            if ts < last_ns:
+                # Older than what is already folded in: the intervals cannot be rewritten.
+                return
+            stale_at = last_ns + self.stale_after_ns
+            if ts <= stale_at and open_value == state:
+                self._conn.execute(
+                    "UPDATE state_interval SET last_ns = ? WHERE series_id = ? AND field = ? AND start_ns = ?",
+                    (ts, series_id, field, start_ns),
+                )
+                return
+            if ts > stale_at:
+                # Silence longer than the staleness horizon: the old value ends there, unknown after.
+                self._close(series_id, field, start_ns, stale_at)
+                if open_value is not None:
+                    self._insert(series_id, field, stale_at, ts, stale_at, None)
+                else:
+                    self._close(series_id, field, start_ns, ts)
+            else:
+                self._close(series_id, field, start_ns, ts)
+        # A report at the very start of the open interval replaces it (same primary key).
+        self._insert(series_id, field, ts, None, ts, state)
+
+    def _close(self, series_id: int, field: str, start_ns: int, end_ns: int) -> None:
+        self._conn.execute(
+            "UPDATE state_interval SET end_ns = ? WHERE series_id = ? AND field = ? AND start_ns = ?",
+            (end_ns, series_id, field, start_ns),
+        )
+
+    def _insert(self, series_id: int, field: str, start: int, end: int | None, last: int, value: str | None) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO state_interval VALUES (?, ?, ?, ?, ?, ?)",
+            (series_id, field, start, end, last, value),
+        )
+
+    def _update_daily(self, series_id: int, field: str, value: float, ts: int, sample: Sample) -> None:
+        day = dt.datetime.fromtimestamp(ts / 1e9, self._tz_for(sample)).date().isoformat()
+        self._conn.execute(
+            "INSERT INTO daily VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)"
+            " ON CONFLICT (series_id, field, day) DO UPDATE SET"
+            " min = min(daily.min, excluded.min), max = max(daily.max, excluded.max),"
+            " sum = daily.sum + excluded.sum, count = daily.count + 1,"
+            " last = CASE WHEN excluded.last_ts >= daily.last_ts THEN excluded.last ELSE daily.last END,"
+            " last_ts = max(daily.last_ts, excluded.last_ts)",
+            (series_id, field, day, value, value, value, value, ts),
+        )
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def _series_where(self, measurement: str | None, tag_filter: Mapping[str, str] | None) -> tuple[str, list[Any]]:
+        where, params = tag_filter_sql(tag_filter)
+        if measurement is not None:
+            return " AND s.measurement = ?" + where, [measurement, *params]
+        return where, params
+
+    def latest(self, measurement: str | None = None, tag_filter: Mapping[str, str] | None = None) -> list[Latest]:
+        """The last value of every field of every matching series."""
+        where, params = self._series_where(measurement, tag_filter)
+        rows = self._query(
+            "SELECT s.measurement, s.tags, l.field, l.value, l.ts FROM latest l"
+            f" JOIN series s ON s.id = l.series_id WHERE 1 = 1{where}"
+            " ORDER BY s.measurement, s.tags, l.field",
+            params,
+        )
+        return [Latest(m, json.loads(tags), field, value, ts) for m, tags, field, value, ts in rows]
+
+    def intervals(
+        self,
+        measurement: str,
+        field: str,
+        start_ns: int,
+        end_ns: int,
+        tag_filter: Mapping[str, str] | None = None,
+    ) -> list[Interval]:
+        """State intervals clipped to [start_ns, end_ns), per series, unknown ones included.
+
+        Time not covered by any observation (before a series' first report, or after its last
+        one went stale) is returned as unknown, so each series' intervals tile the window.
+        """
+        if end_ns <= start_ns:
+            return []
+        where, params = self._series_where(measurement, tag_filter)
+        series = self._query(f"SELECT s.id, s.tags FROM series s WHERE 1 = 1{where} ORDER BY s.tags", params)
+        result: list[Interval] = []
+        for series_id, tags_json in series:
+            rows = self._query(
+                "SELECT start_ns, end_ns, last_ns, value FROM state_interval"
+                " WHERE series_id = ? AND field = ? AND start_ns < ?"
+                " AND (end_ns IS NULL OR end_ns > ?) ORDER BY start_ns",
+                (series_id, field, end_ns, start_ns),
+            )
+            if not rows:
+                continue
+            tags = json.loads(tags_json)
+            cursor = start_ns
+            for start, end, last, value in rows:
+                if end is None:
+                    end = last + self.stale_after_ns
+                lo, hi = max(start, start_ns), min(end, end_ns)
+                if lo >= hi:
+                    continue
+                if lo > cursor:
+                    result.append(Interval(tags, None, cursor, lo))
+                result.append(Interval(tags, value, lo, hi))
+                cursor = hi
+            if cursor < end_ns:
+                result.append(Interval(tags, None, cursor, end_ns))
+        return _merge(result)
+
+    def durations(
+        self,
+        measurement: str,
+        field: str,
+        start_ns: int,
+        end_ns: int,
+        tag_filter: Mapping[str, str] | None = None,
+    ) -> dict[str | None, int]:
+        """Nanoseconds spent in each value over the window, summed over matching series."""
+        totals: dict[str | None, int] = {}
+        for interval in self.intervals(measurement, field, start_ns, end_ns, tag_filter):
+            totals[interval.value] = totals.get(interval.value, 0) + interval.end_ns - interval.start_ns
+        return totals
+
+    def availability(
+        self,
+        measurement: str,
+        field: str,
+        good_values: Iterable[str],
+        start_ns: int,
+        end_ns: int,
+        tag_filter: Mapping[str, str] | None = None,
+    ) -> float | None:
+        """Share (0..1) of the known time spent in a good value; None when nothing is known.
+
+        Unknown time is left out of both sides: a gap in supervision is reported as unknown
+        (see ``durations``), not charged to the client as downtime.
+        """
+        good = {_state_text(v) for v in good_values}
+        totals = self.durations(measurement, field, start_ns, end_ns, tag_filter)
+        known = sum(ns for value, ns in totals.items() if value is not None)
+        if known == 0:
+            return None
+        return sum(ns for value, ns in totals.items() if value in good) / known
+
+    def daily(
+        self,
+        measurement: str,
+        field: str,
+        date_from: dt.date,
+        date_to: dt.date,
+        tag_filter: Mapping[str, str] | None = None,
+    ) -> list[Daily]:
+        """Daily aggregates for local dates date_from..date_to inclusive, per series then day."""
+        where, params = self._series_where(measurement, tag_filter)
+        rows = self._query(
+            "SELECT s.tags, d.day, d.min, d.max, d.sum, d.count, d.last FROM daily d"
+            f" JOIN series s ON s.id = d.series_id WHERE d.field = ? AND d.day >= ? AND d.day <= ?{where}"
+            " ORDER BY s.tags, d.day",
+            [field, date_from.isoformat(), date_to.isoformat(), *params],
+        )
+        return [
+            Daily(json.loads(tags), dt.date.fromisoformat(day), lo, hi, total / count, count, last)
+            for tags, day, lo, hi, total, count, last in rows
+        ]
+
+
+def _state_text(value: FieldValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _merge(intervals: list[Interval]) -> list[Interval]:
+    """Join touching intervals of the same series and value (an unknown gap next to unknown)."""
+    merged: list[Interval] = []
+    for interval in intervals:
+        last = merged[-1] if merged else None
+        if (
+            last is not None
+            and last.tags == interval.tags
+            and last.value == interval.value
+            and last.end_ns == interval.start_ns
+        ):
+            merged[-1] = Interval(last.tags, last.value, last.start_ns, interval.end_ns)
+        else:
+            merged.append(interval)
+    return merged

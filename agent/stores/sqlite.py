@@ -1,0 +1,291 @@
+"""The default, embedded store: one SQLite file in WAL mode.
+
+Schema, chosen for the built-in views (one series over a time range) and reports (every series of a
+measurement for a client):
+
+- ``series``: one row per (measurement, tag set), tags as canonical JSON;
+- ``series_tag``: the same tags normalised, indexed by (key, value) to filter on any tag;
+- ``field``: field names, so points carry a small integer instead of the name;
+- ``point_num`` / ``point_str``: (series, field, ts) -> value, numeric (bools as 0/1) and string.
+  ``value`` has no declared type so SQLite keeps ints as ints and floats (even 1.0) as floats.
+  The primary key makes a replayed point overwrite itself instead of doubling.
+
+Every SQLite call runs on one dedicated thread that owns the connection: polling never waits on the
+disk and no lock is needed around the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from agent.samples import Sample
+
+log = logging.getLogger(__name__)
+
+NS_PER_DAY = 86_400 * 1_000_000_000
+# Rows deleted per retention step: small enough that one step never holds the write lock for long.
+PRUNE_STEP_ROWS = 20_000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    measurement TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    UNIQUE (measurement, tags)
+);
+CREATE TABLE IF NOT EXISTS series_tag (
+    series_id INTEGER NOT NULL REFERENCES series(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (series_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS series_tag_kv ON series_tag (key, value);
+CREATE TABLE IF NOT EXISTS field (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS point_num (
+    series_id INTEGER NOT NULL,
+    field_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    value,
+    PRIMARY KEY (series_id, field_id, ts)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS point_num_ts ON point_num (ts);
+CREATE TABLE IF NOT EXISTS point_str (
+    series_id INTEGER NOT NULL,
+    field_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    value TEXT,
+    PRIMARY KEY (series_id, field_id, ts)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS point_str_ts ON point_str (ts);
+"""
+
+T = TypeVar("T")
+Value = float | int | str
+
+
+@dataclass(frozen=True)
+class SeriesPoints:
+    """The points of one field of one series, oldest first."""
+
+    tags: dict[str, str]
+    points: list[tuple[int, Value]]
+
+
+def canonical_tags(tags: Mapping[str, str]) -> str:
+    """The one spelling of a tag set used as a key (sorted, empty values dropped like the LP form)."""
+    return json.dumps({k: str(v) for k, v in sorted(tags.items()) if v != ""}, ensure_ascii=False)
+
+
+def tag_filter_sql(tag_filter: Mapping[str, str] | None, series_alias: str = "s") -> tuple[str, list[str]]:
+    """SQL conditions keeping series whose tags hold every (key, value) of the filter."""
+    clauses: list[str] = []
+    params: list[str] = []
+    for key, value in sorted((tag_filter or {}).items()):
+        clauses.append(
+            f" AND EXISTS (SELECT 1 FROM series_tag t WHERE t.series_id = {series_alias}.id"
+            " AND t.key = ? AND t.value = ?)"
+        )
+        params += [key, str(value)]
+    return "".join(clauses), params
+
+
+class SqliteStore:
+    def __init__(
+        self,
+        path: Path,
+        retention_days: float = 400,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.path = Path(path)
+        self.retention_ns = int(retention_days * NS_PER_DAY)
+        self._clock_ns = clock_ns
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._conn: sqlite3.Connection | None = None
+        self._series_ids: dict[tuple[str, str], int] = {}
+        self._field_ids: dict[str, int] = {}
+
+    # -- async API -------------------------------------------------------------------------------
+
+    async def write(self, samples: Sequence[Sample]) -> None:
+        """Write a batch in one transaction, then take one retention step."""
+        if samples:
+            await self._run(self._write_sync, list(samples), self._clock_ns())
+
+    async def series(self, measurement: str, tag_filter: Mapping[str, str] | None = None) -> list[dict[str, str]]:
+        """Tag sets of the series of ``measurement`` matching every tag of ``tag_filter``."""
+        return await self._run(self._series_sync, measurement, tag_filter)
+
+    async def points(
+        self,
+        measurement: str,
+        field: str,
+        tag_filter: Mapping[str, str] | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> list[SeriesPoints]:
+        """Points of ``field`` in [start_ns, end_ns), one entry per matching series."""
+        return await self._run(self._points_sync, measurement, field, tag_filter, start_ns, end_ns)
+
+    async def prune(self, now_ns: int, max_rows: int = PRUNE_STEP_ROWS) -> int:
+        """Delete up to ``max_rows`` points older than the retention; returns how many went."""
+        return await self._run(self._prune_sync, now_ns, max_rows)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._run(self._close_sync)
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, func: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    # -- on the store's thread -------------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable against an agent crash in WAL mode; only a power cut may lose
+            # the last transactions, which the next poll refills anyway.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.executescript(SCHEMA)
+            self._field_ids = dict(conn.execute("SELECT name, id FROM field"))
+            self._conn = conn
+        return self._conn
+
+    def _series_id(self, conn: sqlite3.Connection, measurement: str, tags: Mapping[str, str]) -> int:
+        key = (measurement, canonical_tags(tags))
+        found = self._series_ids.get(key)
+        if found is not None:
+            return found
+        row = conn.execute("SELECT id FROM series WHERE measurement = ? AND tags = ?", key).fetchone()
+        if row is None:
+            cur = conn.execute("INSERT INTO series (measurement, tags) VALUES (?, ?)", key)
+            series_id = int(cur.lastrowid)
+            conn.executemany(
+                "INSERT INTO series_tag (series_id, key, value) VALUES (?, ?, ?)",
+                [(series_id, k, v) for k, v in json.loads(key[1]).items()],
+            )
+        else:
+            series_id = row[0]
+        self._series_ids[key] = series_id
+        return series_id
+
+    def _field_id(self, conn: sqlite3.Connection, name: str) -> int:
+        found = self._field_ids.get(name)
+        if found is None:
+            conn.execute("INSERT OR IGNORE INTO field (name) VALUES (?)", (name,))
+            found = conn.execute("SELECT id FROM field WHERE name = ?", (name,)).fetchone()[0]
+            self._field_ids[name] = found
+        return found
+
+    def _write_sync(self, samples: list[Sample], now_ns: int) -> None:
+        conn = self._db()
+        nums: list[tuple[int, int, int, Value]] = []
+        strs: list[tuple[int, int, int, str]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sample in samples:
+                known = sample.known_fields()
+                if not known:
+                    continue
+                series_id = self._series_id(conn, sample.measurement, sample.tags)
+                for name, value in known.items():
+                    field_id = self._field_id(conn, name)
+                    if isinstance(value, str):
+                        strs.append((series_id, field_id, sample.timestamp_ns, value))
+                    else:
+                        nums.append((series_id, field_id, sample.timestamp_ns, value))
+            conn.executemany("INSERT OR REPLACE INTO point_num VALUES (?, ?, ?, ?)", nums)
+            conn.executemany("INSERT OR REPLACE INTO point_str VALUES (?, ?, ?, ?)", strs)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            # Ids cached during a rolled-back transaction no longer exist.
+            self._series_ids.clear()
+            self._field_ids = dict(conn.execute("SELECT name, id FROM field"))
+            raise
+        self._prune_sync(now_ns, PRUNE_STEP_ROWS)
+
+    def _prune_sync(self, now_ns: int, max_rows: int) -> int:
+        conn = self._db()
+        cutoff = now_ns - self.retention_ns
+        deleted = 0
+        for table in ("point_num", "point_str"):
+            if deleted >= max_rows:
+                break
+            cur = conn.execute(
+                f"DELETE FROM {table} WHERE (series_id, field_id, ts) IN"
+                f" (SELECT series_id, field_id, ts FROM {table} WHERE ts < ? LIMIT ?)",
+                (cutoff, max_rows - deleted),
+            )
+            deleted += cur.rowcount
+        if 0 < deleted < max_rows:
+            # This step emptied the backlog: drop series no point refers to any more.
+            cur = conn.execute(
+                "DELETE FROM series WHERE NOT EXISTS (SELECT 1 FROM point_num p WHERE p.series_id = series.id)"
+                " AND NOT EXISTS (SELECT 1 FROM point_str p WHERE p.series_id = series.id)"
+            )
+            if cur.rowcount:
+                self._series_ids.clear()
+            log.debug("retention removed %d points, %d series", deleted, cur.rowcount)
+        return deleted
+
+    def _series_rows(
+        self, conn: sqlite3.Connection, measurement: str, tag_filter: Mapping[str, str] | None
+    ) -> list[tuple[int, dict[str, str]]]:
+        where, params = tag_filter_sql(tag_filter)
+        rows = conn.execute(
+            f"SELECT s.id, s.tags FROM series s WHERE s.measurement = ?{where} ORDER BY s.tags",
+            [measurement, *params],
+        )
+        return [(series_id, json.loads(tags)) for series_id, tags in rows]
+
+    def _series_sync(self, measurement: str, tag_filter: Mapping[str, str] | None) -> list[dict[str, str]]:
+        return [tags for _, tags in self._series_rows(self._db(), measurement, tag_filter)]
+
+    def _points_sync(
+        self,
+        measurement: str,
+        field: str,
+        tag_filter: Mapping[str, str] | None,
+        start_ns: int | None,
+        end_ns: int | None,
+    ) -> list[SeriesPoints]:
+        conn = self._db()
+        field_id = self._field_ids.get(field)
+        if field_id is None:
+            return []
+        start = start_ns if start_ns is not None else -(2**63)
+        end = end_ns if end_ns is not None else 2**63 - 1
+        result = []
+        for series_id, tags in self._series_rows(conn, measurement, tag_filter):
+            points: list[tuple[int, Value]] = []
+            for table in ("point_num", "point_str"):
+                points += conn.execute(
+                    f"SELECT ts, value FROM {table} WHERE series_id = ? AND field_id = ?"
+                    " AND ts >= ? AND ts < ? ORDER BY ts",
+                    (series_id, field_id, start, end),
+                ).fetchall()
+            if points:
+                points.sort(key=lambda p: p[0])
+                result.append(SeriesPoints(tags, points))
+        return result
+
+    def _close_sync(self) -> None:
+        assert self._conn is not None
+        self._conn.close()
+        self._conn = None

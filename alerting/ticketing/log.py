@@ -1,0 +1,136 @@
+"""TicketLog: the embedded default "ITSM" — tickets kept in a local SQLite file.
+
+Used when a client has no ITSM of its own (or for the demo); ``vigie tickets`` lists it with
+:meth:`TicketLog.list`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from alerting.models import Alert
+from alerting.ticketing import TicketRef, ticket_body, ticket_title
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tickets (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    idempotency_key TEXT NOT NULL,
+    client TEXT NOT NULL,
+    alert TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    title TEXT NOT NULL,
+    content TEXT NOT NULL,
+    status TEXT NOT NULL,
+    opened_at REAL NOT NULL,
+    solved_at REAL,
+    solution TEXT
+);
+CREATE INDEX IF NOT EXISTS tickets_key ON tickets(idempotency_key);
+CREATE TABLE IF NOT EXISTS followups (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ticket_id INTEGER NOT NULL REFERENCES tickets(id),
+    at REAL NOT NULL,
+    content TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class TicketRecord:
+    id: int
+    client: str
+    alert: str
+    severity: str
+    title: str
+    status: str  # open | solved
+    opened_at: float
+    solved_at: float | None
+    idempotency_key: str
+
+
+class TicketLog:
+    name = "log"
+
+    def __init__(self, path: str, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> TicketLog:
+        return cls(str(options.get("path", "tickets.sqlite")))
+
+    async def open(self, alert: Alert) -> TicketRef:
+        cur = self._db.execute(
+            "INSERT INTO tickets(idempotency_key, client, alert, fingerprint, severity, title, content, "
+            "status, opened_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                alert.idempotency_key,
+                alert.client,
+                alert.rule,
+                alert.fingerprint,
+                alert.severity,
+                ticket_title(alert),
+                ticket_body(alert),
+                "open",
+                self.clock(),
+            ),
+        )
+        return TicketRef(self.name, str(cur.lastrowid))
+
+    async def add_followup(self, ref: TicketRef, text: str) -> None:
+        self._db.execute(
+            "INSERT INTO followups(ticket_id, at, content) VALUES (?,?,?)", (int(ref.id), self.clock(), text)
+        )
+
+    async def solve(self, ref: TicketRef, alert: Alert) -> None:
+        self._db.execute(
+            "UPDATE tickets SET status='solved', solved_at=?, solution=? WHERE id=? AND status='open'",
+            (self.clock(), f"Recovered: {alert.summary}", int(ref.id)),
+        )
+
+    async def find_open(self, idempotency_key: str) -> TicketRef | None:
+        row = self._db.execute(
+            "SELECT id FROM tickets WHERE idempotency_key=? AND status='open' ORDER BY id LIMIT 1",
+            (idempotency_key,),
+        ).fetchone()
+        return TicketRef(self.name, str(row["id"])) if row else None
+
+    def list(self, client: str | None = None, status: str | None = None) -> list[TicketRecord]:
+        sql = "SELECT * FROM tickets WHERE 1=1"
+        args: list[Any] = []
+        if client is not None:
+            sql += " AND client=?"
+            args.append(client)
+        if status is not None:
+            sql += " AND status=?"
+            args.append(status)
+        return [
+            TicketRecord(
+                id=r["id"],
+                client=r["client"],
+                alert=r["alert"],
+                severity=r["severity"],
+                title=r["title"],
+                status=r["status"],
+                opened_at=r["opened_at"],
+                solved_at=r["solved_at"],
+                idempotency_key=r["idempotency_key"],
+            )
+            for r in self._db.execute(sql + " ORDER BY id", args)
+        ]
+
+    def followups(self, ticket_id: int) -> list[str]:
+        rows = self._db.execute("SELECT content FROM followups WHERE ticket_id=? ORDER BY id", (ticket_id,))
+        return [r["content"] for r in rows]
+
+    async def close(self) -> None:
+        self._db.close()

@@ -63,6 +63,7 @@ class SnmpAuth:
     auth_key: str | None = None
     priv_protocol: str | None = None  # DES | 3DES | AES | AES128 | AES192 | AES256
     priv_key: str | None = None
+    context: str = ""  # SNMPv3 contextName (VRF contexts; snmpsim picks the device by it)
 
     def __post_init__(self) -> None:
         if self.version not in ("1", "2c", "3"):
@@ -183,11 +184,9 @@ def receive_buffer_bytes(engine: hlapi.SnmpEngine | None = None) -> int | None:
     dispatcher = engine.transport_dispatcher
     if dispatcher is None:
         return None
-    for transport in dispatcher.transports.values():
-        sock = transport.transport.get_extra_info("socket") if transport.transport else None
-        if sock is not None:
-            return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    return None
+    transport = dispatcher.get_transport(udp.DOMAIN_NAME)
+    sock = transport.transport.get_extra_info("socket") if transport and transport.transport else None
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) if sock is not None else None
 
 
 class SnmpClient:
@@ -216,7 +215,7 @@ class SnmpClient:
         self._engine = engine
         self._target: _UdpTarget | None = None
         self._auth_data = _auth_data(self.auth)
-        self._context = hlapi.ContextData()
+        self._context = hlapi.ContextData(contextName=self.auth.context)
 
     @property
     def endpoint(self) -> str:

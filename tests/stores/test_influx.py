@@ -1,6 +1,5 @@
 """InfluxStore against a fake InfluxDB v2 write endpoint on loopback (aiohttp)."""
 
-
 import pytest
 from aiohttp import web
 

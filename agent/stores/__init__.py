@@ -74,6 +74,9 @@ def build_store(store_config: Mapping[str, Any], state_dir: Path, secrets: Any =
             bucket=store_config["bucket"],
             token=store_config.get("token") or "",
             batch_size=batch_size,
+            # The spool retries on its own clock without holding the caller; a couple of quick
+            # tries only ride out a blip.
+            max_retries=2,
         )
         spool_dir = Path(store_config.get("spool_dir") or state_dir / "spool")
         max_bytes = store_config.get("spool_max_bytes")

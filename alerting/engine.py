@@ -134,9 +134,7 @@ def compile_rules(rules: Iterable[RuleLike]) -> list[CompiledRule]:
             clash = RESERVED_LABELS & labels.keys()
             if clash:
                 raise ValueError(f"labels may not set {sorted(clash)}")
-            matchers = tuple(
-                TagMatcher.parse(str(k), v) for k, v in (getattr(rule, "match", None) or {}).items()
-            )
+            matchers = tuple(TagMatcher.parse(str(k), v) for k, v in (getattr(rule, "match", None) or {}).items())
             out.append(
                 CompiledRule(
                     spec=rule,

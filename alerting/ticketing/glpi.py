@@ -170,7 +170,7 @@ class GlpiConnector:
                     method, url, params=params, headers=headers, data=None if body is None else json.dumps(body)
                 ) as resp:
                     status, text, resp_headers = resp.status, await resp.text(), resp.headers
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 err = GlpiError(None, type(exc).__name__, str(exc) or type(exc).__name__, url, method)
                 if retry and attempt < self.retries:
                     attempt += 1

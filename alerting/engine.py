@@ -214,7 +214,8 @@ class AlertEngine:
         for rule in self.rules:
             self._by_measurement.setdefault(rule.measurement, []).append(rule)
         self.clock = clock
-        self.parents: dict[tuple[str, str], str] = dict(parents or {})
+        self.parents: dict[tuple[str, str], str] = {}
+        self.set_parents(parents or {})
         self.non_identifying_tags = frozenset(non_identifying_tags)
         self.unreachable_statuses = frozenset(unreachable_statuses)
         self.status_ttl_s = status_ttl_s
@@ -228,7 +229,17 @@ class AlertEngine:
         self._db.close()
 
     def set_parents(self, parents: ParentMap) -> None:
-        self.parents = dict(parents)
+        """``{(client, device): parent_device}``. A cycle is rejected: its devices would inhibit
+        each other when they are all down and no ticket would ever open."""
+        parents = dict(parents)
+        for client, device in parents:
+            chain = [device]
+            while (parent := parents.get((client, chain[-1]))) is not None:
+                if parent in chain:
+                    cycle = " -> ".join([*chain[chain.index(parent) :], parent])
+                    raise ValueError(f"parent cycle in client {client}: {cycle}")
+                chain.append(parent)
+        self.parents = parents
 
     # -- evaluation ---------------------------------------------------------------------------
 

@@ -1,0 +1,197 @@
+import sqlite3
+
+import pytest
+
+from alerting.engine import AlertEngine, RuleError
+from alerting.models import FIRING, PENDING, RESOLVED, Rule
+
+from .helpers import DEVICE_DOWN, IF_DOWN, T0, collection, iface
+
+
+@pytest.fixture
+def db(tmp_path):
+    return str(tmp_path / "alerts.sqlite")
+
+
+def make(db, rules=(IF_DOWN, DEVICE_DOWN), **kw):
+    return AlertEngine(db, list(rules), clock=lambda: pytest.fail("time must be passed"), **kw)
+
+
+def states(transitions):
+    return [(t.alert.rule, t.previous, t.state) for t in transitions]
+
+
+def test_pending_firing_resolved_with_driven_time(db):
+    eng = make(db)
+    assert states(eng.evaluate([iface(T0, "down")], now=T0)) == [("interface_down", None, PENDING)]
+    assert eng.evaluate([iface(T0 + 30, "down")], now=T0 + 30) == []  # for_s not elapsed
+    fired = eng.evaluate([iface(T0 + 60, "down")], now=T0 + 60)
+    assert states(fired) == [("interface_down", PENDING, FIRING)]
+    alert = fired[0].alert
+    assert alert.started_at == T0 and alert.fired_at == T0 + 60
+    assert alert.summary == "sw-core-1 Gi0/1 down"
+    assert alert.labels == {
+        "alertname": "interface_down",
+        "client": "vsgp",
+        "site": "hdv",
+        "device": "sw-core-1",
+        "role": "core",
+        "if_index": "1",
+        "if_name": "Gi0/1",
+        "team": "noc",
+    }  # if_alias is descriptive, not identifying
+    assert alert.idempotency_key == f"vigie:{alert.fingerprint}:{int(T0 + 60)}"
+    assert eng.evaluate([iface(T0 + 90, "down")], now=T0 + 90) == []  # still firing, nothing new
+    resolved = eng.evaluate([iface(T0 + 120, "up")], now=T0 + 120)
+    assert states(resolved) == [("interface_down", FIRING, RESOLVED)]
+    assert resolved[0].alert.resolved_at == T0 + 120
+    assert resolved[0].alert.fingerprint == alert.fingerprint
+    # a new occurrence: same fingerprint, new started_at, new idempotency key
+    eng.evaluate([iface(T0 + 200, "down")], now=T0 + 200)
+    again = eng.evaluate([iface(T0 + 260, "down")], now=T0 + 260)[0].alert
+    assert again.fingerprint == alert.fingerprint and again.idempotency_key != alert.idempotency_key
+    assert [a.state for a in eng.alerts()] == [RESOLVED, FIRING]
+
+
+def test_pending_cleared_before_for_s_is_dropped_silently(db):
+    eng = make(db)
+    eng.evaluate([iface(T0, "down")], now=T0)
+    assert eng.evaluate([iface(T0 + 30, "up")], now=T0 + 30) == []
+    assert eng.alerts() == []
+    # the next bad sample starts a fresh pending period
+    eng.evaluate([iface(T0 + 40, "down")], now=T0 + 40)
+    assert eng.evaluate([iface(T0 + 90, "down")], now=T0 + 90) == []
+    assert states(eng.evaluate([iface(T0 + 100, "down")], now=T0 + 100)) == [("interface_down", PENDING, FIRING)]
+
+
+def test_for_zero_fires_at_once(db):
+    eng = make(db)
+    out = eng.evaluate([collection(T0, "unreachable", device="sw-core-1")], now=T0)
+    assert states(out) == [("device_unreachable", None, PENDING), ("device_unreachable", PENDING, FIRING)]
+
+
+def test_matchers_exact_regex_negation(db):
+    eng = make(db)
+    assert eng.evaluate([iface(T0, "down", if_alias="user port")], now=T0) == []  # regex miss
+    assert eng.evaluate([iface(T0, "down", role="access")], now=T0) == []  # exact miss
+    assert len(eng.evaluate([iface(T0, "down", if_alias="to WAN orange")], now=T0)) == 1
+    neg = Rule("x", "snmp_interface", "oper_status == 'down'", match={"role": "!core", "if_name": "!~^Vlan"})
+    eng2 = make(db + "2", rules=[neg])
+    assert eng2.evaluate([iface(T0, "down")], now=T0) == []
+    assert eng2.evaluate([iface(T0, "down", role="access")], now=T0) != []
+    assert eng2.evaluate([iface(T0, "down", role="access", if_name="Vlan10", if_index="9")], now=T0) == []
+
+
+@pytest.mark.parametrize("bad", [{"oper_status": None}, {"admin_status": None}])
+def test_unknown_values_do_not_flip_state(db, bad):
+    eng = make(db)
+    eng.evaluate([iface(T0, "down")], now=T0)
+    eng.evaluate([iface(T0 + 60, "down")], now=T0 + 60)
+    unknown = iface(T0 + 90, bad.get("oper_status", "down"), admin=bad.get("admin_status", "up"))
+    assert eng.evaluate([unknown], now=T0 + 90) == []  # no false recovery
+    assert [a.state for a in eng.alerts()] == [FIRING]
+    # and an unknown value never raises an alert
+    eng2 = make(db + "2")
+    assert eng2.evaluate([iface(T0, None)], now=T0) == []
+    assert eng2.alerts() == []
+
+
+def test_restart_continues_where_it_was(db):
+    eng = make(db)
+    eng.evaluate([iface(T0, "down")], now=T0)
+    eng.close()
+    eng = make(db)  # restart while pending
+    fired = eng.evaluate([iface(T0 + 60, "down")], now=T0 + 60)
+    assert states(fired) == [("interface_down", PENDING, FIRING)] and fired[0].alert.started_at == T0
+    eng.close()
+    eng = make(db)  # restart while firing: no new firing transition
+    assert eng.evaluate([iface(T0 + 120, "down")], now=T0 + 120) == []
+    assert states(eng.evaluate([iface(T0 + 180, "up")], now=T0 + 180)) == [("interface_down", FIRING, RESOLVED)]
+    mode = sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_stale_series_is_neither_resolved_nor_duplicated(db):
+    eng = make(db)
+    eng.evaluate([iface(T0, "down")], now=T0)
+    eng.evaluate([iface(T0 + 60, "down")], now=T0 + 60)
+    # the interface stops reporting for an hour: nothing happens
+    for k in range(1, 60):
+        assert eng.evaluate([], now=T0 + 60 + k * 60) == []
+    (alert,) = eng.firing()
+    assert alert.last_sample_at == T0 + 60
+    # it comes back still down: same alert, no new transition
+    assert eng.evaluate([iface(T0 + 4000, "down")], now=T0 + 4000) == []
+    assert len(eng.alerts()) == 1
+
+
+def test_unreachable_device_inhibits_its_own_alerts_but_not_its_reachability_alert(db):
+    eng = make(db)
+    eng.evaluate([iface(T0, "down")], now=T0)
+    out = eng.evaluate([collection(T0 + 60, "unreachable", device="sw-core-1"), iface(T0 + 60, "down")], now=T0 + 60)
+    assert states(out) == [("device_unreachable", None, PENDING), ("device_unreachable", PENDING, FIRING)]
+    held = [a for a in eng.alerts() if a.rule == "interface_down"]
+    assert held[0].state == PENDING and held[0].inhibited_by == "vsgp/sw-core-1"
+    # device answers again: the held alert fires at its next bad sample
+    out = eng.evaluate([collection(T0 + 120, "ok", device="sw-core-1"), iface(T0 + 120, "down")], now=T0 + 120)
+    assert states(out) == [("device_unreachable", FIRING, RESOLVED), ("interface_down", PENDING, FIRING)]
+
+
+def test_parent_unreachable_inhibits_children(db):
+    parents = {("vsgp", "sw-access-2"): "sw-dist-1", ("vsgp", "sw-dist-1"): "fw-1"}
+    eng = make(db, parents=parents)
+    samples = [
+        collection(T0, "unreachable", device="fw-1"),
+        collection(T0, "unreachable", device="sw-access-2"),
+        iface(T0, "down", device="sw-access-2"),
+    ]
+    out = eng.evaluate(samples, now=T0)
+    fired = [(t.alert.device, t.alert.rule) for t in out if t.state == FIRING]
+    assert fired == [("fw-1", "device_unreachable")]  # the child's own reachability alert is inhibited too
+    samples = [
+        collection(T0 + 60, "unreachable", device="fw-1"),
+        collection(T0 + 60, "unreachable", device="sw-access-2"),
+        iface(T0 + 60, "down", device="sw-access-2"),
+    ]
+    assert eng.evaluate(samples, now=T0 + 60) == []
+    held = {(a.device, a.rule): a.inhibited_by for a in eng.alerts(states=[PENDING])}
+    assert held == {
+        ("sw-access-2", "device_unreachable"): "vsgp/fw-1",
+        ("sw-access-2", "interface_down"): "vsgp/fw-1",
+    }
+    # another client's device of the same name is not inhibited (equal: client, device)
+    other = eng.evaluate([collection(T0, "unreachable", device="sw-access-2", client="ofdt")], now=T0)
+    assert [t.state for t in other] == [PENDING, FIRING]
+
+
+def test_ok_from_another_collector_means_reachable(db):
+    eng = make(db)
+    eng.evaluate(
+        [
+            collection(T0, "unreachable", device="sw-core-1", collector="snmp"),
+            collection(T0, "ok", device="sw-core-1", collector="icmp"),
+        ],
+        now=T0,
+    )
+    assert eng.is_unreachable("vsgp", "sw-core-1", T0) is False
+    eng.evaluate([collection(T0 + 10, "unreachable", device="sw-core-1", collector="icmp")], now=T0 + 10)
+    assert eng.is_unreachable("vsgp", "sw-core-1", T0 + 10) is True
+    assert eng.is_unreachable("vsgp", "sw-core-1", T0 + 10 + 7200) is False  # statuses expire (status_ttl_s)
+
+
+def test_bad_rules_are_rejected_with_every_problem(db):
+    rules = [
+        Rule("a", "m", "x.y == 1"),
+        Rule("b", "m", "x == 1", severity="fatal"),
+        Rule("c", "m", "x == 1", labels={"device": "x"}),
+        Rule("d", "m", "x == 1", match={"t": "~("}),
+        Rule("d", "m", "x == 1"),
+    ]
+    with pytest.raises(RuleError) as err:
+        make(db, rules=rules)
+    assert len(err.value.errors) == 5
+
+
+def test_parent_cycles_are_rejected(db):
+    with pytest.raises(ValueError, match="cycle in client vsgp: sw-a -> fw-1 -> sw-a"):
+        make(db, parents={("vsgp", "sw-a"): "fw-1", ("vsgp", "fw-1"): "sw-a"})

@@ -1,0 +1,197 @@
+"""The main job: inventory -> scheduler -> collectors -> pipeline -> (store, rollups, alerts -> tickets).
+
+`Agent` only wires the parts together; each part is usable (and tested) alone. It owns one state
+directory: two agents sharding a NOC (`vigie run --clients A,B`) must be given two directories.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+from agent.config import Config, RuleSpec
+from agent.inventory import Poll, build_polls
+from agent.pipeline import Pipeline
+from agent.plugins import COLLECTORS, TICKETING, Registry
+from agent.samples import Sample
+from agent.scheduler import Scheduler
+from agent.state import StateDB, tz_by_client
+from agent.stores import Store, build_store
+from alerting.engine import AlertEngine
+from alerting.models import AlertTransition
+from alerting.notifier import DispatchResult, TicketDispatcher
+from alerting.ticketing import TicketConnector
+from collectors.base import Collector
+
+log = logging.getLogger(__name__)
+
+AlertListener = Callable[[Sequence[AlertTransition], DispatchResult], None]
+
+
+class CollectorFactory:
+    """Builds one collector instance per poll from the `vigie.collectors` entry points."""
+
+    def __init__(self) -> None:
+        self.registry = Registry(COLLECTORS)
+
+    def __call__(self, poll: Poll) -> Collector:
+        return self.registry.load(poll.collector)(poll.options)
+
+    def default_rules(self, names: Collection[str]) -> list[dict[str, Any]]:
+        """Rules a collector ships for what it discovers (e.g. per-family SNMP rules)."""
+        rules: list[dict[str, Any]] = []
+        for name in sorted(names):
+            cls = self.registry.load(name)
+            rules.extend(getattr(cls, "default_rules", lambda: [])())
+        return rules
+
+
+def make_collector(poll: Poll) -> Collector:
+    return CollectorFactory()(poll)
+
+
+def rules_by_client(config: Config, clients: Collection[str], shipped: Sequence[dict[str, Any]]) -> list[RuleSpec]:
+    """One rule list for the engine: each client's rules scoped to it with a `client` matcher.
+
+    Precedence: a rule of the config (global or the client's) replaces a collector-shipped rule of
+    the same name, so an operator can retune or disable any default.
+    """
+    shipped_specs = [RuleSpec.model_validate(raw) for raw in shipped]
+    scoped: list[RuleSpec] = []
+    for client in sorted(clients):
+        configured = {rule.name: rule for rule in config.rules_for(client)}
+        disabled = {r.name for r in config.client(client).rules if getattr(r, "enabled", True) is False} \
+            if hasattr(config.client(client), "rules") else set()
+        merged = [r for r in shipped_specs if r.name not in configured and r.name not in disabled]
+        merged += configured.values()
+        for rule in merged:
+            scoped.append(rule.model_copy(update={"match": {**rule.match, "client": client}}))
+    return scoped
+
+
+class Agent:
+    def __init__(
+        self,
+        config: Config,
+        clients: Collection[str] | None = None,
+        state_dir: Path | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        health_interval_s: float = 60.0,
+    ) -> None:
+        self.config = config
+        self.polls = build_polls(config, clients)
+        self.clients = [c.name for c in config.select_clients(clients)]
+        self.state_dir = Path(state_dir or config.agent.state_dir)
+        self.clock = clock
+        self.health_interval_s = health_interval_s
+        self.collectors = CollectorFactory()
+        self.listeners: list[AlertListener] = []
+        self._connectors: list[TicketConnector] = []
+        self._stop = asyncio.Event()
+
+    # -- assembly ------------------------------------------------------------------------------
+
+    def _ticket_targets(self) -> dict[str, TicketConnector]:
+        registry = Registry(TICKETING)
+        shared_log: TicketConnector | None = None
+        targets: dict[str, TicketConnector] = {}
+        for name in self.clients:
+            ticketing = self.config.client(name).ticketing
+            if ticketing.kind == "log":
+                if shared_log is None:
+                    shared_log = registry.load("log").from_options({"path": str(self.state_dir / "tickets.sqlite")})
+                    self._connectors.append(shared_log)
+                targets[name] = shared_log
+                continue
+            options: dict[str, Any] = {
+                "url": ticketing.url,
+                "app_token": self.config.secret_text(ticketing.app_token),
+                "user_token": self.config.secret_text(ticketing.user_token),
+                "entities_id": ticketing.entity_id,
+            }
+            if ticketing.category_id is not None:
+                options["itilcategories_id"] = ticketing.category_id
+            if ticketing.requesttype_id is not None:
+                options["requesttypes_id"] = ticketing.requesttype_id
+            connector = registry.load(ticketing.kind).from_options(options)
+            self._connectors.append(connector)
+            targets[name] = connector
+        return targets
+
+    async def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store: Store = build_store(self.config.agent.store.model_dump(), self.state_dir)
+        zones = {name: self.config.client(name).timezone for name in self.clients}
+        self.state = StateDB(self.state_dir / "state.sqlite", tz_for=tz_by_client(zones))
+        shipped = self.collectors.default_rules({p.collector for p in self.polls})
+        rules = rules_by_client(self.config, self.clients, shipped)
+        self.engine = AlertEngine(
+            str(self.state_dir / "alerts.sqlite"), rules, self.clock, parents=self.config.parents()
+        )
+        self.dispatcher = TicketDispatcher(
+            str(self.state_dir / "ticket-outbox.sqlite"), self._ticket_targets(), self.clock
+        )
+        self.pipeline = Pipeline({"store": self.store.write, "state": self._update_state, "alerts": self._alert})
+        self.pipeline.start()
+        self.scheduler = Scheduler(
+            self.polls,
+            self.collectors,
+            self.pipeline.submit,
+            health_interval_s=self.health_interval_s,
+            queue_depths=self._depths,
+            workers=self.config.agent.threads,
+        )
+        # A restart re-dispatches what the outbox holds (tickets to open or solve) before any poll.
+        await self._dispatch([])
+        self.scheduler.start()
+        log.info("vigie: %d poll(s) for client(s) %s, state in %s", len(self.polls), ", ".join(self.clients),
+                 self.state_dir)
+
+    async def stop(self) -> None:
+        self.scheduler.stop()
+        await self.pipeline.stop()
+        await self.store.close()
+        for connector in self._connectors:
+            await connector.close()
+        self.engine.close()
+        self.dispatcher.close()
+        self.state.close()
+
+    async def run_forever(self, duration_s: float | None = None) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop.set)
+        try:
+            await asyncio.wait_for(self._stop.wait(), duration_s) if duration_s else await self._stop.wait()
+        except TimeoutError:
+            pass
+        finally:
+            await self.stop()
+
+    # -- pipeline consumers -------------------------------------------------------------------
+
+    def _depths(self) -> dict[str, int]:
+        depths = self.pipeline.depths()
+        spool = getattr(self.store, "depth", None)
+        if spool is not None:
+            depths["spool_points"] = spool().points
+        return depths
+
+    async def _update_state(self, samples: Sequence[Sample]) -> None:
+        await asyncio.to_thread(self.state.update, samples, time.time_ns())
+
+    async def _alert(self, samples: Sequence[Sample]) -> None:
+        transitions = self.engine.evaluate(samples, self.clock())
+        await self._dispatch(transitions)
+
+    async def _dispatch(self, transitions: Sequence[AlertTransition]) -> None:
+        result = await self.dispatcher.dispatch(transitions, self.clock())
+        for listener in self.listeners:
+            listener(transitions, result)

@@ -157,7 +157,7 @@ def test_parent_unreachable_inhibits_children(db):
     held = {(a.device, a.rule): a.inhibited_by for a in eng.alerts(states=[PENDING])}
     assert held == {
         ("sw-access-2", "device_unreachable"): "vsgp/fw-1",
-        ("sw-access-2", "interface_down"): "vsgp/fw-1",
+        ("sw-access-2", "interface_down"): "vsgp/sw-access-2",  # nearest unreachable device
     }
     # another client's device of the same name is not inhibited (equal: client, device)
     other = eng.evaluate([collection(T0, "unreachable", device="sw-access-2", client="ofdt")], now=T0)

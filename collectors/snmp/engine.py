@@ -1,0 +1,261 @@
+"""One engine for every profile: fetch (the only I/O) -> evaluate (pure, plus the counter store).
+
+``fetch`` walks each column OID the profile declares once (a column shared by two tables, e.g.
+hrStorage for memory and for disks, or entPhysicalName joined by several tables, is walked once)
+and GETs the scalar ones. ``evaluate`` turns the snapshot into :class:`Row` s: columns -> fields
+(in declared order, each may use the previous ones) -> filter -> tags, with rates computed from the
+engine-owned :class:`CounterStore`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.samples import FieldValue
+from collectors.base import CollectError, Unreachable
+from collectors.snmp.client import SnmpClient, SnmpValue, oid_key
+from collectors.snmp.profile import Profile, ResolvedTable, ResolvedValue
+
+# Column walks in flight per device: enough to hide latency, few enough not to flood a switch CPU.
+WALKS_IN_FLIGHT = 4
+_TIMETICKS_WRAP = 2**32
+_ONE_DAY_TICKS = 86400 * 100
+
+
+@dataclass
+class Snapshot:
+    """What one poll read: column OID -> {index suffix -> value}, scalars by full OID."""
+
+    columns: dict[str, dict[str, SnmpValue]] = field(default_factory=dict)
+    scalars: dict[str, SnmpValue] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # OID -> why it is missing
+
+
+@dataclass(frozen=True)
+class Row:
+    table: str
+    measurement: str
+    index: str
+    tags: dict[str, str]
+    fields: dict[str, FieldValue]
+    oids: dict[str, str]  # column name -> the OID instance the value was read from
+
+
+class CounterStore:
+    """Previous readings of one device, owned by the engine: counters for rates, and values for
+    "went backwards" checks (uptime -> reboot)."""
+
+    def __init__(self) -> None:
+        self._counters: dict[tuple[str, str, str], tuple[int, str, float]] = {}
+        self._previous: dict[tuple[str, str, str], int] = {}
+
+    def rate(self, key: tuple[str, str, str], value: SnmpValue, now: float, limit: float | None) -> float | None:
+        """Per-second increase; ``None`` on the first reading, after a reset, or when the increase
+        is impossible (above ``limit``, e.g. more bytes than the link can carry)."""
+        previous = self._counters.get(key)
+        current = int(value.value)
+        self._counters[key] = (current, value.kind, now)
+        if previous is None:
+            return None
+        last, kind, then = previous
+        elapsed = now - then
+        if kind != value.kind or elapsed <= 0:
+            return None
+        delta = current - last
+        if delta < 0:
+            if value.kind != "counter32":
+                # A Counter64 does not wrap within a human lifetime: going back means reset.
+                return None
+            delta += 2**32
+        per_second = delta / elapsed
+        if limit is not None and per_second > limit:
+            return None
+        return per_second
+
+    def went_backwards(self, key: tuple[str, str, str], value: SnmpValue) -> bool | None:
+        previous = self._previous.get(key)
+        current = int(value.value)
+        self._previous[key] = current
+        if previous is None:
+            return None
+        if current >= previous:
+            return False
+        # TimeTicks wrap after 497 days: a drop from the last day before the wrap is not a reboot.
+        return not (value.kind == "timeticks" and previous > _TIMETICKS_WRAP - _ONE_DAY_TICKS)
+
+    def reset_counters(self) -> None:
+        self._counters.clear()
+
+
+def planned_oids(tables: tuple[ResolvedTable, ...]) -> tuple[list[str], list[str]]:
+    """(column OIDs to walk, scalar OIDs to GET), each once, in declaration order."""
+    walks: dict[str, None] = {}
+    gets: dict[str, None] = {}
+    for table in tables:
+        for column in table.columns:
+            (gets if table.scalar else walks)[column.oid] = None
+    return list(walks), list(gets)
+
+
+async def fetch(client: SnmpClient, profile: Profile, known: Mapping[str, SnmpValue] | None = None) -> Snapshot:
+    """Read everything ``profile`` declares. ``known`` are scalars already read this poll.
+
+    A fallback table is fetched only when the table it stands in for came back empty. A column
+    that fails is recorded in ``errors`` and left absent; once the device stops answering
+    mid-poll the remaining columns are not tried (each would wait for its own timeout).
+    """
+    snapshot = Snapshot(scalars=dict(known or {}))
+    primary = tuple(t for t in profile.tables if not t.fallback_for)
+    await _fetch_tables(client, primary, snapshot)
+    by_id = {t.id: t for t in profile.tables}
+    fallbacks = tuple(
+        t for t in profile.tables if t.fallback_for and not _has_rows(by_id[t.fallback_for], snapshot)
+    )
+    if fallbacks:
+        await _fetch_tables(client, fallbacks, snapshot)
+    return snapshot
+
+
+async def _fetch_tables(client: SnmpClient, tables: tuple[ResolvedTable, ...], snapshot: Snapshot) -> None:
+    walks, gets = planned_oids(tables)
+    missing = [oid for oid in gets if oid not in snapshot.scalars and oid not in snapshot.errors]
+    if missing:
+        try:
+            snapshot.scalars.update(await client.get(missing))
+        except CollectError as exc:
+            snapshot.errors.update({oid: str(exc) for oid in missing})
+            if isinstance(exc, Unreachable):
+                snapshot.errors.update({oid: str(exc) for oid in walks})
+                return
+    gate = asyncio.Semaphore(WALKS_IN_FLIGHT)
+    gone: list[Unreachable] = []
+
+    async def walk(oid: str) -> None:
+        if oid in snapshot.columns or oid in snapshot.errors:
+            return
+        async with gate:
+            if gone:
+                snapshot.errors[oid] = str(gone[0])
+                return
+            try:
+                found = await client.walk(oid)
+            except CollectError as exc:
+                snapshot.errors[oid] = str(exc)
+                if isinstance(exc, Unreachable):
+                    gone.append(exc)
+                return
+        prefix_len = len(oid) + 1
+        snapshot.columns[oid] = {full[prefix_len:]: value for full, value in found.items()}
+
+    await asyncio.gather(*(walk(oid) for oid in walks))
+
+
+def _has_rows(table: ResolvedTable, snapshot: Snapshot) -> bool:
+    if table.scalar:
+        return any(c.oid in snapshot.scalars for c in table.columns)
+    return any(snapshot.columns.get(c.oid) for c in table.own_columns)
+
+
+def evaluate(profile: Profile, snapshot: Snapshot, store: CounterStore, now: float) -> list[Row]:
+    """Rows of every table, in profile order; a fallback table only if its target had no row."""
+    rows: list[Row] = []
+    produced: dict[str, int] = {}
+    for table in profile.tables:
+        if table.fallback_for:
+            continue
+        table_rows = _evaluate_table(profile, table, snapshot, store, now)
+        produced[table.id] = len(table_rows)
+        rows.extend(table_rows)
+    for table in profile.tables:
+        if table.fallback_for and not produced.get(table.fallback_for):
+            rows.extend(_evaluate_table(profile, table, snapshot, store, now))
+    return rows
+
+
+def _evaluate_table(
+    profile: Profile, table: ResolvedTable, snapshot: Snapshot, store: CounterStore, now: float
+) -> list[Row]:
+    if table.scalar:
+        indexes = ["0"] if _has_rows(table, snapshot) else []
+    else:
+        seen: set[str] = set()
+        for column in table.own_columns:
+            seen.update(snapshot.columns.get(column.oid, {}))
+        indexes = sorted(seen, key=oid_key)
+    rows = []
+    for index in indexes:
+        row = _evaluate_row(profile, table, index, snapshot, store, now)
+        if row is not None:
+            rows.append(row)
+            if table.resets_counters and row.fields.get(table.resets_counters) is True:
+                store.reset_counters()
+    return rows
+
+
+def _evaluate_row(
+    profile: Profile,
+    table: ResolvedTable,
+    index: str,
+    snapshot: Snapshot,
+    store: CounterStore,
+    now: float,
+) -> Row | None:
+    env: dict[str, Any] = {"index": index, "profile": profile.name}
+    raw: dict[str, SnmpValue | None] = {}
+    oids: dict[str, str] = {}
+    for column in table.columns:
+        if table.scalar:
+            value = snapshot.scalars.get(column.oid)
+            oids[column.name] = column.oid
+        else:
+            key = index if column.join is None else column.join.evaluate(env)
+            value = None if key is None else snapshot.columns.get(column.oid, {}).get(str(key))
+            if key is not None:
+                oids[column.name] = f"{column.oid}.{key}"
+        raw[column.name] = value
+        env[column.name] = None if value is None else value.value
+
+    def rate(*names: str, limit: float | None = None) -> float | None:
+        for name in names:
+            value = raw.get(name)
+            if value is not None:
+                return store.rate((table.id, index, name), value, now, limit)
+        return None
+
+    def went_backwards(name: str) -> bool | None:
+        value = raw.get(name)
+        return None if value is None else store.went_backwards((table.id, index, name), value)
+
+    stateful = {"rate": rate, "went_backwards": went_backwards}
+    fields: dict[str, FieldValue] = {}
+    for name, spec in table.fields:
+        fields[name] = env[name] = _field_value(_compute(spec, env, stateful))
+    if table.filter is not None and not table.filter.evaluate(env, stateful):
+        return None
+    tags: dict[str, str] = {}
+    for name, spec in table.tags:
+        value = _compute(spec, env, stateful)
+        if value is not None and value != "":
+            tags[name] = str(value)
+    return Row(table.id, table.measurement, index, tags, fields, oids)
+
+
+def _compute(spec: ResolvedValue, env: Mapping[str, Any], stateful: Mapping[str, Any]) -> Any:
+    value = spec.expr.evaluate(env, stateful)
+    if spec.map is None:
+        return value
+    if value is None:
+        return spec.default
+    return spec.map.get(str(value), spec.default)
+
+
+def _field_value(value: Any) -> FieldValue:
+    """Only sample-safe types leave the engine; a tuple or anything odd becomes unknown."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return round(value, 6)
+    return None

@@ -1,0 +1,277 @@
+"""The tiny, safe expression language of SNMP profiles.
+
+Profiles are data written by other people, so an expression is parsed with :mod:`ast` and every
+node is checked against a whitelist when the profile is loaded: arithmetic, comparisons, ``and`` /
+``or`` / ``not``, ``x if cond else y``, literals, tuples/lists (for ``in``), names of the row's
+columns and fields, and calls of a fixed set of functions. No attribute access, subscripts,
+lambdas, comprehensions or ``**``; nothing reaches Python builtins.
+
+Unknown stays unknown: arithmetic or ordering with ``None`` gives ``None`` (not a TypeError, never
+0), and division by zero gives ``None``.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+
+class ExprError(ValueError):
+    """An expression that is not in the language (raised at profile load)."""
+
+
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+}
+_COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
+    ast.Is: operator.is_,
+    ast.IsNot: operator.is_not,
+}
+# Ordering and arithmetic need both sides known; equality and membership work on None too.
+_NONE_SAFE = (ast.Eq, ast.NotEq, ast.Is, ast.IsNot, ast.In, ast.NotIn)
+
+
+def _none_guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def guarded(*args: Any) -> Any:
+        if any(arg is None for arg in args):
+            return None
+        try:
+            return fn(*args)
+        except (TypeError, ValueError, ArithmeticError):
+            return None
+
+    return guarded
+
+
+def _coalesce(*args: Any) -> Any:
+    return next((arg for arg in args if arg is not None), None)
+
+
+def _part(index: Any, position: int) -> str | None:
+    """Component ``position`` of a dotted index ("28.0", 0) -> "28"; negative counts from the end."""
+    parts = str(index).split(".")
+    try:
+        return parts[position]
+    except IndexError:
+        return None
+
+
+def _match(pattern: str, text: Any) -> bool | None:
+    return None if text is None else re.search(pattern, str(text)) is not None
+
+
+def _number(value: Any) -> float | int | None:
+    """A number from an integer, or from a string such as "42.5 C" agents sometimes send."""
+    if value is None or isinstance(value, (int, float)):
+        return value
+    found = re.search(r"-?\d+(?:\.\d+)?", str(value))
+    if not found:
+        return None
+    text = found.group(0)
+    return float(text) if "." in text else int(text)
+
+
+def _exp10(exponent: Any) -> float | None:
+    # Bounded so a hostile profile cannot build huge numbers.
+    return 10.0 ** exponent if -30 <= exponent <= 30 else None
+
+
+# Pure functions every expression may call.
+PURE_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "coalesce": _coalesce,
+    "min": _none_guard(min),
+    "max": _none_guard(max),
+    "abs": _none_guard(abs),
+    "round": _none_guard(round),
+    "int": _none_guard(int),
+    "float": _none_guard(float),
+    "str": _none_guard(str),
+    "number": _number,
+    "exp10": _none_guard(_exp10),
+    "part": _none_guard(_part),
+    "match": _match,
+    "startswith": _none_guard(lambda text, prefix: str(text).startswith(prefix)),
+    "lower": _none_guard(lambda text: str(text).lower()),
+    "strip": _none_guard(lambda text: str(text).strip()),
+}
+
+# Functions whose positional arguments are column *names* (they read engine-owned state for that
+# column, e.g. the previous counter value); the engine provides their implementation per row.
+STATEFUL_FUNCTIONS = frozenset({"rate", "went_backwards"})
+
+
+@dataclass(frozen=True)
+class Expression:
+    source: str
+    tree: ast.Expression = field(repr=False, compare=False)
+    names: frozenset[str] = field(compare=False)
+
+    def evaluate(self, env: Mapping[str, Any], stateful: Mapping[str, Callable[..., Any]] | None = None) -> Any:
+        return _Evaluator(env, stateful or {}).visit(self.tree.body)
+
+
+@lru_cache(maxsize=4096)
+def compile_expression(source: str) -> Expression:
+    """Parse and whitelist-check ``source``; raise :class:`ExprError` saying what is not allowed."""
+    try:
+        tree = ast.parse(str(source).strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExprError(f"syntax error in {source!r}: {exc.msg}") from None
+    names: set[str] = set()
+    _check(tree.body, names, source)
+    return Expression(str(source), tree, frozenset(names))
+
+
+def _check(node: ast.AST, names: set[str], source: str) -> None:
+    if isinstance(node, ast.Constant):
+        if not isinstance(node.value, (int, float, str, bool, type(None))):
+            raise ExprError(f"{source!r}: constant {node.value!r} not allowed")
+        return
+    if isinstance(node, ast.Name):
+        if node.id.startswith("_"):
+            raise ExprError(f"{source!r}: name {node.id!r} not allowed")
+        if node.id not in ("True", "False", "None"):
+            names.add(node.id)
+        return
+    if isinstance(node, ast.Call):
+        if not isinstance(node.func, ast.Name):
+            raise ExprError(f"{source!r}: only plain function calls are allowed")
+        func = node.func.id
+        if func in STATEFUL_FUNCTIONS:
+            for arg in node.args:
+                if not isinstance(arg, ast.Name):
+                    raise ExprError(f"{source!r}: {func}() takes column names")
+                names.add(arg.id)
+        elif func in PURE_FUNCTIONS:
+            for arg in node.args:
+                _check(arg, names, source)
+        else:
+            allowed = sorted(PURE_FUNCTIONS) + sorted(STATEFUL_FUNCTIONS)
+            raise ExprError(f"{source!r}: function {func!r} not allowed (allowed: {', '.join(allowed)})")
+        for keyword in node.keywords:
+            if keyword.arg is None:
+                raise ExprError(f"{source!r}: **kwargs not allowed")
+            _check(keyword.value, names, source)
+        return
+    if isinstance(node, ast.BinOp):
+        if type(node.op) not in _BINARY:
+            raise ExprError(f"{source!r}: operator {type(node.op).__name__} not allowed")
+        _check(node.left, names, source)
+        _check(node.right, names, source)
+        return
+    if isinstance(node, ast.UnaryOp):
+        if not isinstance(node.op, (ast.USub, ast.UAdd, ast.Not)):
+            raise ExprError(f"{source!r}: operator {type(node.op).__name__} not allowed")
+        _check(node.operand, names, source)
+        return
+    if isinstance(node, ast.BoolOp):
+        for value in node.values:
+            _check(value, names, source)
+        return
+    if isinstance(node, ast.Compare):
+        for op in node.ops:
+            if type(op) not in _COMPARE:
+                raise ExprError(f"{source!r}: comparison {type(op).__name__} not allowed")
+        for operand in [node.left, *node.comparators]:
+            _check(operand, names, source)
+        return
+    if isinstance(node, ast.IfExp):
+        for part in (node.test, node.body, node.orelse):
+            _check(part, names, source)
+        return
+    if isinstance(node, (ast.Tuple, ast.List)):
+        for element in node.elts:
+            _check(element, names, source)
+        return
+    raise ExprError(f"{source!r}: {type(node).__name__} not allowed")
+
+
+class _Evaluator:
+    def __init__(self, env: Mapping[str, Any], stateful: Mapping[str, Callable[..., Any]]) -> None:
+        self.env = env
+        self.stateful = stateful
+
+    def visit(self, node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name):
+            return {"True": True, "False": False, "None": None}.get(node.id, self.env.get(node.id))
+        if isinstance(node, ast.BinOp):
+            left, right = self.visit(node.left), self.visit(node.right)
+            if left is None or right is None:
+                return None
+            try:
+                result = _BINARY[type(node.op)](left, right)
+            except (ZeroDivisionError, TypeError, OverflowError):
+                return None
+            return None if isinstance(result, float) and not math.isfinite(result) else result
+        if isinstance(node, ast.UnaryOp):
+            operand = self.visit(node.operand)
+            if isinstance(node.op, ast.Not):
+                return not operand
+            if operand is None:
+                return None
+            try:
+                return -operand if isinstance(node.op, ast.USub) else +operand
+            except TypeError:
+                return None
+        if isinstance(node, ast.BoolOp):
+            if isinstance(node.op, ast.And):
+                value: Any = True
+                for part in node.values:
+                    value = self.visit(part)
+                    if not value:
+                        return value
+                return value
+            value = False
+            for part in node.values:
+                value = self.visit(part)
+                if value:
+                    return value
+            return value
+        if isinstance(node, ast.Compare):
+            left = self.visit(node.left)
+            for op, comparator in zip(node.ops, node.comparators, strict=True):
+                right = self.visit(comparator)
+                if not isinstance(op, _NONE_SAFE) and (left is None or right is None):
+                    return None
+                try:
+                    if not _COMPARE[type(op)](left, right):
+                        return False
+                except TypeError:
+                    return None
+                left = right
+            return True
+        if isinstance(node, ast.IfExp):
+            return self.visit(node.body) if self.visit(node.test) else self.visit(node.orelse)
+        if isinstance(node, (ast.Tuple, ast.List)):
+            return tuple(self.visit(element) for element in node.elts)
+        if isinstance(node, ast.Call):
+            func = node.func.id  # type: ignore[attr-defined]
+            kwargs = {kw.arg: self.visit(kw.value) for kw in node.keywords}
+            if func in STATEFUL_FUNCTIONS:
+                impl = self.stateful.get(func)
+                if impl is None:
+                    return None
+                return impl(*(arg.id for arg in node.args), **kwargs)  # type: ignore[attr-defined]
+            return PURE_FUNCTIONS[func](*(self.visit(arg) for arg in node.args), **kwargs)
+        raise ExprError(f"cannot evaluate {type(node).__name__}")  # unreachable after _check

@@ -1,0 +1,349 @@
+"""Device profiles are data: YAML files validated with pydantic when they are loaded.
+
+The format is documented in collectors/snmp/PROFILES.md. This module loads a directory of
+profiles, resolves ``extends`` (mixins first, the profile's own tables last, a table with the same
+``id`` merged over the inherited one), checks every expression against the safe language and every
+name an expression uses against the table's columns and earlier fields, and picks the profile of a
+device from its sysObjectID / sysDescr.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from collectors.snmp.expr import ExprError, Expression, compile_expression
+
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+STATES = ("ok", "warn", "crit", "unknown")
+_OID = re.compile(r"^\.?[0-9]+(\.[0-9]+)*$")
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+# Names every row expression may use besides its columns and earlier fields: the row index
+# (OID suffix, dotted) and the name of the profile that polls the device.
+ROW_NAMES = frozenset({"index", "profile"})
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Detect(_Strict):
+    sys_object_id: list[str] = Field(default_factory=list)
+    sys_descr: list[str] = Field(default_factory=list)
+    priority: int = 0
+
+    @field_validator("sys_object_id")
+    @classmethod
+    def _oids(cls, value: list[str]) -> list[str]:
+        for prefix in value:
+            if not _OID.match(prefix):
+                raise ValueError(f"{prefix!r} is not a dotted OID prefix")
+        return [prefix.lstrip(".") for prefix in value]
+
+    @field_validator("sys_descr")
+    @classmethod
+    def _regexes(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regex: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> Detect:
+        if not self.sys_object_id and not self.sys_descr:
+            raise ValueError("detect needs sys_object_id and/or sys_descr")
+        return self
+
+
+class Column(_Strict):
+    """A column OID. ``join`` makes it a lookup into another table: the expression gives the
+    index to read in that column (e.g. entPhysicalName at the row's cpmCPUTotalPhysicalIndex)."""
+
+    oid: str
+    join: str | None = None
+
+    @field_validator("oid")
+    @classmethod
+    def _oid(cls, value: str) -> str:
+        if not _OID.match(value):
+            raise ValueError(f"{value!r} is not an OID (absolute, or relative to base with a leading dot)")
+        return value
+
+
+class Value(_Strict):
+    """A computed value: an expression, optionally mapped through an enum table."""
+
+    expr: str
+    map: dict[str, str | int | float | bool] | None = None
+    default: str | int | float | bool | None = None
+
+    @field_validator("map", mode="before")
+    @classmethod
+    def _keys_as_text(cls, value: Any) -> Any:
+        # YAML gives int keys for `1: up`; values are looked up by their text form.
+        return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+
+
+def _as_value(value: Any) -> Any:
+    return {"expr": value} if isinstance(value, (str, int, float)) else value
+
+
+def _as_column(value: Any) -> Any:
+    return {"oid": value} if isinstance(value, str) else value
+
+
+class Table(_Strict):
+    id: str
+    measurement: str | None = None
+    base: str | None = None
+    scalar: bool = False
+    columns: dict[str, Column] = Field(default_factory=dict)
+    fields: dict[str, Value] = Field(default_factory=dict)
+    tags: dict[str, Value] = Field(default_factory=dict)
+    filter: str | None = None
+    fallback_for: str | None = None
+    resets_counters: str | None = None
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _columns(cls, value: Any) -> Any:
+        return {k: _as_column(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+    @field_validator("fields", "tags", mode="before")
+    @classmethod
+    def _values(cls, value: Any) -> Any:
+        return {k: _as_value(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+    @field_validator("base")
+    @classmethod
+    def _base(cls, value: str | None) -> str | None:
+        if value is not None and not _OID.match(value):
+            raise ValueError(f"{value!r} is not an OID")
+        return value
+
+    @field_validator("id", "measurement")
+    @classmethod
+    def _snake(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME.match(value):
+            raise ValueError(f"{value!r} must be snake_case")
+        return value
+
+
+class ProfileFile(_Strict):
+    name: str
+    description: str = ""
+    detect: Detect | None = None
+    extends: list[str] = Field(default_factory=list)
+    tables: list[Table] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ResolvedColumn:
+    name: str
+    oid: str
+    join: Expression | None
+
+
+@dataclass(frozen=True)
+class ResolvedValue:
+    expr: Expression
+    map: Mapping[str, Any] | None
+    default: Any
+
+
+@dataclass(frozen=True)
+class ResolvedTable:
+    id: str
+    measurement: str
+    scalar: bool
+    columns: tuple[ResolvedColumn, ...]
+    fields: tuple[tuple[str, ResolvedValue], ...]
+    tags: tuple[tuple[str, ResolvedValue], ...]
+    filter: Expression | None
+    fallback_for: str | None
+    resets_counters: str | None
+
+    @property
+    def own_columns(self) -> tuple[ResolvedColumn, ...]:
+        return tuple(c for c in self.columns if c.join is None)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A profile with its mixins resolved: everything the engine needs, already validated."""
+
+    name: str
+    description: str
+    detect: Detect | None
+    tables: tuple[ResolvedTable, ...]
+    source: Path
+
+    def matches(self, sys_object_id: str | None, sys_descr: str | None) -> tuple[int, int] | None:
+        """``None`` if it does not match, else a sort key (priority, length of the matched prefix)."""
+        if self.detect is None:
+            return None
+        oid = (sys_object_id or "").lstrip(".")
+        prefix_len = 0
+        if self.detect.sys_object_id:
+            hits = [p for p in self.detect.sys_object_id if oid == p or oid.startswith(p.rstrip(".") + ".")]
+            if not hits:
+                return None
+            prefix_len = max(len(p) for p in hits)
+        if self.detect.sys_descr:
+            if not any(re.search(p, sys_descr or "") for p in self.detect.sys_descr):
+                return None
+        return (self.detect.priority, prefix_len)
+
+
+class ProfileSet:
+    """All profiles of a directory, loaded and resolved once (build it at start-up)."""
+
+    def __init__(self, profiles: Mapping[str, Profile]) -> None:
+        self.profiles = dict(profiles)
+
+    @classmethod
+    def load(cls, directory: Path = PROFILES_DIR) -> ProfileSet:
+        raw: dict[str, tuple[Path, ProfileFile]] = {}
+        for path in sorted(directory.glob("*.yaml")):
+            parsed = _parse_file(path)
+            if parsed.name in raw:
+                raise ProfileError(f"{path}: name: {parsed.name!r} already defined in {raw[parsed.name][0]}")
+            raw[parsed.name] = (path, parsed)
+        return cls({name: _resolve(name, raw, ()) for name in raw})
+
+    def get(self, name: str) -> Profile:
+        try:
+            return self.profiles[name]
+        except KeyError:
+            raise KeyError(f"unknown SNMP profile {name!r} (known: {', '.join(sorted(self.profiles))})") from None
+
+    def detect(self, sys_object_id: str | None, sys_descr: str | None, fallback: str = "generic") -> Profile:
+        best: tuple[tuple[int, int], str] | None = None
+        for profile in self.profiles.values():
+            key = profile.matches(sys_object_id, sys_descr)
+            if key is not None and (best is None or (key, profile.name) > best):
+                best = (key, profile.name)
+        return self.profiles[best[1]] if best else self.get(fallback)
+
+
+def _parse_file(path: Path) -> ProfileFile:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        parsed = ProfileFile.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ProfileError(f"{path}: {problems}") from None
+    if parsed.name != path.stem:
+        raise ProfileError(f"{path}: name: {parsed.name!r} must equal the file name {path.stem!r}")
+    return parsed
+
+
+def _merge(parent: Table, child: Table) -> Table:
+    """Child keys replace the parent's; columns, fields and tags merge key by key."""
+    given = child.model_dump(exclude_unset=True)
+    merged = parent.model_dump()
+    for key, value in given.items():
+        if key in ("columns", "fields", "tags"):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return Table.model_validate(merged)
+
+
+def _raw_tables(
+    name: str, raw: Mapping[str, tuple[Path, ProfileFile]], chain: tuple[str, ...]
+) -> dict[str, Table]:
+    """The profile's tables before resolution: its mixins' tables, then its own merged over them."""
+    path, parsed = raw[name]
+    if name in chain:
+        raise ProfileError(f"{path}: extends: cycle {' -> '.join((*chain, name))}")
+    tables: dict[str, Table] = {}
+    for position, parent_name in enumerate(parsed.extends):
+        if parent_name not in raw:
+            raise ProfileError(f"{path}: extends.{position}: unknown profile {parent_name!r}")
+        tables.update(_raw_tables(parent_name, raw, (*chain, name)))
+    for table in parsed.tables:
+        tables[table.id] = _merge(tables[table.id], table) if table.id in tables else table
+    return tables
+
+
+def _resolve(name: str, raw: Mapping[str, tuple[Path, ProfileFile]], chain: tuple[str, ...]) -> Profile:
+    path, parsed = raw[name]
+    resolved = [_resolve_table(t, f"{path}: tables.{t.id}") for t in _raw_tables(name, raw, chain).values()]
+    ids = {t.id for t in resolved}
+    for table in resolved:
+        if table.fallback_for and table.fallback_for not in ids:
+            raise ProfileError(f"{path}: tables.{table.id}.fallback_for: no table {table.fallback_for!r}")
+    return Profile(name, parsed.description, parsed.detect, tuple(resolved), path)
+
+
+def _resolve_table(table: Table, where: str) -> ResolvedTable:
+    if table.measurement is None:
+        raise ProfileError(f"{where}.measurement: required")
+    if not table.columns:
+        raise ProfileError(f"{where}.columns: at least one column is required")
+    known = set(ROW_NAMES)
+    columns = []
+    for name, column in table.columns.items():
+        # A leading dot means "relative to base" (absolute OIDs are written without one).
+        oid = column.oid
+        if oid.startswith("."):
+            if not table.base:
+                raise ProfileError(f"{where}.columns.{name}.oid: relative OID {oid!r} needs a table base")
+            oid = table.base.lstrip(".") + oid
+        join = _expr(column.join, known, f"{where}.columns.{name}.join") if column.join else None
+        if table.scalar and join is not None:
+            raise ProfileError(f"{where}.columns.{name}.join: scalar tables cannot join")
+        columns.append(ResolvedColumn(name, oid.lstrip("."), join))
+        known.add(name)
+    fields = []
+    for name, value in table.fields.items():
+        fields.append((name, _value(value, known, f"{where}.fields.{name}")))
+        known.add(name)
+    tags = [(name, _value(value, known, f"{where}.tags.{name}")) for name, value in table.tags.items()]
+    filter_expr = _expr(table.filter, known, f"{where}.filter") if table.filter else None
+    if table.resets_counters and table.resets_counters not in table.fields:
+        raise ProfileError(f"{where}.resets_counters: no field {table.resets_counters!r}")
+    return ResolvedTable(
+        table.id,
+        table.measurement,
+        table.scalar,
+        tuple(columns),
+        tuple(fields),
+        tuple(tags),
+        filter_expr,
+        table.fallback_for,
+        table.resets_counters,
+    )
+
+
+def _value(value: Value, known: set[str], where: str) -> ResolvedValue:
+    return ResolvedValue(_expr(value.expr, known, f"{where}.expr"), value.map, value.default)
+
+
+def _expr(source: str, known: set[str], where: str) -> Expression:
+    try:
+        expression = compile_expression(str(source))
+    except ExprError as exc:
+        raise ProfileError(f"{where}: {exc}") from None
+    unknown = expression.names - known
+    if unknown:
+        raise ProfileError(f"{where}: unknown name(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+    return expression

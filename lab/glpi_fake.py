@@ -67,6 +67,7 @@ class Fault:
     method: str | None = None
     path: str | None = None  # substring of the path after /apirest.php/
     retry_after: str | None = None
+    after_processing: bool = False  # the request is carried out, then the error is returned
 
 
 class FakeGlpi:
@@ -114,8 +115,12 @@ class FakeGlpi:
         method: str | None = None,
         path: str | None = None,
         retry_after: str | None = None,
+        after_processing: bool = False,
     ) -> None:
-        self.faults.append(Fault(status, times, method, path, retry_after))
+        """Answer the next ``times`` matching requests with ``status`` (5xx as an HTML page, like a
+        proxy; others as ``["ERROR", ...]``). ``after_processing``: do the work first (a create
+        that succeeded but whose answer was lost)."""
+        self.faults.append(Fault(status, times, method, path, retry_after, after_processing))
 
     def count(self, method: str, path: str, status: int | None = None) -> int:
         return sum(1 for m, p, s in self.requests if m == method and p == path and (status is None or s == status))
@@ -205,6 +210,13 @@ class FakeGlpi:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         tail = request.match_info["tail"].strip("/")
+        fault = self._take_fault(request, tail)
+        if fault is not None and not fault.after_processing:
+            return self._fault_response(fault)
+        response = await self._handle(request, tail)
+        return self._fault_response(fault) if fault is not None else response
+
+    def _take_fault(self, request: web.Request, tail: str) -> Fault | None:
         for fault in self.faults:
             if (
                 fault.times > 0
@@ -212,15 +224,21 @@ class FakeGlpi:
                 and (fault.path is None or fault.path in tail)
             ):
                 fault.times -= 1
-                headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
-                if fault.status >= 500:  # as a reverse proxy / PHP-FPM would answer: not JSON
-                    return web.Response(
-                        status=fault.status,
-                        text="<html><body><h1>Service Unavailable</h1></body></html>",
-                        content_type="text/html",
-                        headers=headers,
-                    )
-                return web.json_response(["ERROR", "injected fault"], status=fault.status, headers=headers)
+                return fault
+        return None
+
+    def _fault_response(self, fault: Fault) -> web.Response:
+        headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
+        if fault.status >= 500:  # as a reverse proxy / PHP-FPM would answer: not JSON
+            return web.Response(
+                status=fault.status,
+                text="<html><body><h1>Service Unavailable</h1></body></html>",
+                content_type="text/html",
+                headers=headers,
+            )
+        return web.json_response(["ERROR", "injected fault"], status=fault.status, headers=headers)
+
+    async def _handle(self, request: web.Request, tail: str) -> web.StreamResponse:
         if (bad := self._check_app_token(request)) is not None:
             return bad
         if request.method == "GET" and request.can_read_body and (await request.read()):

@@ -44,3 +44,18 @@ def iface(t: float, oper: str | None, *, device: str = "sw-core-1", admin: str |
 def collection(t: float, status: str, *, device: str, client: str = "vsgp", collector: str = "snmp") -> Sample:
     tags = {"client": client, "site": "hdv", "device": device, "collector": collector}
     return Sample("collection", tags, {"status": status, "duration_s": 0.1, "error": None}, int(t * 1e9))
+
+
+def firing_alert(severity: str = "critical", fp: str = "0123456789abcdef", fired_at: float = T0 + 60):
+    from alerting.models import FIRING, Alert
+
+    return Alert(
+        fingerprint=fp,
+        rule="interface_down",
+        labels={"alertname": "interface_down", "client": "vsgp", "device": "sw-core-1", "if_name": "Gi0/1"},
+        severity=severity,
+        summary="sw-core-1 Gi0/1 down",
+        state=FIRING,
+        started_at=T0,
+        fired_at=fired_at,
+    )

@@ -1,0 +1,55 @@
+"""One agent cycle (engine + dispatcher against a GLPI), run as a subprocess by the crash tests.
+
+    python -m tests.alerting.agent_run --state DIR --glpi URL --now T --oper down|up
+
+Set VIGIE_TEST_CRASH_AT=after_open to SIGKILL the process right after the ticket POST succeeded
+and before the link is recorded. Prints the cycle's result as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+
+from alerting.engine import AlertEngine
+from alerting.notifier import TicketDispatcher
+from alerting.ticketing.glpi import GlpiConnector
+
+from .helpers import IF_DOWN, iface
+
+
+async def cycle(args: argparse.Namespace) -> dict:
+    now = args.now
+    engine = AlertEngine(os.path.join(args.state, "alerts.sqlite"), [IF_DOWN], clock=lambda: now)
+    glpi = GlpiConnector(args.glpi, "app-token", "user-token", backoff_s=0)
+    dispatcher = TicketDispatcher(os.path.join(args.state, "tickets.sqlite"), {"vsgp": glpi}, clock=lambda: now)
+    try:
+        transitions = engine.evaluate([iface(now, args.oper)], now)
+        result = await dispatcher.dispatch(transitions, now, firing=engine.firing())
+        return {
+            "transitions": [t.state for t in transitions],
+            "opened": [link.ticket_id for link in result.opened],
+            "reattached": [link.ticket_id for link in result.reattached],
+            "solved": [link.ticket_id for link in result.solved],
+            "failed": result.failed,
+            "links": [[link.state, link.ticket_id, link.time_to_ticket_s] for link in dispatcher.links()],
+        }
+    finally:
+        await glpi.close()
+        engine.close()
+        dispatcher.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--state", required=True)
+    parser.add_argument("--glpi", required=True)
+    parser.add_argument("--now", type=float, required=True)
+    parser.add_argument("--oper", choices=("down", "up"), required=True)
+    print(json.dumps(asyncio.run(cycle(parser.parse_args()))), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -115,15 +115,17 @@ class CompiledRule:
 
 
 def compile_rules(rules: Iterable[RuleLike]) -> list[CompiledRule]:
+    """Validate and compile; raise :class:`RuleError` listing every bad rule. Disabled rules
+    (``enabled: false``) are skipped. The same name may appear several times (the runner scopes one
+    copy per client with a ``client`` matcher); copies must not match the same samples, or they
+    would share a fingerprint and fight over one alert."""
     out: list[CompiledRule] = []
     errors: list[str] = []
-    seen: set[str] = set()
     for rule in rules:
         name = getattr(rule, "name", None) or "?"
+        if getattr(rule, "enabled", True) is False:
+            continue
         try:
-            if name in seen:
-                raise ValueError("duplicate rule name")
-            seen.add(name)
             severity = str(getattr(rule, "severity", "warning"))
             if severity not in SEVERITIES:
                 raise ValueError(f"severity {severity!r} not in {SEVERITIES}")

@@ -185,11 +185,27 @@ def test_bad_rules_are_rejected_with_every_problem(db):
         Rule("b", "m", "x == 1", severity="fatal"),
         Rule("c", "m", "x == 1", labels={"device": "x"}),
         Rule("d", "m", "x == 1", match={"t": "~("}),
-        Rule("d", "m", "x == 1"),
     ]
     with pytest.raises(RuleError) as err:
         make(db, rules=rules)
-    assert len(err.value.errors) == 5
+    assert len(err.value.errors) == 4 and err.value.errors[0].startswith("rule a: ")
+
+
+def test_same_rule_scoped_per_client_and_disabled_rules(db):
+    from agent.config import RuleSpec as Spec  # the engine takes the config's rules duck-typed
+
+    base = dict(name="interface_down", measurement="snmp_interface", when="oper_status == 'down'")
+    rules = [
+        Spec(**base, match={"client": "vsgp"}, severity="critical"),
+        Spec(**base, match={"client": "ofdt"}, severity="minor"),
+        Spec(name="off", measurement="snmp_interface", when="oper_status == 'down'", enabled=False),
+    ]
+    eng = make(db, rules=rules)
+    out = eng.evaluate([iface(T0, "down"), iface(T0, "down", client="ofdt")], now=T0)
+    assert sorted((t.alert.client, t.alert.severity) for t in out if t.state == FIRING) == [
+        ("ofdt", "minor"),
+        ("vsgp", "critical"),
+    ]
 
 
 def test_parent_cycles_are_rejected(db):

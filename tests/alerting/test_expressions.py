@@ -16,7 +16,6 @@ from alerting.expressions import ExpressionError, compile_expression
         "f'{x}'",
         "x if y else z",
         "(x := 1)",
-        "__builtins__",
         "",
         "a ==",
     ],
@@ -61,3 +60,8 @@ def test_arithmetic_and_comparisons():
 )
 def test_unknown_propagates(source, fields, expected):
     assert compile_expression(source).evaluate(fields, {}) is expected
+
+
+def test_names_are_only_sample_lookups():
+    assert compile_expression("__builtins__ == 1").evaluate({}, {}) is None
+    assert compile_expression("__class__ == 'x'").evaluate({"__class__": "x"}) is True

@@ -230,6 +230,8 @@ def _evaluate_row(
         return None if value is None else store.went_backwards((table.id, index, name), value)
 
     stateful = {"rate": rate, "went_backwards": went_backwards}
+    for name, spec in table.vars:
+        env[name] = _compute(spec, env, stateful)
     fields: dict[str, FieldValue] = {}
     for name, spec in table.fields:
         fields[name] = env[name] = _field_value(_compute(spec, env, stateful))
@@ -249,7 +251,8 @@ def _compute(spec: ResolvedValue, env: Mapping[str, Any], stateful: Mapping[str,
         return value
     if value is None:
         return spec.default
-    return spec.map.get(str(value), spec.default)
+    # An unmapped code keeps its raw value unless the profile gives a default (e.g. "unknown").
+    return spec.map.get(str(value), value if spec.default is None else spec.default)
 
 
 def _field_value(value: Any) -> FieldValue:

@@ -110,6 +110,7 @@ class Table(_Strict):
     base: str | None = None
     scalar: bool = False
     columns: dict[str, Column] = Field(default_factory=dict)
+    vars: dict[str, Value] = Field(default_factory=dict)
     fields: dict[str, Value] = Field(default_factory=dict)
     tags: dict[str, Value] = Field(default_factory=dict)
     filter: str | None = None
@@ -121,7 +122,7 @@ class Table(_Strict):
     def _columns(cls, value: Any) -> Any:
         return {k: _as_column(v) for k, v in value.items()} if isinstance(value, dict) else value
 
-    @field_validator("fields", "tags", mode="before")
+    @field_validator("vars", "fields", "tags", mode="before")
     @classmethod
     def _values(cls, value: Any) -> Any:
         return {k: _as_value(v) for k, v in value.items()} if isinstance(value, dict) else value
@@ -169,6 +170,7 @@ class ResolvedTable:
     measurement: str
     scalar: bool
     columns: tuple[ResolvedColumn, ...]
+    vars: tuple[tuple[str, ResolvedValue], ...]
     fields: tuple[tuple[str, ResolvedValue], ...]
     tags: tuple[tuple[str, ResolvedValue], ...]
     filter: Expression | None
@@ -238,9 +240,20 @@ class ProfileSet:
         return self.profiles[best[1]] if best else self.get(fallback)
 
 
+class _ProfileLoader(yaml.SafeLoader):
+    """SafeLoader without implicit floats, so a relative column OID such as ``.20`` stays the
+    string ".20" instead of becoming 0.2 (profiles need no float literals outside expressions)."""
+
+
+_ProfileLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def _parse_file(path: Path) -> ProfileFile:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_ProfileLoader)  # noqa: S506 - safe loader
     except yaml.YAMLError as exc:
         raise ProfileError(f"{path}: not valid YAML: {exc}") from None
     try:
@@ -260,7 +273,7 @@ def _merge(parent: Table, child: Table) -> Table:
     given = child.model_dump(exclude_unset=True)
     merged = parent.model_dump()
     for key, value in given.items():
-        if key in ("columns", "fields", "tags"):
+        if key in ("columns", "vars", "fields", "tags"):
             merged[key] = {**merged[key], **value}
         else:
             merged[key] = value
@@ -313,6 +326,10 @@ def _resolve_table(table: Table, where: str) -> ResolvedTable:
             raise ProfileError(f"{where}.columns.{name}.join: scalar tables cannot join")
         columns.append(ResolvedColumn(name, oid.lstrip("."), join))
         known.add(name)
+    variables = []
+    for name, value in table.vars.items():
+        variables.append((name, _value(value, known, f"{where}.vars.{name}")))
+        known.add(name)
     fields = []
     for name, value in table.fields.items():
         fields.append((name, _value(value, known, f"{where}.fields.{name}")))
@@ -326,6 +343,7 @@ def _resolve_table(table: Table, where: str) -> ResolvedTable:
         table.measurement,
         table.scalar,
         tuple(columns),
+        tuple(variables),
         tuple(fields),
         tuple(tags),
         filter_expr,

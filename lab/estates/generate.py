@@ -107,6 +107,21 @@ ACCESS_MODELS: list[tuple[str, int, str]] = [
     ("TP-SG24-28P", 17, "jetstream_t1600g-28ts"),
 ]
 
+# Annex 7.2.1 postal codes, by city.
+POSTCODES = {
+    "Antony": "92160",
+    "Bagneux": "92220",
+    "Bourg-la-Reine": "92340",
+    "Châtenay-Malabry": "92290",
+    "Châtillon": "92320",
+    "Clamart": "92140",
+    "Fontenay-aux-Roses": "92260",
+    "Le Plessis-Robinson": "92350",
+    "Malakoff": "92240",
+    "Montrouge": "92120",
+    "Sceaux": "92330",
+}
+
 UPS_WALKS = ["apc_smt750x-nmc2", "apc_smtl1000-nmc3", "eaton-mgeups_9pxle", "netmanplus_mct20"]
 
 # vsgp-demo.yaml: the devices `make demo` plays (closed under `parent`).
@@ -300,7 +315,7 @@ def render_vsgp(devices: Iterable[Device], what: str) -> str:
         if city:
             out.append(f"        city: {_q(city)}\n")
         if address:
-            out.append(f"        address: {_q(address + ', ' + city)}\n")
+            out.append(f"        address: {_q(f'{address}, {POSTCODES[city]} {city}')}\n")
         out.append("        devices:\n")
         for d in here:
             parts = []

@@ -239,3 +239,17 @@ async def test_fake_state_survives_a_restart(tmp_path):
     again = FakeGlpi(data_path=path)
     assert again.tickets[int(ref.id)]["name"].startswith("[vigie:")
     assert again.next_id["Ticket"] == 2
+
+
+def test_connectors_load_by_entry_point(tmp_path):
+    from alerting.ticketing import TicketConnector, load_connector
+    from alerting.ticketing.log import TicketLog
+
+    log = load_connector("log", {"path": str(tmp_path / "t.sqlite")})
+    assert isinstance(log, TicketLog) and isinstance(log, TicketConnector)
+    glpi = load_connector("glpi", {"url": "http://127.0.0.1:1/apirest.php", "user_token": "u", "app_token": None})
+    assert isinstance(glpi, GlpiConnector) and isinstance(glpi, TicketConnector)
+    with pytest.raises(ValueError, match="unknown options"):
+        load_connector("glpi", {"url": "http://x/apirest.php", "user_token": "u", "entity": 3})
+    with pytest.raises(ValueError, match="unknown ticket connector 'jira'"):
+        load_connector("jira")

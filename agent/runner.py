@@ -132,7 +132,12 @@ class Agent:
         shipped = self.collectors.default_rules({p.collector for p in self.polls})
         rules = rules_by_client(self.config, self.clients, shipped)
         self.engine = AlertEngine(
-            str(self.state_dir / "alerts.sqlite"), rules, self.clock, parents=self.config.parents()
+            str(self.state_dir / "alerts.sqlite"),
+            rules,
+            self.clock,
+            parents=self.config.parents(),
+            # A hard timeout is a device that did not answer in time: for inhibition it is down.
+            unreachable_statuses=("unreachable", "timeout"),
         )
         self.dispatcher = TicketDispatcher(
             str(self.state_dir / "ticket-outbox.sqlite"), self._ticket_targets(), self.clock
@@ -192,6 +197,8 @@ class Agent:
         await self._dispatch(transitions)
 
     async def _dispatch(self, transitions: Sequence[AlertTransition]) -> None:
-        result = await self.dispatcher.dispatch(transitions, self.clock())
+        # `firing` lets the dispatcher catch up with any cycle a crash cut between the engine's commit
+        # and the outbox's.
+        result = await self.dispatcher.dispatch(transitions, self.clock(), firing=self.engine.firing())
         for listener in self.listeners:
             listener(transitions, result)

@@ -69,13 +69,16 @@ class SnmpCollector:
         self._detected: tuple[str | None, Profile] | None = None
 
     async def collect(self, target: Target, sink: Sink) -> None:
+        for row in await self.poll(target):
+            sink.emit(row.measurement, row.fields, row.tags)
+
+    async def poll(self, target: Target) -> list[Row]:
+        """The rows of one poll (with the OIDs they were read from), before they become samples."""
         client = self._client_for(target)
         system = await client.get([SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME])  # Unreachable propagates
         profile = self._profile(system)
         snapshot = await fetch(client, profile, known=system)
-        for row in evaluate(profile, snapshot, self.store, self.clock()):
-            if self._wanted(row):
-                sink.emit(row.measurement, row.fields, row.tags)
+        return [row for row in evaluate(profile, snapshot, self.store, self.clock()) if self._wanted(row)]
 
     def _profile(self, system: Mapping[str, SnmpValue]) -> Profile:
         if self.profile_name != "auto":

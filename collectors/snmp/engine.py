@@ -10,6 +10,7 @@ engine-owned :class:`CounterStore`.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ class Snapshot:
     columns: dict[str, dict[str, SnmpValue]] = field(default_factory=dict)
     scalars: dict[str, SnmpValue] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # OID -> why it is missing
+    # Wall-clock time the poll started (epoch s): expressions see it as `now` (days to a date).
+    read_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ async def fetch(client: SnmpClient, profile: Profile, known: Mapping[str, SnmpVa
     that fails is recorded in ``errors`` and left absent; once the device stops answering
     mid-poll the remaining columns are not tried (each would wait for its own timeout).
     """
-    snapshot = Snapshot(scalars=dict(known or {}))
+    snapshot = Snapshot(scalars=dict(known or {}), read_at=time.time())
     primary = tuple(t for t in profile.tables if not t.fallback_for)
     await _fetch_tables(client, primary, snapshot)
     by_id = {t.id: t for t in profile.tables}
@@ -203,7 +206,7 @@ def _evaluate_row(
     store: CounterStore,
     now: float,
 ) -> Row | None:
-    env: dict[str, Any] = {"index": index, "profile": profile.name}
+    env: dict[str, Any] = {"index": index, "profile": profile.name, "now": snapshot.read_at}
     raw: dict[str, SnmpValue | None] = {}
     oids: dict[str, str] = {}
     for column in table.columns:

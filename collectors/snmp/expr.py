@@ -18,6 +18,7 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -95,6 +96,32 @@ def _exp10(exponent: Any) -> float | None:
     return 10.0 ** exponent if -30 <= exponent <= 30 else None
 
 
+# Month-name date forms agents print (SFOS licence expiry "Dec 31 2999"); ISO 8601 is tried first.
+_DATE_FORMATS = ("%b %d %Y", "%b %d, %Y", "%d %b %Y", "%a %b %d %Y", "%a %b %d %H:%M:%S %Y")
+
+
+def _epoch(value: Any) -> int | None:
+    """Epoch seconds of a date / date-time text, UTC unless it says otherwise; anything that is
+    not a date ("fail", "N/A", "") is None."""
+    if value is None:
+        return None
+    text = " ".join(str(value).split())
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        for fmt in _DATE_FORMATS:
+            try:
+                parsed = datetime.strptime(text, fmt)
+                break
+            except ValueError:
+                continue
+        else:
+            return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp())
+
+
 # Pure functions every expression may call.
 PURE_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "coalesce": _coalesce,
@@ -112,6 +139,7 @@ PURE_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "startswith": _none_guard(lambda text, prefix: str(text).startswith(prefix)),
     "lower": _none_guard(lambda text: str(text).lower()),
     "strip": _none_guard(lambda text: str(text).strip()),
+    "epoch": _epoch,
 }
 
 # Functions whose positional arguments are column *names* (they read engine-owned state for that

@@ -25,8 +25,9 @@ STATES = ("ok", "warn", "crit", "unknown")
 _OID = re.compile(r"^\.?[0-9]+(\.[0-9]+)*$")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 # Names every row expression may use besides its columns and earlier fields: the row index
-# (OID suffix, dotted) and the name of the profile that polls the device.
-ROW_NAMES = frozenset({"index", "profile"})
+# (OID suffix, dotted), the name of the profile that polls the device and the poll's wall-clock
+# time in epoch seconds.
+ROW_NAMES = frozenset({"index", "profile", "now"})
 
 
 class ProfileError(ValueError):

@@ -1,0 +1,81 @@
+"""One parametrized test per recorded walk, driven by tests/snmp/cases/<walk>.yaml (see README)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from collectors.snmp import SnmpCollector
+from collectors.snmp.profile import ProfileSet
+from tests.snmp.expected import (
+    check_mempools,
+    check_ports,
+    check_processors,
+    check_sensors,
+    load_expected,
+)
+
+CASES = sorted((Path(__file__).resolve().parent / "cases").glob("*.yaml"))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Processors(_Strict):
+    tolerance: float = 1.0
+
+
+class Mempools(_Strict):
+    percent_tolerance: float = 1.0
+    bytes_tolerance: float = 0.001
+    skip: list[str] = Field(default_factory=list)
+
+
+class Sensors(_Strict):
+    classes: list[str]
+    types: list[str] | None = None
+    abs_tolerance: float = 0.01
+    rel_tolerance: float = 0.01
+    skip: dict[str, str] = Field(default_factory=dict)
+
+
+class Case(_Strict):
+    walk: str
+    profile: str
+    ports: bool = False
+    processors: Processors | None = None
+    mempools: Mempools | None = None
+    sensors: Sensors | None = None
+
+
+@pytest.fixture(scope="module")
+def profiles() -> ProfileSet:
+    return ProfileSet.load()
+
+
+@pytest.mark.parametrize("case_file", CASES, ids=[c.stem for c in CASES])
+async def test_walk_matches_librenms(case_file: Path, lab, target, profiles) -> None:
+    case = Case.model_validate(yaml.safe_load(case_file.read_text(encoding="utf-8")))
+    expected = load_expected(case.walk)
+    rows = await SnmpCollector({}, profiles=profiles).poll(target(case.walk))
+
+    system = [r for r in rows if r.measurement == "snmp_system"]
+    problems = []
+    if [r.fields["profile"] for r in system] != [case.profile]:
+        problems.append(f"profile: expected {case.profile}, got {[r.fields['profile'] for r in system]}")
+    if case.ports:
+        problems += check_ports(rows, expected)
+    if case.processors:
+        problems += check_processors(rows, expected, case.processors.tolerance)
+    if case.mempools:
+        problems += check_mempools(
+            rows, expected, case.mempools.percent_tolerance, case.mempools.bytes_tolerance, case.mempools.skip
+        )
+    if case.sensors:
+        s = case.sensors
+        problems += check_sensors(rows, expected, s.classes, s.types, s.abs_tolerance, s.rel_tolerance, s.skip)
+    assert not problems, f"{case.walk}: {len(problems)} mismatch(es):\n" + "\n".join(problems)

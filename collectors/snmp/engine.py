@@ -232,7 +232,11 @@ def _evaluate_row(
         value = raw.get(name)
         return None if value is None else store.went_backwards((table.id, index, name), value)
 
-    stateful = {"rate": rate, "went_backwards": went_backwards}
+    def bits(name: str, names: tuple[str, ...] = ()) -> str | None:
+        value = raw.get(name)
+        return None if value is None else set_bits(value, names)
+
+    stateful = {"rate": rate, "went_backwards": went_backwards, "bits": bits}
     for name, spec in table.vars:
         env[name] = _compute(spec, env, stateful)
     fields: dict[str, FieldValue] = {}
@@ -246,6 +250,27 @@ def _evaluate_row(
         if value is not None and value != "":
             tags[name] = str(value)
     return Row(table.id, table.measurement, index, tags, fields, oids)
+
+
+def set_bits(value: SnmpValue, names: tuple[str, ...]) -> str | None:
+    """Names of the bits set in a BITS-style OCTET STRING (bit 0 = most significant bit of the
+    first octet, as SNMP BITS and hrPrinterDetectedErrorState number them), comma-separated in bit
+    order; "" when none is set. A bit beyond ``names`` is called ``bit<n>``.
+
+    The client hands out printable octets as text and others as hex, so both are turned back into
+    the octets (text loses only trailing NULs, which carry no set bit). ``None`` for a non-octet
+    value: its bits have no defined order."""
+    if value.kind == "hex":
+        octets = bytes.fromhex(str(value.value))
+    elif value.kind == "string":
+        octets = str(value.value).encode("utf-8")
+    else:
+        return None
+    found = []
+    for number in range(len(octets) * 8):
+        if octets[number // 8] & (0x80 >> (number % 8)):
+            found.append(names[number] if number < len(names) else f"bit{number}")
+    return ",".join(found)
 
 
 def _compute(spec: ResolvedValue, env: Mapping[str, Any], stateful: Mapping[str, Any]) -> Any:

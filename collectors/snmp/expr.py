@@ -143,8 +143,9 @@ PURE_FUNCTIONS: dict[str, Callable[..., Any]] = {
 }
 
 # Functions whose positional arguments are column *names* (they read engine-owned state for that
-# column, e.g. the previous counter value); the engine provides their implementation per row.
-STATEFUL_FUNCTIONS = frozenset({"rate", "went_backwards"})
+# column, e.g. the previous counter value, or its raw encoding, e.g. the octets of a bitmask);
+# the engine provides their implementation per row.
+STATEFUL_FUNCTIONS = frozenset({"rate", "went_backwards", "bits"})
 
 
 @dataclass(frozen=True)

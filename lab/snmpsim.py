@@ -136,7 +136,7 @@ class SnmpLab:
         code = {"up": 1, "down": 2, "testing": 3}.get(status)
         if code is None:
             raise ValueError(f"status: {status!r} is not up, down or testing")
-        self._set(device, {f"{IF_OPER_STATUS}.{if_index}": rfc1902.Integer32(code)})
+        self.set_values(device, {f"{IF_OPER_STATUS}.{if_index}": rfc1902.Integer32(code)})
 
     def set_cpu(self, device: str, percent: int) -> None:
         """Set every CPU load instance the device's recording has (Cisco CPM and HOST-RESOURCES)."""
@@ -146,7 +146,7 @@ class SnmpLab:
                 changes[oid] = rfc1902.Gauge32(percent) if tag == "66" else rfc1902.Integer32(percent)
         if not changes:
             raise LabError(f"{device}: the recording has no CPU column {CPU_COLUMNS}")
-        self._set(device, changes)
+        self.set_values(device, changes)
 
     def take_away(self, device: str) -> None:
         """The device stops answering anything (requests are dropped, as for a dead host)."""
@@ -217,7 +217,8 @@ class SnmpLab:
         if device not in self.devices:
             raise LabError(f"unknown device {device!r}; lab has {sorted(self.devices)}")
 
-    def _set(self, device: str, changes: Mapping[str, object]) -> None:
+    def set_values(self, device: str, changes: Mapping[str, object]) -> None:
+        """SNMP SET any of the device's OIDs (pysnmp rfc1902 values, e.g. Counter64(10**9))."""
         self._check(device)
         _request(self.host, self.port, device, "set", changes, timeout_s=5.0)
 

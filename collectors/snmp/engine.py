@@ -279,8 +279,9 @@ def _compute(spec: ResolvedValue, env: Mapping[str, Any], stateful: Mapping[str,
         return value
     if value is None:
         return spec.default
-    # An unmapped code keeps its raw value unless the profile gives a default (e.g. "unknown").
-    return spec.map.get(str(value), value if spec.default is None else spec.default)
+    # An unmapped code becomes the profile's default (e.g. "unknown"), else its raw value as text:
+    # a map yields labels, and one field must keep one type for the stores.
+    return spec.map.get(str(value), str(value) if spec.default is None else spec.default)
 
 
 def _field_value(value: Any) -> FieldValue:

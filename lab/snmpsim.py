@@ -260,7 +260,9 @@ def _request(
     """One SNMPv2c GET or SET over a plain socket: the lab needs no event loop."""
     pdu = _V2C.SetRequestPDU() if op == "set" else _V2C.GetRequestPDU()
     _V2C.apiPDU.set_defaults(pdu)
-    _V2C.apiPDU.set_varbinds(pdu, [(oid, value if value is not None else _V2C.Null("")) for oid, value in var_binds.items()])
+    _V2C.apiPDU.set_varbinds(
+        pdu, [(oid, value if value is not None else _V2C.Null("")) for oid, value in var_binds.items()]
+    )
     message = _V2C.Message()
     _V2C.apiMessage.set_defaults(message)
     _V2C.apiMessage.set_community(message, community)
@@ -274,7 +276,7 @@ def _request(
             sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 data, _ = sock.recvfrom(65535)
-            except socket.timeout as exc:
+            except TimeoutError as exc:
                 raise TimeoutError(f"{host}:{port} community {community}: no answer") from exc
             reply, _ = decoder.decode(data, asn1Spec=_V2C.Message())
             reply_pdu = _V2C.apiMessage.get_pdu(reply)

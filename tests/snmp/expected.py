@@ -91,10 +91,16 @@ def check_mempools(
             problems.append(f"mempool {pool['mempool_descr']} {oids}: missing")
             continue
         if not _close(row.fields.get("usage_percent"), pool["mempool_perc"], percent_tol, 0):
-            problems.append(f"mempool {pool['mempool_descr']}: perc expected {pool['mempool_perc']}, got {row.fields.get('usage_percent')}")
+            problems.append(
+                f"mempool {pool['mempool_descr']}: perc expected {pool['mempool_perc']}, "
+                f"got {row.fields.get('usage_percent')}"
+            )
         for ours_name, theirs in (("used_bytes", "mempool_used"), ("total_bytes", "mempool_total")):
             if pool.get(theirs) is not None and not _close(row.fields.get(ours_name), pool[theirs], 1, bytes_rel_tol):
-                problems.append(f"mempool {pool['mempool_descr']}: {theirs} expected {pool[theirs]}, got {row.fields.get(ours_name)}")
+                problems.append(
+                    f"mempool {pool['mempool_descr']}: {theirs} expected {pool[theirs]}, "
+                    f"got {row.fields.get(ours_name)}"
+                )
     if not checked:
         problems.append("mempools: nothing to check")
     return problems

@@ -8,6 +8,7 @@ import pytest
 
 from collectors.snmp.profile import ProfileError, ProfileSet
 
+CPU_TABLE = "name: bad\ntables:\n  - id: t\n    measurement: snmp_cpu\n    columns: {load: 1.3.6.1.9}\n"
 SHIPPED = ["system", "if_mib", "host_resources", "entity_sensor", "cisco_ios", "cisco_iosxe", "generic"]
 
 
@@ -22,8 +23,8 @@ def test_shipped_profiles_load() -> None:
     ("sys_object_id", "sys_descr", "expected"),
     [
         ("1.3.6.1.4.1.9.1.1208", "Cisco IOS Software, C2960X Software (C2960X-UNIVERSALK9-M)", "cisco_ios"),
-        ("1.3.6.1.4.1.9.1.2694", "Cisco IOS Software [Gibraltar], Catalyst L3 Switch Software (CAT9K_LITE_IOSXE)", "cisco_iosxe"),
-        (".1.3.6.1.4.1.9.1.2494", "Cisco IOS Software [Everest], Catalyst L3 Switch Software (CAT9K_IOSXE)", "cisco_iosxe"),
+        ("1.3.6.1.4.1.9.1.2694", "Cisco IOS Software [Gibraltar], L3 Switch (CAT9K_LITE_IOSXE)", "cisco_iosxe"),
+        (".1.3.6.1.4.1.9.1.2494", "Cisco IOS Software [Everest], L3 Switch (CAT9K_IOSXE)", "cisco_iosxe"),
         ("1.3.6.1.4.1.9.10", "Cisco IOS Software", "generic"),  # prefix is component-wise: 9.10 is not 9.1
         ("1.3.6.1.4.1.99999.1", None, "generic"),
         (None, None, "generic"),
@@ -42,9 +43,9 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("name: bad\ntables:\n  - id: t\n    measurement: snmp_cpu\n    columns: {load: 1.3.6.1.9}\n    fields: {usage_percent: lod}\n",
+        (CPU_TABLE + "    fields: {usage_percent: lod}\n",
          "tables.t.fields.usage_percent.expr: unknown name(s) lod"),
-        ("name: bad\ntables:\n  - id: t\n    measurement: snmp_cpu\n    columns: {load: 1.3.6.1.9}\n    fields: {usage_percent: load.real}\n",
+        (CPU_TABLE + "    fields: {usage_percent: load.real}\n",
          "tables.t.fields.usage_percent.expr"),
         ("name: bad\ntables:\n  - id: t\n    measurement: snmp_cpu\n    columns: {load: not-an-oid}\n",
          "tables.0.columns.load.oid"),

@@ -1,6 +1,6 @@
 """A lab of simulated SNMP devices: one snmpsim process, one community per device, on loopback.
 
-    with SnmpLab({"c9300": "iosxe_c9300", "nas": "qnap"}) as lab:
+    with SnmpLab({"c9300": "iosxe_c9300", "nas": "qnap"}) as lab:   # or: async with
         lab.port                   # UDP port on 127.0.0.1; community = device name
         lab.set_oper_status("c9300", 3, "down")
         lab.set_cpu("c9300", 97)
@@ -19,6 +19,7 @@ nobody when started as root, so the runtime tree is world-readable.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import shutil
@@ -107,6 +108,14 @@ class SnmpLab:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    async def __aenter__(self) -> SnmpLab:
+        # Start-up blocks for about a second (snmpsim indexes its data files): keep the loop free.
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.stop)
 
     def start(self) -> None:
         self._prepare()

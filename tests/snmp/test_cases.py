@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -17,6 +18,7 @@ from tests.snmp.expected import (
     check_sensors,
     load_expected,
 )
+from tests.snmp.printer import check_printer, check_printer_supplies
 
 CASES = sorted((Path(__file__).resolve().parent / "cases").glob("*.yaml"))
 
@@ -43,6 +45,10 @@ class Sensors(_Strict):
     skip: dict[str, str] = Field(default_factory=dict)
 
 
+class PrinterSupplies(_Strict):
+    tolerance: float = 1.0
+
+
 class Case(_Strict):
     walk: str
     profile: str
@@ -50,6 +56,9 @@ class Case(_Strict):
     processors: Processors | None = None
     mempools: Mempools | None = None
     sensors: Sensors | None = None
+    printer_supplies: PrinterSupplies | None = None
+    # snmp_printer field -> the value it must have (what LibreNMS does not record: error bits...).
+    printer: dict[str, Any] | None = None
 
 
 @pytest.fixture(scope="module")
@@ -78,4 +87,8 @@ async def test_walk_matches_librenms(case_file: Path, lab, target, profiles) -> 
     if case.sensors:
         s = case.sensors
         problems += check_sensors(rows, expected, s.classes, s.types, s.abs_tolerance, s.rel_tolerance, s.skip)
+    if case.printer_supplies:
+        problems += check_printer_supplies(rows, expected, case.printer_supplies.tolerance)
+    if case.printer is not None:
+        problems += check_printer(rows, expected, case.printer)
     assert not problems, f"{case.walk}: {len(problems)} mismatch(es):\n" + "\n".join(problems)

@@ -982,15 +982,39 @@ def _client_graph_checks(client: _Map, loc: tuple[Any, ...]) -> list[tuple[tuple
 # Checks on the validated model
 
 
+def _valid_part(raw: _Map) -> tuple[Config, list[int]] | None:
+    """The valid part of a file pydantic rejected: everything but the clients, plus each client
+    that validates alone, with its index in the file. Lets the model checks below run on the
+    healthy clients, so one typo does not hide the other clients' problems until the next run."""
+    try:
+        base = Config.model_validate({k: v for k, v in raw.items() if k != "clients"})
+    except ValidationError:
+        return None
+    items = raw.get("clients")
+    kept: list[Client] = []
+    indices: list[int] = []
+    for index, item in enumerate(items if isinstance(items, list) else []):
+        try:
+            kept.append(Client.model_validate(item))
+        except ValidationError:
+            continue
+        indices.append(index)
+    return base.model_copy(update={"clients": kept}), indices
+
+
 def _model_checks(
-    config: Config, secrets: SecretStore, known_collectors: Collection[str] | None
+    config: Config,
+    secrets: SecretStore,
+    known_collectors: Collection[str] | None,
+    client_indices: Sequence[int] | None = None,
 ) -> tuple[list[tuple[tuple[Any, ...], str]], list[tuple[tuple[Any, ...], str]], dict[str, list[RuleSpec]]]:
     errors: list[tuple[tuple[Any, ...], str]] = []
     warnings: list[tuple[tuple[Any, ...], str]] = []
     client_rules: dict[str, list[RuleSpec]] = {}
     global_rules = {rule.name: rule for rule in config.global_rules}
 
-    for ci, client in enumerate(config.clients):
+    for position, client in enumerate(config.clients):
+        ci = position if client_indices is None else client_indices[position]
         rules = dict(global_rules)
         for ri, patch in enumerate(client.rules):
             changes = patch.model_dump(exclude_unset=True)
@@ -1104,10 +1128,15 @@ def load_config(
 
     warnings: list[tuple[int, str, str]] = []
     client_rules: dict[str, list[RuleSpec]] = {}
-    if config is not None and not found and not secret_errors:
+    if config is not None:
         model_errors, model_warnings, client_rules = _model_checks(config, secrets, known_collectors)
-        found.extend((*_locate(raw, loc), message) for loc, message in model_errors)
-        warnings.extend((*_locate(raw, loc), message) for loc, message in model_warnings)
+    else:
+        part = _valid_part(raw)
+        model_errors, model_warnings = [], []
+        if part is not None:
+            model_errors, model_warnings, _ = _model_checks(part[0], secrets, known_collectors, part[1])
+    found.extend((*_locate(raw, loc), message) for loc, message in model_errors)
+    warnings.extend((*_locate(raw, loc), message) for loc, message in model_warnings)
 
     if found or secret_errors or config is None:
         raise ConfigError(secret_errors + [_format(path, *item) for item in sorted(set(found))])

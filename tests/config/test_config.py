@@ -376,3 +376,12 @@ def test_parents_mapping(write: Write) -> None:
     config = load_config(write("c.yaml", text), write("s.yaml", SECRETS), environ={})
     assert config.parents() == {("gamma", "sw2"): "sw1"}
     assert config.device("gamma", "sw2").parent == "sw1"
+
+
+def test_one_broken_client_does_not_hide_another_clients_problems(write: Write) -> None:
+    text = config_text(THREE_CLIENTS).replace(", parent: sw1", ", interval_s: 5")
+    text = text.replace("display_name: Alpha", "display_name: Alpha\n    timezon: UTC")
+    path = write("c.yaml", text)
+    errors = errors_of(path, write("s.yaml", SECRETS))
+    assert any(e.startswith(f"{path}:5: clients[alpha].timezon: unknown key") for e in errors), errors
+    assert any("clients[gamma].sites[hq].devices[sw1].timeout_s: timeout_s (10) is longer" in e for e in errors)

@@ -18,6 +18,7 @@ from tests.snmp.expected import (
     check_sensors,
     load_expected,
 )
+from tests.snmp.mapped import check_mapped_sensors
 from tests.snmp.printer import check_printer, check_printer_supplies
 
 CASES = sorted((Path(__file__).resolve().parent / "cases").glob("*.yaml"))
@@ -43,6 +44,8 @@ class Sensors(_Strict):
     abs_tolerance: float = 0.01
     rel_tolerance: float = 0.01
     skip: dict[str, str] = Field(default_factory=dict)
+    # LibreNMS sensor OID -> "measurement.field" vigie emits it as (see mapped.py).
+    mapped: dict[str, str] = Field(default_factory=dict)
 
 
 class PrinterSupplies(_Strict):
@@ -86,7 +89,9 @@ async def test_walk_matches_librenms(case_file: Path, lab, target, profiles) -> 
         )
     if case.sensors:
         s = case.sensors
-        problems += check_sensors(rows, expected, s.classes, s.types, s.abs_tolerance, s.rel_tolerance, s.skip)
+        skip = {**s.skip, **s.mapped}
+        problems += check_sensors(rows, expected, s.classes, s.types, s.abs_tolerance, s.rel_tolerance, skip)
+        problems += check_mapped_sensors(rows, expected, s.mapped, s.abs_tolerance, s.rel_tolerance)
     if case.printer_supplies:
         problems += check_printer_supplies(rows, expected, case.printer_supplies.tolerance)
     if case.printer is not None:

@@ -224,13 +224,16 @@ def _evaluate_row(
     def rate(*names: str, limit: float | None = None) -> float | None:
         for name in names:
             value = raw.get(name)
-            if value is not None:
+            # A counter column holding text (a redacted "<private>", a broken agent) is no reading.
+            if value is not None and isinstance(value.value, int):
                 return store.rate((table.id, index, name), value, now, limit)
         return None
 
     def went_backwards(name: str) -> bool | None:
         value = raw.get(name)
-        return None if value is None else store.went_backwards((table.id, index, name), value)
+        if value is None or not isinstance(value.value, int):
+            return None
+        return store.went_backwards((table.id, index, name), value)
 
     def bits(name: str, names: tuple[str, ...] = ()) -> str | None:
         value = raw.get(name)

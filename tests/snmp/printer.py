@@ -43,7 +43,8 @@ def check_printer_supplies(rows: list[Row], expected: Mapping[str, Any], toleran
             if row.fields.get("state") != "ok":
                 problems.append(f"{label}: 'some remaining' must be ok, got {row.fields.get('state')}")
         elif not _close(row.fields.get("level_percent"), supply["supply_current"], tolerance, 0):
-            problems.append(f"{label}: percent expected {supply['supply_current']}, got {row.fields.get('level_percent')}")
+            got = row.fields.get("level_percent")
+            problems.append(f"{label}: percent expected {supply['supply_current']}, got {got}")
     if not supplies:
         problems.append("printer-supplies: nothing to check")
     return problems
@@ -63,8 +64,9 @@ def check_printer(rows: list[Row], expected: Mapping[str, Any], fields: Mapping[
             continue
         row = printers.get(oid[len(HR_DEVICE_STATUS) + 1 :])
         want = names.get((sensor["state_name"], sensor["sensor_current"]), "").lower()
-        if row is None or row.fields.get("device_status") != want:
-            problems.append(f"printer {oid}: device_status expected {want!r}, got {row and row.fields.get('device_status')!r}")
+        got = None if row is None else row.fields.get("device_status")
+        if got != want:
+            problems.append(f"printer {oid}: device_status expected {want!r}, got {got!r}")
     for row in printers.values():
         for name, want in fields.items():
             if row.fields.get(name) != want:

@@ -1,0 +1,94 @@
+"""Default rules of the printer and server families (rules/printer_mib.yaml, rules/server.yaml)
+on what the profiles emit: the Kyocera walks through snmpsim (normal, then toner low + paper jam)
+and hand-made hrStorage snapshots for the file-system tiers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from agent.config import RuleSpec
+from alerting.engine import TagMatcher
+from alerting.expressions import compile_expression
+from collectors.snmp import SnmpCollector
+from collectors.snmp.client import SnmpValue
+from collectors.snmp.engine import CounterStore, Row, Snapshot, evaluate
+from collectors.snmp.profile import PROFILES_DIR, ProfileSet
+
+HR_STORAGE = "1.3.6.1.2.1.25.2.3.1"
+FIXED_DISK = "1.3.6.1.2.1.25.2.1.4"
+
+
+@pytest.fixture(scope="module")
+def profiles() -> ProfileSet:
+    return ProfileSet.load()
+
+
+def _rules(family: str) -> list[dict[str, Any]]:
+    return yaml.safe_load((PROFILES_DIR / "rules" / f"{family}.yaml").read_text(encoding="utf-8"))
+
+
+def _firing(family: str, rows: list[Row]) -> list[tuple[str, str]]:
+    """(rule name, the row's first tag value) for every rule whose match and `when` hold."""
+    fired = []
+    for rule in _rules(family):
+        when = compile_expression(rule["when"])
+        matchers = [TagMatcher.parse(tag, raw) for tag, raw in (rule.get("match") or {}).items()]
+        for row in rows:
+            if row.measurement == rule["measurement"] and all(m.matches(row.tags) for m in matchers):
+                if when.evaluate(row.fields, row.tags) is True:
+                    fired.append((rule["name"], next(iter(row.tags.values()))))
+    return fired
+
+
+@pytest.mark.parametrize("family", ["printer_mib", "server"])
+def test_rules_files_are_valid_rule_specs(family: str) -> None:
+    names = [RuleSpec.model_validate(rule).name for rule in _rules(family)]
+    prefix = "printer_" if family == "printer_mib" else "server_"
+    assert names and all(name.startswith(prefix) for name in names)
+    assert len(set(names)) == len(names)
+
+
+async def test_a_healthy_printer_raises_nothing(lab, target, profiles) -> None:
+    rows = await SnmpCollector({}, profiles=profiles).poll(target("kyocera_taskalfa"))
+    assert _firing("printer_mib", rows) == []
+
+
+async def test_low_toner_and_jam_raise_one_alert_each(lab, target, profiles) -> None:
+    rows = await SnmpCollector({}, profiles=profiles).poll(target("kyocera_taskalfa_alarm"))
+    assert sorted(_firing("printer_mib", rows)) == [
+        ("printer_paper_jam", "TASKalfa 3253ci"),
+        ("printer_toner_low", "TK-8335C"),
+    ]
+
+
+def _storage_rows(profiles: ProfileSet, profile: str, disks: dict[str, tuple[str, int]]) -> list[Row]:
+    """One hrStorage fixed disk per entry: index -> (mount point, percent used), 1 GiB in 4 KiB units."""
+    size = 262144
+    columns = {
+        f"{HR_STORAGE}.2": {i: SnmpValue(FIXED_DISK, "oid") for i in disks},
+        f"{HR_STORAGE}.3": {i: SnmpValue(name, "string") for i, (name, _) in disks.items()},
+        f"{HR_STORAGE}.4": {i: SnmpValue(4096, "integer") for i in disks},
+        f"{HR_STORAGE}.5": {i: SnmpValue(size, "integer") for i in disks},
+        f"{HR_STORAGE}.6": {i: SnmpValue(size * pct // 100, "integer") for i, (_, pct) in disks.items()},
+    }
+    rows = evaluate(profiles.get(profile), Snapshot(columns=columns), CounterStore(), 0.0)
+    return [r for r in rows if r.measurement == "snmp_storage"]
+
+
+def test_file_system_tiers_do_not_overlap(profiles: ProfileSet) -> None:
+    disks = {"1": ("/", 99), "2": ("/run", 99), "3": ("/data", 96), "4": ("/home", 91), "5": ("/var", 50)}
+    rows = _storage_rows(profiles, "linux", disks)
+    assert {r.tags["storage"] for r in rows} == {"/", "/data", "/home", "/var"}  # tmpfs /run left out
+    assert sorted(_firing("server", rows)) == [
+        ("server_filesystem_almost_full", "/data"),
+        ("server_filesystem_filling", "/home"),
+        ("server_filesystem_full", "/"),
+    ]
+
+
+def test_server_rules_leave_other_families_alone(profiles: ProfileSet) -> None:
+    # A NAS on the generic profile has the same snmp_storage rows but no server profile tag.
+    assert _firing("server", _storage_rows(profiles, "generic", {"1": ("/share", 99)})) == []

@@ -40,9 +40,19 @@ class Pipeline:
     async def submit(self, samples: Sequence[Sample]) -> None:
         if not samples:
             return
+        # One immutable batch shared by every lane: a consumer cannot change what another one sees.
+        batch = tuple(samples)
+        full = []
         for lane in self._lanes:
-            # Back-pressure instead of unbounded memory: a stuck consumer slows polling down.
-            await lane.queue.put(samples)
+            try:
+                lane.queue.put_nowait(batch)
+            except asyncio.QueueFull:
+                full.append(lane)
+        # Lanes with room get the batch at once; only then wait for the full ones. Back-pressure
+        # instead of unbounded memory: a stuck consumer slows polling down, but never holds a batch
+        # back from the other lanes.
+        for lane in full:
+            await lane.queue.put(batch)
 
     def depths(self) -> dict[str, int]:
         return {lane.name: lane.queue.qsize() for lane in self._lanes}

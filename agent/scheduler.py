@@ -2,8 +2,13 @@
 
 Why each poll is its own APScheduler job rather than one loop over devices: a slow or dead switch
 must never delay the others (Telegraf's SNMP input serialises agents and one dead one stalls a whole
-gather). Each run is bounded by `asyncio.wait_for`; a run still going when its next turn comes is
+gather). Each run is bounded by `asyncio.timeout`; a run still going when its next turn comes is
 skipped and counted (APScheduler's `max_instances=1`), never stacked.
+
+Blocking libraries are run by collectors through ``asyncio.to_thread``; `start()` installs a bounded
+thread pool (``workers`` threads) as the loop's default executor so a burst of blocking calls queues
+instead of spawning a thread per device. A thread cannot be cancelled: after a hard timeout the run
+ends, but a blocking call without its own socket timeout keeps its worker busy until it returns.
 
 Every run ends in exactly one `collection` sample, so a device that does not answer shows up as an
 explicit `unreachable`/`timeout` status and never as silence.
@@ -17,10 +22,11 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -35,6 +41,7 @@ CollectorFactory = Callable[[Poll], Collector]
 
 COLLECTION = "collection"
 AGENT_HEALTH = "vigie_agent"
+BLOCKING_THREAD_PREFIX = "vigie-blocking"
 
 
 def poll_key(poll: Poll) -> str:
@@ -71,29 +78,51 @@ class Scheduler:
         queue_depths: Callable[[], dict[str, int]] = dict,
         agent_name: str | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
+        monotonic: Callable[[], float] = time.monotonic,
+        workers: int = 16,
     ) -> None:
-        self.polls = {poll_key(p): p for p in polls}
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
+        self.polls: dict[str, Poll] = {}
+        for p in polls:
+            key = poll_key(p)
+            if key in self.polls:  # two polls sharing a job id: one would silently never run
+                raise ValueError(f"duplicate poll {key!r}")
+            self.polls[key] = p
         self._collectors = {key: make_collector(p) for key, p in self.polls.items()}
         self._deliver = deliver
         self._health_interval_s = health_interval_s
         self._queue_depths = queue_depths
         self._agent_name = agent_name or socket.gethostname()
         self._clock_ns = clock_ns
+        self._monotonic = monotonic
+        self._workers = workers
         self.counters = Counters()
         self._aps: AsyncIOScheduler | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        # Fire-and-forget deliveries (skipped samples) are kept referenced until done, or the event
+        # loop may garbage-collect them mid-flight.
+        self._background: set[asyncio.Task[None]] = set()
 
     async def run_poll(self, poll: Poll) -> list[Sample]:
         """One collection of one poll, bounded by its timeout; always ends in a `collection` sample."""
         collector = self._collectors[poll_key(poll)]
         sink = Sink(poll.target.tags, self._clock_ns)
-        started = time.monotonic()
+        started = self._monotonic()
         status, error = "ok", None
+        bug = False
         self.counters.runs += 1
         self.counters.in_flight += 1
+        deadline = asyncio.timeout(poll.timeout_s)
         try:
-            await asyncio.wait_for(collector.collect(poll.target, sink), poll.timeout_s)
-        except TimeoutError:
-            status, error = "timeout", f"no complete answer within {poll.timeout_s:g} s"
+            async with deadline:
+                await collector.collect(poll.target, sink)
+        except TimeoutError as exc:
+            status = "timeout"
+            if deadline.expired():
+                error = f"no complete answer within {poll.timeout_s:g} s"
+            else:  # the collector's own timeout (a socket's, say) leaked out as TimeoutError
+                error = f"TimeoutError: {exc}" if str(exc) else "TimeoutError"
             self.counters.timeouts += 1
         except Unreachable as exc:
             status, error = "unreachable", str(exc)
@@ -104,10 +133,11 @@ class Scheduler:
         except Exception as exc:  # a collector bug must not stop the agent; it is reported as a sample
             log.exception("collector %s failed on %s", poll.collector, poll.target.name)
             status, error = "error", f"{type(exc).__name__}: {exc}"
+            bug = True
             self.counters.errors += 1
         finally:
             self.counters.in_flight -= 1
-        duration = time.monotonic() - started
+        duration = self._monotonic() - started
         if status == "ok":
             self.counters.ok += 1
         self.counters.latencies.append(duration)
@@ -116,8 +146,8 @@ class Scheduler:
             COLLECTION,
             {
                 "status": status,
-                # answered at all, whatever it said: what the unreachable rule looks at
-                "reachable": status in ("ok", "error"),
+                # answered at all, whatever it said; unknown (None) when the collector itself crashed
+                "reachable": None if bug else status in ("ok", "error"),
                 "duration_s": round(duration, 6),
                 "samples": produced,
                 "error": error,
@@ -130,7 +160,7 @@ class Scheduler:
         samples = await self.run_poll(self.polls[key])
         await self._deliver(samples)
 
-    def _on_overrun(self, event: JobExecutionEvent) -> None:
+    def _on_overrun(self, event: JobEvent) -> None:
         poll = self.polls.get(event.job_id)
         if poll is None:
             return
@@ -139,11 +169,24 @@ class Scheduler:
         sink = Sink(poll.target.tags, self._clock_ns)
         sink.emit(
             COLLECTION,
-            {"status": "skipped", "reachable": None, "duration_s": None, "samples": 0,
-             "error": "previous run overran its interval"},
+            {
+                "status": "skipped",
+                "reachable": None,
+                "duration_s": None,
+                "samples": 0,
+                "error": "previous run overran its interval",
+            },
             tags={"collector": poll.collector},
         )
-        asyncio.get_running_loop().create_task(self._deliver(sink.samples))
+        task = asyncio.get_running_loop().create_task(self._deliver_skipped(event.job_id, sink.samples))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _deliver_skipped(self, key: str, samples: Sequence[Sample]) -> None:
+        try:
+            await self._deliver(samples)
+        except Exception:
+            log.exception("%s: could not deliver the skipped-run sample", key)
 
     def health_sample(self) -> Sample:
         latencies = self.counters.drain_latencies()
@@ -167,7 +210,13 @@ class Scheduler:
         await self._deliver([self.health_sample()])
 
     def start(self) -> None:
-        aps = AsyncIOScheduler()
+        """Schedule every poll on the running event loop (call from inside it)."""
+        loop = asyncio.get_running_loop()
+        if self._executor is None:
+            # Bounds asyncio.to_thread / run_in_executor(None, ...) for every blocking collector.
+            self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix=BLOCKING_THREAD_PREFIX)
+            loop.set_default_executor(self._executor)
+        aps = AsyncIOScheduler(event_loop=loop)
         aps.add_listener(self._on_overrun, EVENT_JOB_MAX_INSTANCES)
         now = time.time()
         for key, poll in self.polls.items():
@@ -184,13 +233,18 @@ class Scheduler:
                 next_run_time=datetime.fromtimestamp(first, UTC),
             )
         aps.add_job(
-            self._health_job, IntervalTrigger(seconds=self._health_interval_s), id="__health__",
-            max_instances=1, coalesce=True,
+            self._health_job,
+            IntervalTrigger(seconds=self._health_interval_s),
+            id="__health__",
+            max_instances=1,
+            coalesce=True,
         )
         aps.start()
         self._aps = aps
 
     def stop(self) -> None:
+        """Stop scheduling; runs in progress are cancelled. The thread pool stays the loop's default
+        executor (stores may still need it while the pipeline drains); the loop shuts it down."""
         if self._aps is not None:
             self._aps.shutdown(wait=False)
             self._aps = None

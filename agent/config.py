@@ -568,12 +568,6 @@ class Config(_Model):
                 return device
         raise KeyError(f"unknown device {name!r} in client {client!r}")
 
-    def site_of(self, client: str, device: str) -> Site:
-        for site, candidate in self.client(client).devices():
-            if candidate.name == device:
-                return site
-        raise KeyError(f"unknown device {device!r} in client {client!r}")
-
     def parents(self) -> dict[tuple[str, str], str]:
         """(client, device) -> parent device name (same client) for every device that has one.
 

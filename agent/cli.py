@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="lab + agent + injected fault: alert, ticket, recovery, solved")
     p.add_argument("--keep-running", action="store_true", help="keep the agent and lab running after the demo")
     p.add_argument("--state-dir", type=Path, default=None)
+    p.add_argument("--glpi", action="store_true", help="open tickets in the lab's fake GLPI, not the built-in log")
     p.set_defaults(func=_cmd_demo)
     return parser
 
@@ -206,7 +207,7 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
-    return asyncio.run(run_demo(keep_running=args.keep_running, state_dir=args.state_dir))
+    return asyncio.run(run_demo(keep_running=args.keep_running, state_dir=args.state_dir, glpi=args.glpi))
 
 
 if __name__ == "__main__":

@@ -92,6 +92,10 @@ class Agent:
         self.health_interval_s = health_interval_s
         self.collectors = CollectorFactory()
         self.listeners: list[AlertListener] = []
+        # Observers of every batch (the demo's live display); called on the alert lane.
+        self.sample_listeners: list[Callable[[Sequence[Sample]], None]] = []
+        # A last say on each rule before the engine compiles it (the demo's faster pace).
+        self.rule_filter: Callable[[RuleSpec], RuleSpec] | None = None
         self._connectors: list[TicketConnector] = []
         self._stop = asyncio.Event()
 
@@ -131,6 +135,8 @@ class Agent:
         self.state = StateDB(self.state_dir / "state.sqlite", tz_for=tz_by_client(zones))
         shipped = self.collectors.default_rules({p.collector for p in self.polls})
         rules = rules_by_client(self.config, self.clients, shipped)
+        if self.rule_filter is not None:
+            rules = [self.rule_filter(rule) for rule in rules]
         self.engine = AlertEngine(
             str(self.state_dir / "alerts.sqlite"),
             rules,
@@ -193,6 +199,8 @@ class Agent:
         await asyncio.to_thread(self.state.update, samples, time.time_ns())
 
     async def _alert(self, samples: Sequence[Sample]) -> None:
+        for listener in self.sample_listeners:
+            listener(samples)
         transitions = self.engine.evaluate(samples, self.clock())
         await self._dispatch(transitions)
 

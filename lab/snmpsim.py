@@ -253,6 +253,8 @@ def _write_runtime_file(source: Path, target: Path) -> dict[str, tuple[str, str]
             oid, tag, value = match.groups()
             values[oid] = (tag, value)
             out.append(f"{oid}|{tag}:{VARIATION}|{value}\n")
+    # A community with a slash (`<client>/<device>`) is a data file in a sub-directory.
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("".join(out), encoding="utf-8", errors="surrogateescape")
     return values
 

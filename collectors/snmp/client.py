@@ -13,6 +13,7 @@ printable OCTET STRINGs (hex otherwise), dotted ``str`` for OIDs. ``noSuchObject
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import string
 import weakref
@@ -27,6 +28,8 @@ from pysnmp.proto import errind, rfc1902, rfc1905
 
 from collectors.base import CollectError, Unreachable
 
+log = logging.getLogger(__name__)
+
 ValueKind = Literal[
     "integer", "gauge", "counter32", "counter64", "timeticks", "string", "hex", "oid", "ipaddress"
 ]
@@ -35,6 +38,8 @@ ValueKind = Literal[
 # (see /work/shared/bench/README.md); the kernel may clamp SO_RCVBUF to net.core.rmem_max, so
 # SO_RCVBUFFORCE is tried first (it works with CAP_NET_ADMIN).
 RECEIVE_BUFFER_BYTES = 8 * 1024 * 1024
+# CPython's socket module does not export SO_RCVBUFFORCE; 33 is its value in Linux's socket.h.
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 # One request carries at most this many GET varbinds: small agents answer tooBig beyond that.
 GET_CHUNK = 32
@@ -149,14 +154,16 @@ class _BigBufferUdpTransport(udp.UdpAsyncioTransport):
 
 def set_receive_buffer(sock: socket.socket, size: int) -> int:
     """Ask for ``size`` bytes of receive buffer; return what the kernel granted."""
-    force = getattr(socket, "SO_RCVBUFFORCE", None)
     try:
-        if force is None:
-            raise PermissionError
-        sock.setsockopt(socket.SOL_SOCKET, force, size)
-    except (PermissionError, OSError):
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:  # no CAP_NET_ADMIN, or not Linux: the kernel clamps to net.core.rmem_max
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    # Linux reports twice the usable size (it counts its bookkeeping); say what is really usable.
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+    if granted < size:
+        log.warning("SNMP receive buffer is %d bytes, not the %d asked for: raise net.core.rmem_max "
+                    "or run with CAP_NET_ADMIN, or replies may drop with many devices in flight", granted, size)
+    return granted
 
 
 class _UdpTarget(hlapi.UdpTransportTarget):

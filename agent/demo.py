@@ -1,0 +1,250 @@
+"""`vigie demo` (`make demo`): the main job on embedded defaults against the lab, with one fault.
+
+What it does, in order, with a live display:
+1. starts snmpsim on loopback serving the real LibreNMS walks that play the public body's demo
+   estate (lab/estates/vsgp-demo.yaml: core and access Cisco switches, both Firepower, a UPS);
+2. runs the agent on embedded defaults: SQLite store, built-in ticket log (no InfluxDB, no GLPI —
+   `--glpi` plays the client's GLPI with the lab's fake instead);
+3. once every device has answered, takes an active interface of the distribution switch down (an
+   SNMP SET into snmpsim), waits for the alert to fire and the ticket to open, and measures the time
+   from the fault to the ticket;
+4. brings the interface back and waits for the alert to resolve and the ticket to be solved;
+5. prints a summary and exits (0 if every step happened, 1 otherwise), unless `--keep-running`.
+
+Demo pace: polls every 10 s and rules' `for_s` capped at 10 s, so the story takes about a minute;
+the production values are those of the estate file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from agent.config import LogTicketing, load_config
+from agent.runner import Agent
+from agent.samples import Sample
+from alerting.models import AlertTransition
+from alerting.notifier import DispatchResult
+from lab.snmpsim import SnmpLab, _free_udp_port
+
+ESTATE = Path(__file__).resolve().parent.parent / "lab" / "estates" / "vsgp-demo.yaml"
+SECRETS = ESTATE.with_name("secrets.yaml")
+CLIENT = "vsgp"
+VICTIM = "dist-siege"
+VICTIM_IF_PREFIX = "StackPort"
+POLL_INTERVAL_S = 10.0
+POLL_TIMEOUT_S = 9.0
+FOR_S_CAP = 10.0
+STEP_DEADLINE_S = 120.0
+
+
+@dataclass
+class Story:
+    """What the demo saw, in the order it happened (epoch seconds)."""
+
+    t0: float = field(default_factory=time.time)
+    events: list[tuple[float, str]] = field(default_factory=list)
+    device_status: dict[str, str] = field(default_factory=dict)
+    interfaces: dict[str, dict[str, Sample]] = field(default_factory=dict)
+    fault_at: float | None = None
+    fingerprint: str | None = None
+    others_firing: int = 0
+    fired_at: float | None = None
+    ticket: str | None = None
+    ticket_at: float | None = None
+    time_to_ticket_s: float | None = None
+    resolved_at: float | None = None
+    solved_at: float | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def log(self, text: str) -> None:
+        self.events.append((time.time(), text))
+        self.changed.set()
+
+
+class Demo:
+    def __init__(self, agent: Agent, lab: SnmpLab, story: Story) -> None:
+        self.agent, self.lab, self.story = agent, lab, story
+        self.victim_if: tuple[int, str] | None = None
+        agent.listeners.append(self.on_alerts)
+        agent.sample_listeners.append(self.on_samples)
+
+    def on_samples(self, samples: Sequence[Sample]) -> None:
+        for s in samples:
+            device = s.tags.get("device", "")
+            if s.measurement == "collection":
+                before = self.story.device_status.get(device)
+                self.story.device_status[device] = str(s.fields.get("status"))
+                if before != self.story.device_status[device]:
+                    self.story.changed.set()
+            elif s.measurement == "snmp_interface":
+                self.story.interfaces.setdefault(device, {})[s.tags.get("if_index", "")] = s
+
+    def on_alerts(self, transitions: Sequence[AlertTransition], result: DispatchResult) -> None:
+        story = self.story
+        for tr in transitions:
+            labels = tr.alert.labels
+            if self.victim_if is None or tr.alert.device != VICTIM or labels.get("if_index") != str(self.victim_if[0]):
+                if tr.state == "firing":
+                    story.others_firing += 1
+                continue
+            story.log(f"alert {tr.alert.rule} {tr.state}: {tr.alert.summary}")
+            story.fingerprint = tr.alert.fingerprint
+            if tr.state == "firing":
+                story.fired_at = tr.at
+            elif tr.state == "resolved":
+                story.resolved_at = tr.at
+        for link in result.opened + result.reattached:
+            if link.fingerprint == story.fingerprint and story.ticket is None:
+                story.ticket = f"{link.connector} #{link.ticket_id}"
+                story.ticket_at = link.opened_at or time.time()
+                story.time_to_ticket_s = story.ticket_at - (story.fault_at or story.ticket_at)
+                story.log(f"ticket {story.ticket} opened, {story.time_to_ticket_s:.1f} s after the fault")
+        for link in result.solved:
+            if link.fingerprint == story.fingerprint and story.ticket is not None:
+                story.solved_at = link.solved_at or time.time()
+                story.log(f"ticket {story.ticket} solved")
+
+    async def wait_for(self, what: str, predicate, deadline_s: float = STEP_DEADLINE_S) -> bool:
+        limit = time.monotonic() + deadline_s
+        while not predicate():
+            remaining = limit - time.monotonic()
+            if remaining <= 0:
+                self.story.log(f"[red]gave up waiting for {what} after {deadline_s:.0f} s[/red]")
+                return False
+            self.story.changed.clear()
+            try:
+                await asyncio.wait_for(self.story.changed.wait(), min(remaining, 1.0))
+            except TimeoutError:
+                pass
+        return True
+
+    def pick_victim(self) -> tuple[int, str] | None:
+        """A stack port of the victim that is administratively up and really up: a real outage, on
+        an interface the estate's rules watch (unconnected access ports are not paged)."""
+        for index, s in sorted(self.story.interfaces.get(VICTIM, {}).items(), key=lambda kv: int(kv[0] or 0)):
+            name = str(s.tags.get("if_name", ""))
+            if name.startswith(VICTIM_IF_PREFIX) and s.fields.get("admin_status") == "up" \
+                    and s.fields.get("oper_status") == "up":
+                return int(index), str(s.tags.get("if_name") or index)
+        return None
+
+    async def play(self) -> bool:
+        story, devices = self.story, [p.target.name for p in self.agent.polls]
+        story.log(f"lab: snmpsim on 127.0.0.1:{self.lab.port} plays {len(devices)} devices")
+        if not await self.wait_for("every device's first poll", lambda: all(d in story.device_status
+                                                                              for d in devices), 60):
+            return False
+        story.log("every device answered: " + ", ".join(f"{d}={story.device_status[d]}" for d in devices))
+        self.victim_if = self.pick_victim()
+        if self.victim_if is None:
+            story.log(f"[red]{VICTIM} has no interface up to take down[/red]")
+            return False
+        index, name = self.victim_if
+        await asyncio.to_thread(self.lab.set_oper_status, f"{CLIENT}/{VICTIM}", index, "down")
+        story.fault_at = time.time()
+        story.log(f"[bold]fault injected[/bold]: {VICTIM} {name} (ifIndex {index}) oper-down")
+        if not await self.wait_for("the ticket", lambda: story.ticket is not None):
+            return False
+        await asyncio.to_thread(self.lab.set_oper_status, f"{CLIENT}/{VICTIM}", index, "up")
+        story.log(f"[bold]recovery[/bold]: {VICTIM} {name} back up")
+        return await self.wait_for("the ticket to be solved", lambda: story.solved_at is not None)
+
+
+def _render(story: Story) -> Group:
+    devices = Table("device", "status", title="devices", box=None)
+    for name, status in sorted(story.device_status.items()):
+        colour = "green" if status == "ok" else "red"
+        devices.add_row(name, f"[{colour}]{status}[/{colour}]")
+    timeline = Table("t+s", "event", title="timeline", box=None,
+                     caption=f"other alerts firing from the recordings' own state: {story.others_firing}")
+    for at, text in story.events[-14:]:
+        timeline.add_row(f"{at - story.t0:6.1f}", text)
+    return Group(devices, timeline)
+
+
+def _summary(story: Story, ok: bool) -> Table:
+    def rel(at: float | None) -> str:
+        return f"t+{at - story.t0:.1f} s" if at else "-"
+
+    table = Table("step", "when", title="vigie demo — " + ("[green]OK[/green]" if ok else "[red]FAILED[/red]"))
+    table.add_row("fault injected", rel(story.fault_at))
+    table.add_row("alert firing", rel(story.fired_at))
+    table.add_row(f"ticket opened ({story.ticket or '-'})", rel(story.ticket_at))
+    table.add_row("fault -> ticket", f"{story.time_to_ticket_s:.1f} s" if story.time_to_ticket_s else "-")
+    table.add_row("alert resolved", rel(story.resolved_at))
+    table.add_row("ticket solved", rel(story.solved_at))
+    return table
+
+
+def _demo_pace(agent: Agent) -> None:
+    agent.polls = [replace(p, interval_s=POLL_INTERVAL_S, timeout_s=POLL_TIMEOUT_S, jitter_s=1.0)
+                   for p in agent.polls]
+    agent.rule_filter = lambda rule: rule.model_copy(update={"for_s": min(rule.for_s, FOR_S_CAP)})
+
+
+async def run_demo(keep_running: bool = False, state_dir: Path | None = None, glpi: bool = False) -> int:
+    console = Console()
+    work = Path(tempfile.mkdtemp(prefix="vigie-demo-"))
+    work.chmod(0o755)  # snmpsim runs as `nobody` when started by root and must reach the lab's data
+    secrets = work / "secrets.yaml"
+    shutil.copy(SECRETS, secrets)
+    secrets.chmod(0o600)  # git keeps no modes; load_config refuses a readable secrets file, on purpose
+    port = _free_udp_port()
+    os.environ["VIGIE_LAB_SNMP_PORT"] = str(port)
+    fake_glpi = None
+    if glpi:
+        from lab.glpi_fake import FakeGlpi
+
+        fake_glpi = FakeGlpi(
+            app_token="lab-fake-vsgp-glpi-app-token", user_tokens={"lab-fake-vsgp-glpi-user-token": 2}
+        )
+        os.environ["VIGIE_VSGP_GLPI_URL"] = await fake_glpi.start()
+    config = load_config(ESTATE, secrets_path=secrets)
+    if not glpi:
+        # Embedded default: the built-in ticket log instead of the client's GLPI.
+        config = config.model_copy(update={"clients": [
+            c.model_copy(update={"ticketing": LogTicketing()}) for c in config.clients
+        ]})
+    lab_devices = {
+        f"{client.name}/{device.name}": device.lab.walk
+        for client in config.clients for _, device in client.devices() if device.lab is not None
+    }
+    lab = SnmpLab(lab_devices, port=port, runtime_dir=work / "lab")
+    console.print(f"starting the lab: {len(lab_devices)} simulated devices ...")
+    await asyncio.to_thread(lab.start)
+    agent = Agent(config, state_dir=state_dir or work / "state", health_interval_s=30)
+    _demo_pace(agent)
+    story = Story()
+    demo = Demo(agent, lab, story)
+    ok = False
+    try:
+        await agent.start()
+        with Live(_render(story), console=console, refresh_per_second=4) as live:
+            play = asyncio.create_task(demo.play())
+            while not play.done():
+                live.update(_render(story))
+                await asyncio.sleep(0.25)
+            ok = play.result()
+            live.update(_render(story))
+        console.print(_summary(story, ok))
+        console.print(f"state directory: {agent.state_dir}  (try: vigie tickets --state-dir {agent.state_dir})")
+        if keep_running:
+            console.print("keeping the lab and the agent running; Ctrl-C to stop")
+            await asyncio.Event().wait()
+    finally:
+        await agent.stop()
+        await asyncio.to_thread(lab.stop)
+        if fake_glpi is not None:
+            await fake_glpi.stop()
+    return 0 if ok else 1

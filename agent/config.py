@@ -258,7 +258,8 @@ BUILTIN_RULES: tuple[RuleSpec, ...] = (
     RuleSpec(
         name="device_unreachable",
         measurement="collection",
-        when="status == 'unreachable'",
+        # a hard timeout is the same symptom seen from the scheduler: no answer at all
+        when="status in ('unreachable', 'timeout')",
         # three polls in a row at the default 60 s: one lost UDP answer must not page anyone
         for_s=120,
         severity="critical",

@@ -146,3 +146,22 @@ def test_rules_files_are_valid_rule_specs() -> None:
         names = [RuleSpec.model_validate(rule).name for rule in _rules(family)]
         assert all(name.startswith(family + "_") for name in names)
         assert len(names) == len(set(names))
+
+
+def test_redacted_or_missing_values_are_unknown_not_text(profiles: ProfileSet) -> None:
+    conn = "1.3.6.1.4.1.9.9.147.1.2.2.2.1.5.40"
+    snapshot = Snapshot(scalars={f"{conn}.6": _text("<private>")}, read_at=NOW)
+    rows = evaluate(profiles.get("cisco_firewall"), snapshot, CounterStore(), 0.0)
+    assert [r.fields for r in rows if r.measurement == "snmp_connections"] == [{"active": None, "max": None}]
+
+    scalars = {f"{SFOS}.4.1.0": _text("<private>"), f"{SFOS}.4.4.0": _int(3)}
+    (ha,) = [r for r in _sophos(profiles, scalars, {}) if r.measurement == "snmp_ha"]
+    assert ha.fields == {"enabled": None, "mode": None, "state": "primary", "peer_state": "unknown"}
+    assert _firing("sophos_xg", [ha]) == []
+
+    scalars = {f"{SFOS}.4.1.0": _int(1), f"{SFOS}.4.4.0": _int(3)}  # HA on, peer state not read
+    (ha,) = [r for r in _sophos(profiles, scalars, {}) if r.measurement == "snmp_ha"]
+    assert _firing("sophos_xg", [ha]) == []
+    half_read = _cisco(profiles, {"6": 9})  # secondary's status missing
+    assert [(r.tags["unit"], r.fields["state"]) for r in half_read] == [("primary", "active")]
+    assert _firing("cisco_firewall", half_read) == []

@@ -92,3 +92,23 @@ def test_file_system_tiers_do_not_overlap(profiles: ProfileSet) -> None:
 def test_server_rules_leave_other_families_alone(profiles: ProfileSet) -> None:
     # A NAS on the generic profile has the same snmp_storage rows but no server profile tag.
     assert _firing("server", _storage_rows(profiles, "generic", {"1": ("/share", 99)})) == []
+
+
+def test_printer_redacted_or_missing_values_stay_unknown(profiles: ProfileSet) -> None:
+    supplies = "1.3.6.1.2.1.43.11.1.1"
+    columns = {
+        "1.3.6.1.2.1.25.3.5.1.1": {"1": SnmpValue(3, "integer")},
+        "1.3.6.1.2.1.25.3.5.1.2": {"1": SnmpValue("<private>", "string")},
+        # Supply 1: level without any capacity column; supply 2: level -2 (unknown).
+        f"{supplies}.6": {"1.1": SnmpValue("TK-8335K", "string"), "1.2": SnmpValue("Drum", "string")},
+        f"{supplies}.9": {"1.1": SnmpValue(50, "integer"), "1.2": SnmpValue(-2, "integer")},
+    }
+    rows = evaluate(profiles.get("kyocera"), Snapshot(columns=columns), CounterStore(), 0.0)
+    (printer,) = [r for r in rows if r.measurement == "snmp_printer"]
+    assert printer.fields["status"] == "idle"
+    assert printer.fields["errors"] is None and printer.fields["jammed"] is None
+    assert printer.fields["pages_total"] is None and printer.fields["device_status"] == "unknown"
+    supply = {r.tags["supply"]: r.fields for r in rows if r.measurement == "snmp_printer_supply"}
+    assert supply["TK-8335K"] == {"level": 50, "max_capacity": None, "level_percent": None, "state": "unknown"}
+    assert supply["Drum"] == {"level": -2, "max_capacity": None, "level_percent": None, "state": "unknown"}
+    assert _firing("printer_mib", rows) == []

@@ -76,17 +76,20 @@ class SnmpCollector:
         """The rows of one poll (with the OIDs they were read from), before they become samples."""
         client = self._client_for(target)
         system = await client.get([SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME])  # Unreachable propagates
-        profile = self._profile(system)
+        profile = await self._profile(client, system)
         snapshot = await fetch(client, profile, known=system)
         return [row for row in evaluate(profile, snapshot, self.store, self.clock()) if self._wanted(row)]
 
-    def _profile(self, system: Mapping[str, SnmpValue]) -> Profile:
+    async def _profile(self, client: SnmpClient, system: Mapping[str, SnmpValue]) -> Profile:
         if self.profile_name != "auto":
             return self.profiles.get(self.profile_name)
         object_id = _text(system.get(SYS_OBJECT_ID))
         if self._detected is None or self._detected[0] != object_id:
             # Detection is cached per device and redone only when sysObjectID changes.
-            self._detected = (object_id, self.profiles.detect(object_id, _text(system.get(SYS_DESCR))))
+            descr = _text(system.get(SYS_DESCR))
+            probes = self.profiles.probes(object_id, descr)
+            present = await client.get(probes) if probes else {}
+            self._detected = (object_id, self.profiles.detect(object_id, descr, present=present.keys()))
         return self._detected[1]
 
     def _wanted(self, row: Row) -> bool:

@@ -99,7 +99,7 @@ def planned_oids(tables: tuple[ResolvedTable, ...]) -> tuple[list[str], list[str
     gets: dict[str, None] = {}
     for table in tables:
         for column in table.columns:
-            (gets if table.scalar else walks)[column.oid] = None
+            (gets if table.scalar and not column.walk else walks)[column.oid] = None
     return list(walks), list(gets)
 
 
@@ -158,7 +158,7 @@ async def _fetch_tables(client: SnmpClient, tables: tuple[ResolvedTable, ...], s
 
 def _has_rows(table: ResolvedTable, snapshot: Snapshot) -> bool:
     if table.scalar:
-        return any(c.oid in snapshot.scalars for c in table.columns)
+        return any(snapshot.columns.get(c.oid) if c.walk else c.oid in snapshot.scalars for c in table.columns)
     return any(snapshot.columns.get(c.oid) for c in table.own_columns)
 
 
@@ -210,6 +210,14 @@ def _evaluate_row(
     raw: dict[str, SnmpValue | None] = {}
     oids: dict[str, str] = {}
     for column in table.columns:
+        if column.walk:
+            # The whole column as a tuple in index order: () when the table is empty, None when
+            # it could not be read.
+            found = snapshot.columns.get(column.oid)
+            raw[column.name] = None
+            env[column.name] = None if found is None else tuple(found[k].value for k in sorted(found, key=oid_key))
+            oids[column.name] = column.oid
+            continue
         if table.scalar:
             value = snapshot.scalars.get(column.oid)
             oids[column.name] = column.oid

@@ -10,7 +10,7 @@ device from its sysObjectID / sysDescr.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,14 +41,17 @@ class _Strict(BaseModel):
 class Detect(_Strict):
     sys_object_id: list[str] = Field(default_factory=list)
     sys_descr: list[str] = Field(default_factory=list)
+    # Instance OIDs that must all answer: for agents that share a generic sysObjectID and
+    # sysDescr (Synology DSM is plain net-snmp on Linux), probed only when the rest matches.
+    oid_exists: list[str] = Field(default_factory=list)
     priority: int = 0
 
-    @field_validator("sys_object_id")
+    @field_validator("sys_object_id", "oid_exists")
     @classmethod
     def _oids(cls, value: list[str]) -> list[str]:
         for prefix in value:
             if not _OID.match(prefix):
-                raise ValueError(f"{prefix!r} is not a dotted OID prefix")
+                raise ValueError(f"{prefix!r} is not a dotted OID")
         return [prefix.lstrip(".") for prefix in value]
 
     @field_validator("sys_descr")
@@ -70,10 +73,13 @@ class Detect(_Strict):
 
 class Column(_Strict):
     """A column OID. ``join`` makes it a lookup into another table: the expression gives the
-    index to read in that column (e.g. entPhysicalName at the row's cpmCPUTotalPhysicalIndex)."""
+    index to read in that column (e.g. entPhysicalName at the row's cpmCPUTotalPhysicalIndex).
+    ``walk`` (scalar tables only) reads a whole column as one tuple of its values in index order,
+    for a per-device summary over a table (the busiest phase, "is this alarm in the alarm table")."""
 
     oid: str
     join: str | None = None
+    walk: bool = False
 
     @field_validator("oid")
     @classmethod
@@ -156,6 +162,7 @@ class ResolvedColumn:
     name: str
     oid: str
     join: Expression | None
+    walk: bool = False
 
 
 @dataclass(frozen=True)
@@ -193,8 +200,11 @@ class Profile:
     tables: tuple[ResolvedTable, ...]
     source: Path
 
-    def matches(self, sys_object_id: str | None, sys_descr: str | None) -> tuple[int, int] | None:
-        """``None`` if it does not match, else a sort key (priority, length of the matched prefix)."""
+    def matches(
+        self, sys_object_id: str | None, sys_descr: str | None, present: Collection[str] = ()
+    ) -> tuple[int, int] | None:
+        """``None`` if it does not match, else a sort key (priority, length of the matched prefix).
+        ``present``: the probed OIDs that answered (see :meth:`ProfileSet.probes`)."""
         if self.detect is None:
             return None
         oid = (sys_object_id or "").lstrip(".")
@@ -207,6 +217,8 @@ class Profile:
         if self.detect.sys_descr:
             if not any(re.search(p, sys_descr or "") for p in self.detect.sys_descr):
                 return None
+        if not all(oid in present for oid in self.detect.oid_exists):
+            return None
         return (self.detect.priority, prefix_len)
 
 
@@ -232,10 +244,26 @@ class ProfileSet:
         except KeyError:
             raise KeyError(f"unknown SNMP profile {name!r} (known: {', '.join(sorted(self.profiles))})") from None
 
-    def detect(self, sys_object_id: str | None, sys_descr: str | None, fallback: str = "generic") -> Profile:
+    def probes(self, sys_object_id: str | None, sys_descr: str | None) -> list[str]:
+        """OIDs to GET before :meth:`detect`: the ``oid_exists`` of the profiles that match on
+        sysObjectID and sysDescr (usually none, so detection costs no extra request)."""
+        wanted: dict[str, None] = {}
+        for profile in self.profiles.values():
+            needed = profile.detect.oid_exists if profile.detect else []
+            if needed and profile.matches(sys_object_id, sys_descr, needed) is not None:
+                wanted.update(dict.fromkeys(needed))
+        return list(wanted)
+
+    def detect(
+        self,
+        sys_object_id: str | None,
+        sys_descr: str | None,
+        fallback: str = "generic",
+        present: Collection[str] = (),
+    ) -> Profile:
         best: tuple[tuple[int, int], str] | None = None
         for profile in self.profiles.values():
-            key = profile.matches(sys_object_id, sys_descr)
+            key = profile.matches(sys_object_id, sys_descr, present)
             if key is not None and (best is None or (key, profile.name) > best):
                 best = (key, profile.name)
         return self.profiles[best[1]] if best else self.get(fallback)
@@ -325,7 +353,9 @@ def _resolve_table(table: Table, where: str) -> ResolvedTable:
         join = _expr(column.join, known, f"{where}.columns.{name}.join") if column.join else None
         if table.scalar and join is not None:
             raise ProfileError(f"{where}.columns.{name}.join: scalar tables cannot join")
-        columns.append(ResolvedColumn(name, oid.lstrip("."), join))
+        if column.walk and not table.scalar:
+            raise ProfileError(f"{where}.columns.{name}.walk: only scalar tables read a column whole")
+        columns.append(ResolvedColumn(name, oid.lstrip("."), join, column.walk))
         known.add(name)
     variables = []
     for name, value in table.vars.items():

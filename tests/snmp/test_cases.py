@@ -18,6 +18,7 @@ from tests.snmp.expected import (
     check_sensors,
     load_expected,
 )
+from tests.snmp.storage import check_storage
 from tests.snmp.mapped import check_mapped_sensors
 from tests.snmp.printer import check_printer, check_printer_supplies
 
@@ -52,6 +53,16 @@ class PrinterSupplies(_Strict):
     tolerance: float = 1.0
 
 
+class Storage(_Strict):
+    # LibreNMS storage entries whose storage_descr matches `match` must be rows of `measurement`
+    # whose tag `tag` is that description (snmp_volume/volume: NAS data volumes only).
+    measurement: str = "snmp_storage"
+    tag: str = "storage"
+    match: str
+    percent_tolerance: float = 1.0
+    bytes_tolerance: float = 0.001
+
+
 class Case(_Strict):
     walk: str
     profile: str
@@ -59,6 +70,7 @@ class Case(_Strict):
     processors: Processors | None = None
     mempools: Mempools | None = None
     sensors: Sensors | None = None
+    storage: Storage | None = None
     printer_supplies: PrinterSupplies | None = None
     # snmp_printer field -> the value it must have (what LibreNMS does not record: error bits...).
     printer: dict[str, Any] | None = None
@@ -96,4 +108,9 @@ async def test_walk_matches_librenms(case_file: Path, lab, target, profiles) -> 
         problems += check_printer_supplies(rows, expected, case.printer_supplies.tolerance)
     if case.printer is not None:
         problems += check_printer(rows, expected, case.printer)
+    if case.storage:
+        st = case.storage
+        problems += check_storage(
+            rows, expected, st.measurement, st.tag, st.match, st.percent_tolerance, st.bytes_tolerance
+        )
     assert not problems, f"{case.walk}: {len(problems)} mismatch(es):\n" + "\n".join(problems)

@@ -1,0 +1,119 @@
+"""UPS / NAS / iDRAC families: the engine features they added (whole-column reads in scalar
+tables, detection by an answering OID) and the decisions their profiles make on states the
+recordings do not contain (on battery, battery to replace, degraded RAID, failed disk)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from collectors.snmp.client import SnmpValue
+from collectors.snmp.engine import CounterStore, Snapshot, evaluate
+from collectors.snmp.profile import ProfileError, ProfileSet
+
+UPS = "1.3.6.1.2.1.33.1"
+RULES = Path(__file__).resolve().parents[2] / "collectors" / "snmp" / "profiles" / "rules"
+
+
+@pytest.fixture(scope="module")
+def profiles() -> ProfileSet:
+    return ProfileSet.load()
+
+
+def i(value: int) -> SnmpValue:
+    return SnmpValue(value, "integer")
+
+
+def rows_of(profiles: ProfileSet, name: str, snapshot: Snapshot, measurement: str) -> list:
+    rows = evaluate(profiles.get(name), snapshot, CounterStore(), now=0.0)
+    return [r for r in rows if r.measurement == measurement]
+
+
+def ups_snapshot(alarms: dict[str, SnmpValue] | None, source: int = 3, loads: tuple[int, ...] = (20,)) -> Snapshot:
+    snapshot = Snapshot(
+        scalars={
+            f"{UPS}.2.1.0": i(2),
+            f"{UPS}.2.3.0": i(7),
+            f"{UPS}.2.4.0": i(80),
+            f"{UPS}.4.1.0": i(source),
+            **{f"{UPS}.4.4.1.5.{n}": i(load) for n, load in enumerate(loads, start=1)},
+        }
+    )
+    if alarms is not None:
+        snapshot.columns[f"{UPS}.6.2.1.2"] = alarms
+    return snapshot
+
+
+def test_alarm_table_read_whole_sets_replace_battery(profiles) -> None:
+    bad = {"1": SnmpValue(f"{UPS}.6.3.1", "oid"), "2": SnmpValue(f"{UPS}.6.3.2", "oid")}
+    (row,) = rows_of(profiles, "ups_rfc1628", ups_snapshot(bad, source=5), "snmp_ups")
+    assert row.fields["replace_battery"] is True
+    assert row.fields["on_battery"] is True
+    assert row.fields["runtime_s"] == 420
+
+
+def test_empty_alarm_table_is_false_unreadable_is_unknown(profiles) -> None:
+    (empty,) = rows_of(profiles, "ups_rfc1628", ups_snapshot({}), "snmp_ups")
+    (unread,) = rows_of(profiles, "ups_rfc1628", ups_snapshot(None), "snmp_ups")
+    assert empty.fields["replace_battery"] is False
+    assert unread.fields["replace_battery"] is None
+
+
+def test_load_is_the_busiest_output_line(profiles) -> None:
+    (row,) = rows_of(profiles, "ups_rfc1628", ups_snapshot({}, loads=(24, 91, 28)), "snmp_ups")
+    assert row.fields["load_percent"] == 91
+
+
+def test_walk_column_only_in_scalar_tables(tmp_path) -> None:
+    (tmp_path / "bad.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "bad",
+                "tables": [{"id": "t", "measurement": "snmp_ups", "columns": {"a": {"oid": "1.3.6.1.2", "walk": True}}}],
+            }
+        )
+    )
+    with pytest.raises(ProfileError, match="walk"):
+        ProfileSet.load(tmp_path)
+
+
+def test_synology_needs_its_system_status_to_answer(profiles) -> None:
+    linux = "1.3.6.1.4.1.8072.3.2.10"
+    descr = "Linux nas0 3.2.101 #42962 armv7l"
+    assert profiles.probes(linux, descr) == ["1.3.6.1.4.1.6574.1.1.0"]
+    assert profiles.detect(linux, descr, present={"1.3.6.1.4.1.6574.1.1.0"}).name == "synology_dsm"
+    assert profiles.detect(linux, descr).name != "synology_dsm"
+    # Devices matching no probing profile cost no extra request.
+    assert profiles.probes("1.3.6.1.4.1.9.1.1208", "Cisco IOS Software") == []
+
+
+def test_degraded_virtual_disk_and_failed_physical_disk_are_critical(profiles) -> None:
+    vd, pd = "1.3.6.1.4.1.674.10892.5.5.1.20.140.1.1", "1.3.6.1.4.1.674.10892.5.5.1.20.130.4.1"
+    snapshot = Snapshot(
+        columns={
+            f"{vd}.4": {"1": i(4), "2": i(2)},
+            f"{vd}.2": {"1": SnmpValue("VD1", "string"), "2": SnmpValue("VD2", "string")},
+            f"{pd}.4": {"1": i(7), "2": i(3)},
+            f"{pd}.31": {"1": i(1), "2": i(2)},
+        }
+    )
+    raid = {r.tags["array"]: r.fields for r in rows_of(profiles, "idrac", snapshot, "snmp_raid")}
+    disks = {r.index: r.fields for r in rows_of(profiles, "idrac", snapshot, "snmp_disk")}
+    assert raid["VD1"]["state"] == "crit" and raid["VD1"]["status"] == "degraded"
+    assert raid["VD2"]["state"] == "ok"
+    assert disks["1"]["state"] == "crit" and disks["1"]["status"] == "failed"
+    # Online but SMART predicts a failure: replace it before it fails.
+    assert disks["2"]["state"] == "warn" and disks["2"]["smart"] == "predictiveFailure"
+
+
+def test_family_rules_have_the_shared_shape() -> None:
+    for family in ("ups", "nas", "idrac"):
+        rules = yaml.safe_load((RULES / f"{family}.yaml").read_text(encoding="utf-8"))
+        assert rules, family
+        for rule in rules:
+            assert set(rule) <= {"name", "measurement", "when", "match", "for_s", "severity", "summary"}
+            assert rule["name"].startswith(family + "_")
+            assert rule["severity"] in ("critical", "major", "minor", "warning")
+            compile(rule["when"], rule["name"], "eval")

@@ -138,25 +138,43 @@ def test_procurve_memory_and_sensor_classes(profiles: ProfileSet) -> None:
     assert (sensors["6"].fields["state"], sensors["6"].fields["status"]) == ("unknown", "notPresent")
 
 
-def test_procurve_stack_member_states(profiles: ProfileSet) -> None:
-    # The E2910al does not stack: give it an HP-STACK-MIB member table as a 2930M stack has.
-    base = "1.3.6.1.4.1.11.2.14.11.5.1.69.1.3.1"
-    stack = {f"{base}.9.1": 3, f"{base}.9.2": 4, f"{base}.9.3": 1, f"{base}.9.4": 0, f"{base}.14.3": "SG0000X"}
-    assert not any(oid.startswith(base) for oid in read_walk("procurve_e2910"))
-    profile = profiles.get("procurve")
+def poll_values(profile: Profile, values: Mapping[str, int | str]) -> list[Row]:
+    """One poll of an agent that answers only ``values`` (full instance OID -> value)."""
     snapshot = Snapshot()
     for column in planned_oids(profile.tables)[0]:
         snapshot.columns[column] = {}
-    for oid, value in stack.items():
+    for oid, value in values.items():
         column, _, index = oid.rpartition(".")
         snapshot.columns[column][index] = SnmpValue(value, "string" if isinstance(value, str) else "integer")
-    members = rows_of(evaluate(profile, snapshot, CounterStore(), now=0.0), "procurve_stack_member")
+    return evaluate(profile, snapshot, CounterStore(), now=0.0)
+
+
+def test_procurve_stack_member_states(profiles: ProfileSet) -> None:
+    # The E2910al does not stack: an HP-STACK-MIB member table as a 2930M stack answers it.
+    base = "1.3.6.1.4.1.11.2.14.11.5.1.69.1.3.1"
+    assert not any(oid.startswith(base) for oid in read_walk("procurve_e2910"))
+    stack = {f"{base}.9.1": 3, f"{base}.9.2": 4, f"{base}.9.3": 1, f"{base}.9.4": 0, f"{base}.14.3": "SG0000X"}
+    members = rows_of(poll_values(profiles.get("procurve"), stack), "procurve_stack_member")
     assert {i: (r.fields["role"], r.fields["state"], r.fields["status"]) for i, r in members.items()} == {
         "1": ("conductor", "ok", "commander"),
         "2": ("standby", "ok", "standby"),
         "3": (None, "crit", "missing"),
     }
     assert members["3"].fields["serial"] == "SG0000X"
+
+
+def test_procurve_psu_bays(profiles: ProfileSet) -> None:
+    base = "1.3.6.1.4.1.11.2.14.11.5.1.55.1.1.1"
+    bays = {f"{base}.2.1": 3, f"{base}.4.1": 38, f"{base}.6.1": 72, f"{base}.2.2": 1, f"{base}.2.3": 4}
+    rows = poll_values(profiles.get("procurve"), bays)
+    psus = rows_of(rows, "procurve_psu")
+    assert {i: (r.fields["value"], r.fields["state"], r.fields["status"]) for i, r in psus.items()} == {
+        "1": (72, "ok", "psPowered"),
+        "2": (None, "unknown", "psNotPresent"),
+        "3": (None, "crit", "psFailed"),
+    }
+    # The empty bay has no temperature row.
+    assert sorted(rows_of(rows, "procurve_psu_temperature")) == ["1", "3"]
 
 
 def test_jetstream_poe_budget_and_port_fault(profiles: ProfileSet) -> None:

@@ -78,12 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace, path: Path | None = None):
+def _load(args: argparse.Namespace, path: Path | None = None, known_collectors=None):
     from agent.config import ConfigError, load_config
 
     path = path or args.config
     try:
-        return load_config(path, secrets_path=args.secrets)
+        return load_config(path, secrets_path=args.secrets, known_collectors=known_collectors)
     except ConfigError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
@@ -96,9 +96,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     if path is None:
         print("vigie check-config: give the config file", file=sys.stderr)
         return EXIT_USAGE
-    config = _load(args, path)
     from agent.inventory import build_polls
+    from agent.plugins import COLLECTORS, Registry
 
+    config = _load(args, path, known_collectors=Registry(COLLECTORS).names())
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     polls = build_polls(config)
     print(f"{path}: OK — {len(config.clients)} client(s), {len(polls)} poll(s)")
     return 0

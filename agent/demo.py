@@ -11,7 +11,7 @@ What it does, in order, with a live display:
 4. brings the interface back and waits for the alert to resolve and the ticket to be solved;
 5. prints a summary and exits (0 if every step happened, 1 otherwise), unless `--keep-running`.
 
-Demo pace: polls every 10 s and rules' `for_s` capped at 10 s, so the story takes about a minute;
+Demo pace: polls every 15 s and rules' `for_s` capped at 10 s, so the story takes about a minute;
 the production values are those of the estate file.
 """
 
@@ -42,8 +42,8 @@ SECRETS = ESTATE.with_name("secrets.yaml")
 CLIENT = "vsgp"
 VICTIM = "dist-siege"
 VICTIM_IF_PREFIX = "StackPort"
-POLL_INTERVAL_S = 10.0
-POLL_TIMEOUT_S = 9.0
+POLL_INTERVAL_S = 15.0
+POLL_TIMEOUT_S = 14.0
 FOR_S_CAP = 10.0
 STEP_DEADLINE_S = 120.0
 

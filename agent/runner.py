@@ -85,12 +85,18 @@ class Agent:
         health_interval_s: float = 60.0,
     ) -> None:
         self.config = config
-        self.polls = build_polls(config, clients)
+        self.collectors = CollectorFactory()
+        installed = set(self.collectors.registry.names())
+        self.polls = [p for p in build_polls(config, clients) if p.collector in installed]
+        missing = sorted({f"{p.target.tags.get('client')}/{p.target.name}: {p.collector}"
+                          for p in build_polls(config, clients) if p.collector not in installed})
+        if missing:
+            # A collector is a plugin: a device may name one this installation lacks; say so, go on.
+            log.warning("no such collector installed, not polled: %s", "; ".join(missing))
         self.clients = [c.name for c in config.select_clients(clients)]
         self.state_dir = Path(state_dir or config.agent.state_dir)
         self.clock = clock
         self.health_interval_s = health_interval_s
-        self.collectors = CollectorFactory()
         self.listeners: list[AlertListener] = []
         # Observers of every batch (the demo's live display); called on the alert lane.
         self.sample_listeners: list[Callable[[Sequence[Sample]], None]] = []

@@ -157,8 +157,12 @@ class Scheduler:
         return sink.samples
 
     async def _job(self, key: str) -> None:
-        samples = await self.run_poll(self.polls[key])
-        await self._deliver(samples)
+        try:
+            samples = await self.run_poll(self.polls[key])
+            await self._deliver(samples)
+        except asyncio.CancelledError:
+            # `stop()` cancels runs in progress; APScheduler would log that as a job failure.
+            log.debug("%s: run cancelled by shutdown", key)
 
     def _on_overrun(self, event: JobEvent) -> None:
         poll = self.polls.get(event.job_id)

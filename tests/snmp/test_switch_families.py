@@ -25,8 +25,19 @@ FAMILY_WALKS = {
 }
 # Fields that carry a quantity: a number or None, whatever the agent sent.
 NUMERIC = {
-    "value", "usage_percent", "usage_1m_percent", "usage_5m_percent", "total_bytes", "used_bytes",
-    "free_bytes", "budget_w", "used_w", "remaining_w", "limit_w", "max_w", "cpu_percent",
+    "value",
+    "usage_percent",
+    "usage_1m_percent",
+    "usage_5m_percent",
+    "total_bytes",
+    "used_bytes",
+    "free_bytes",
+    "budget_w",
+    "used_w",
+    "remaining_w",
+    "limit_w",
+    "max_w",
+    "cpu_percent",
     "memory_percent",
 }
 Edit = Callable[[str, SnmpValue], SnmpValue | None]
@@ -61,7 +72,7 @@ def poll(profile: Profile, walk: str, edit: Edit | None = None) -> list[Row]:
     snapshot = Snapshot(scalars={oid: values[oid] for oid in gets if oid in values})
     for column in walks:
         prefix = column + "."
-        snapshot.columns[column] = {oid[len(prefix):]: v for oid, v in values.items() if oid.startswith(prefix)}
+        snapshot.columns[column] = {oid[len(prefix) :]: v for oid, v in values.items() if oid.startswith(prefix)}
     return evaluate(profile, snapshot, CounterStore(), now=0.0)
 
 
@@ -119,9 +130,7 @@ def test_aruba_psus_are_power_supplies(profiles: ProfileSet) -> None:
     psus = {r.index: r for r in rows if r.tags.get("sensor_class") == "power_supply"}
     assert sorted(psus) == ["107301", "107401", "207301", "207401"]
     assert psus["107301"].fields["value"] == 34
-    broken = poll(
-        profiles.get("arubaos_cx"), "arubaos-cx_6300m", setting({"1.3.6.1.2.1.99.1.1.1.5.107401": 3})
-    )
+    broken = poll(profiles.get("arubaos_cx"), "arubaos-cx_6300m", setting({"1.3.6.1.2.1.99.1.1.1.5.107401": 3}))
     assert rows_of(broken, "entity_sensor")["107401"].fields["state"] == "crit"
 
 
@@ -229,14 +238,20 @@ def test_redacted_values_give_unknowns(profiles: ProfileSet, walk: str) -> None:
             assert row.fields["state"] == "unknown", f"{row.table} {row.index}"
 
 
+def dropping(prefix: str) -> Edit:
+    def edit(oid: str, value: SnmpValue) -> SnmpValue | None:
+        return None if oid.startswith(prefix) else value
+
+    return edit
+
+
 @pytest.mark.parametrize("walk", sorted(FAMILY_WALKS))
 def test_missing_columns_give_unknowns(profiles: ProfileSet, walk: str) -> None:
     profile = profiles.get(FAMILY_WALKS[walk])
     full = _family_rows(poll(profile, walk), profile)
     for table in {r.table for r in full}:
         for column in next(t for t in profile.tables if t.id == table).own_columns:
-            prefix = column.oid + "."
-            rows = poll(profile, walk, lambda oid, value: None if oid.startswith(prefix) else value)
+            rows = poll(profile, walk, dropping(column.oid + "."))
             for row in _family_rows(rows, profile):
                 for name in NUMERIC & row.fields.keys():
                     value = row.fields[name]

@@ -10,7 +10,6 @@ The file format and the lookup order of every setting are documented in docs/CON
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import string
@@ -36,6 +35,7 @@ from pydantic import (
 )
 
 from agent.secrets import SecretsFileError, SecretStore, SecretValue
+from alerting.expressions import compile_expression
 
 # ----------------------------------------------------------------------------------------------
 # Errors
@@ -95,61 +95,9 @@ HOLIDAY_CALENDARS = {"fr": french_holidays}
 # ----------------------------------------------------------------------------------------------
 # Rule expressions
 
-# The `when` language: names (a sample's fields, then its tags), constants, tuples/lists of
-# constants for `in`, comparisons, and/or/not, arithmetic. No calls, attributes, subscripts or
-# `**` (10**10**10 would hang the engine), so a rule can never execute code.
-_WHEN_NODES: tuple[type[ast.AST], ...] = (
-    ast.Expression,
-    ast.BoolOp,
-    ast.And,
-    ast.Or,
-    ast.UnaryOp,
-    ast.Not,
-    ast.USub,
-    ast.UAdd,
-    ast.BinOp,
-    ast.Add,
-    ast.Sub,
-    ast.Mult,
-    ast.Div,
-    ast.FloorDiv,
-    ast.Mod,
-    ast.Compare,
-    ast.Eq,
-    ast.NotEq,
-    ast.Lt,
-    ast.LtE,
-    ast.Gt,
-    ast.GtE,
-    ast.In,
-    ast.NotIn,
-    ast.Name,
-    ast.Load,
-    ast.Constant,
-    ast.Tuple,
-    ast.List,
-)
-
-
-def parse_when(expression: str) -> ast.Expression:
-    """Parse a rule's ``when``; raise ValueError naming the first construct outside the language."""
-    try:
-        tree = ast.parse(expression.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise ValueError(f"not a valid expression: {exc.msg} (column {exc.offset})") from None
-    for node in ast.walk(tree):
-        if not isinstance(node, _WHEN_NODES):
-            raise ValueError(
-                f"{type(node).__name__} is not allowed in `when` (only names, constants, "
-                "comparisons, and/or/not and + - * / // %)"
-            )
-        if isinstance(node, ast.Tuple | ast.List) and not all(isinstance(e, ast.Constant) for e in node.elts):
-            raise ValueError("a tuple or list in `when` may only hold constants")
-    return tree
-
-
 def _check_when(expression: str) -> str:
-    parse_when(expression)
+    # One language, one parser: the alert engine's, so what loads here is what evaluates there.
+    compile_expression(expression)
     return expression
 
 

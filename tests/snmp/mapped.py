@@ -16,6 +16,7 @@ The row is the one read from that OID (for a table, the row whose index the OID 
 join column reading the same OID for another row does not count). A state sensor compares our
 text with LibreNMS's ``state_descr`` for its current value, case and punctuation aside
 (``overTemp`` = ``over_temp``); any other sensor compares numbers with the case's tolerances.
+A unit change is written after the target: ``snmp_ups.runtime_s / 60`` (LibreNMS has minutes).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def check_mapped_sensors(
     problems = []
     for raw_oid, target in mapping.items():
         oid = str(raw_oid).lstrip(".")
-        measurement, _, field = target.partition(".")
+        field_path, _, divisor = target.partition(" / ")
+        measurement, _, field = field_path.partition(".")
         sensor = by_oid.get(oid)
         if sensor is None:
             problems.append(f"mapped sensor {oid}: LibreNMS has no sensor with this OID")
@@ -58,6 +60,8 @@ def check_mapped_sensors(
             problems.append(f"{label}: no {measurement} row read from this OID")
             continue
         got = row.fields.get(field)
+        if divisor and isinstance(got, (int, float)) and not isinstance(got, bool):
+            got = got / float(divisor)
         if sensor["sensor_class"] == "state":
             want = descr.get((sensor["state_name"], sensor["sensor_current"]))
             if want is None or _norm(want) != _norm(got):

@@ -18,9 +18,9 @@ from tests.snmp.expected import (
     check_sensors,
     load_expected,
 )
-from tests.snmp.storage import check_storage
 from tests.snmp.mapped import check_mapped_sensors
 from tests.snmp.printer import check_printer, check_printer_supplies
+from tests.snmp.storage import check_storage
 
 CASES = sorted((Path(__file__).resolve().parent / "cases").glob("*.yaml"))
 

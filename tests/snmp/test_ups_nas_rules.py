@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from alerting.expressions import compile_expression
 from collectors.snmp.client import SnmpValue
 from collectors.snmp.engine import CounterStore, Snapshot, evaluate
 from collectors.snmp.profile import ProfileError, ProfileSet
@@ -71,7 +72,9 @@ def test_walk_column_only_in_scalar_tables(tmp_path) -> None:
         yaml.safe_dump(
             {
                 "name": "bad",
-                "tables": [{"id": "t", "measurement": "snmp_ups", "columns": {"a": {"oid": "1.3.6.1.2", "walk": True}}}],
+                "tables": [
+                    {"id": "t", "measurement": "snmp_ups", "columns": {"a": {"oid": "1.3.6.1.2", "walk": True}}}
+                ],
             }
         )
     )
@@ -116,4 +119,14 @@ def test_family_rules_have_the_shared_shape() -> None:
             assert set(rule) <= {"name", "measurement", "when", "match", "for_s", "severity", "summary"}
             assert rule["name"].startswith(family + "_")
             assert rule["severity"] in ("critical", "major", "minor", "warning")
-            compile(rule["when"], rule["name"], "eval")
+            compile_expression(rule["when"])
+
+
+def test_on_battery_sample_fires_the_ups_rules(profiles) -> None:
+    rules = {r["name"]: r for r in yaml.safe_load((RULES / "ups.yaml").read_text(encoding="utf-8"))}
+    (row,) = rows_of(profiles, "ups_rfc1628", ups_snapshot({}, source=5), "snmp_ups")
+    assert compile_expression(rules["ups_on_battery"]["when"]).evaluate(row.fields) is True
+    assert compile_expression(rules["ups_runtime_low"]["when"]).evaluate(row.fields) is True
+    assert rules["ups_on_battery"]["severity"] == "critical" and rules["ups_on_battery"]["for_s"] == 0
+    (mains,) = rows_of(profiles, "ups_rfc1628", ups_snapshot({}), "snmp_ups")
+    assert compile_expression(rules["ups_on_battery"]["when"]).evaluate(mains.fields) is False

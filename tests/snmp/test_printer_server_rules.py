@@ -112,3 +112,17 @@ def test_printer_redacted_or_missing_values_stay_unknown(profiles: ProfileSet) -
     assert supply["TK-8335K"] == {"level": 50, "max_capacity": None, "level_percent": None, "state": "unknown"}
     assert supply["Drum"] == {"level": -2, "max_capacity": None, "level_percent": None, "state": "unknown"}
     assert _firing("printer_mib", rows) == []
+
+
+def test_a_failed_raid_disk_is_critical_and_a_predicted_one_is_not(profiles: ProfileSet) -> None:
+    drives = "1.3.6.1.4.1.3582.4.1.4.2.1.2.1"
+    columns = {
+        f"{drives}.10": {"0": SnmpValue(24, "integer"), "1": SnmpValue(17, "integer")},  # online, failed
+        f"{drives}.9": {"0": SnmpValue(2, "integer"), "1": SnmpValue(0, "integer")},  # predFailCount
+        f"{drives}.18": {"0": SnmpValue(252, "integer"), "1": SnmpValue(252, "integer")},
+    }
+    rows = evaluate(profiles.get("linux"), Snapshot(columns=columns), CounterStore(), 0.0)
+    assert sorted(_firing("server", rows)) == [
+        ("server_raid_attention", "drive 0 (enclosure 252) predictive failures"),
+        ("server_raid_failed", "drive 1 (enclosure 252) state"),
+    ]

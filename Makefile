@@ -34,7 +34,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile tests
 
+# The SNMP bench measures vigie against Debian's prometheus-snmp-exporter in the same run.
 bench: $(STAMP)
+	@if [ "$$(id -u)" = 0 ] && ! command -v prometheus-snmp-exporter >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-snmp-exporter; \
+	fi
 	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 lint: $(STAMP)

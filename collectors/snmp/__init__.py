@@ -12,8 +12,11 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
+
+import yaml
 
 from agent.samples import Sink
 from collectors.base import Target
@@ -31,8 +34,26 @@ INTERFACE_MEASUREMENT = "snmp_interface"
 _OPTIONS = {"profile", "version", "timeout_s", "retries", "max_repetitions", "interfaces"}
 
 
+RULES_DIR = Path(__file__).resolve().parent / "profiles" / "rules"
+
+
 class SnmpCollector:
     name: ClassVar[str] = "snmp"
+
+    @classmethod
+    def default_rules(cls) -> list[dict[str, Any]]:
+        """The per-family alert rules shipped beside the profiles (profiles/rules/<family>.yaml).
+
+        Raw mappings: the agent validates them with the same model as the config's rules, and a
+        rule of the config with the same name replaces the shipped one.
+        """
+        rules: list[dict[str, Any]] = []
+        for path in sorted(RULES_DIR.glob("*.yaml")):
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+            if not isinstance(loaded, list):
+                raise ValueError(f"{path}: expected a list of rules")
+            rules.extend(loaded)
+        return rules
 
     def __init__(
         self,

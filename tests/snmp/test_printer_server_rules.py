@@ -126,3 +126,54 @@ def test_a_failed_raid_disk_is_critical_and_a_predicted_one_is_not(profiles: Pro
         ("server_raid_attention", "drive 0 (enclosure 252) predictive failures"),
         ("server_raid_failed", "drive 1 (enclosure 252) state"),
     ]
+
+
+def test_ucd_stands_in_when_host_resources_is_empty(profiles: ProfileSet) -> None:
+    """A net-snmp agent whose HOST-RESOURCES tables are empty (UCD-SNMP-MIB only): LibreNMS's
+    UcdResources numbers, in bytes; dskTable's 64-bit High/Low columns win over the 32-bit ones."""
+    ucd = "1.3.6.1.4.1.2021"
+    kib = {"4.5.0": 8000000, "4.6.0": 1000000, "4.14.0": 500000, "4.15.0": 2500000, "4.3.0": 2000000, "4.4.0": 1500000}
+    scalars = {f"{ucd}.{oid}": SnmpValue(v, "integer") for oid, v in kib.items()}
+    scalars[f"{ucd}.11.11.0"] = SnmpValue(87, "integer")  # ssCpuIdle
+    dsk = f"{ucd}.9.1"
+    columns = {
+        f"{dsk}.2": {"1": SnmpValue("/", "string"), "2": SnmpValue("/srv", "string")},
+        f"{dsk}.6": {"1": SnmpValue(1000000, "integer"), "2": SnmpValue(2147483647, "integer")},
+        f"{dsk}.7": {"1": SnmpValue(250000, "integer"), "2": SnmpValue(2147483647, "integer")},
+        f"{dsk}.8": {"1": SnmpValue(750000, "integer"), "2": SnmpValue(2147483647, "integer")},
+        f"{dsk}.11": {"2": SnmpValue(0, "gauge")},  # /srv: 4 TiB = 1 << 32 KiB
+        f"{dsk}.12": {"2": SnmpValue(1, "gauge")},
+        f"{dsk}.13": {"2": SnmpValue(1073741824, "gauge")},
+        f"{dsk}.14": {"2": SnmpValue(0, "gauge")},
+    }
+    rows = evaluate(profiles.get("linux"), Snapshot(columns=columns, scalars=scalars), CounterStore(), 0.0)
+    by = {(r.measurement, next(iter(r.tags.values()))): r.fields for r in rows}
+    assert by[("snmp_cpu", "CPU")] == {"usage_percent": 13}
+    assert by[("snmp_memory", "Physical memory")] == {
+        "total_bytes": 8000000 * 1024,
+        "used_bytes": 4000000 * 1024,  # 8 - 1 free - 0.5 buffers - 2.5 cache (GB-ish)
+        "free_bytes": 4000000 * 1024,
+        "usage_percent": 50.0,
+    }
+    assert by[("snmp_memory", "Swap space")]["usage_percent"] == 25.0
+    assert by[("snmp_storage", "/")]["usage_percent"] == 75.0
+    assert by[("snmp_storage", "/srv")] == {
+        "total_bytes": 2**32 * 1024,
+        "used_bytes": (2**32 - 2**30) * 1024,
+        "free_bytes": 2**30 * 1024,
+        "usage_percent": 75.0,
+    }
+
+
+@pytest.mark.parametrize(("profile", "fired"), [("windows", ["server_commit_limit_near"]), ("linux", [])])
+def test_commit_limit_rule_is_for_windows_only(profiles: ProfileSet, profile: str, fired: list[str]) -> None:
+    # "Virtual Memory" at 95 %: Windows' commit limit; on Linux net-snmp counts page cache in it.
+    columns = {
+        f"{HR_STORAGE}.2": {"3": SnmpValue("1.3.6.1.2.1.25.2.1.3", "oid")},
+        f"{HR_STORAGE}.3": {"3": SnmpValue("Virtual Memory", "string")},
+        f"{HR_STORAGE}.4": {"3": SnmpValue(65536, "integer")},
+        f"{HR_STORAGE}.5": {"3": SnmpValue(1000, "integer")},
+        f"{HR_STORAGE}.6": {"3": SnmpValue(950, "integer")},
+    }
+    rows = evaluate(profiles.get(profile), Snapshot(columns=columns), CounterStore(), 0.0)
+    assert [name for name, _ in _firing("server", rows)] == fired

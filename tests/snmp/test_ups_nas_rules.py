@@ -39,8 +39,8 @@ def ups_snapshot(alarms: dict[str, SnmpValue] | None, source: int = 3, loads: tu
             f"{UPS}.2.3.0": i(7),
             f"{UPS}.2.4.0": i(80),
             f"{UPS}.4.1.0": i(source),
-            **{f"{UPS}.4.4.1.5.{n}": i(load) for n, load in enumerate(loads, start=1)},
-        }
+        },
+        columns={f"{UPS}.4.4.1.5": {str(n): i(load) for n, load in enumerate(loads, start=1)}},
     )
     if alarms is not None:
         snapshot.columns[f"{UPS}.6.2.1.2"] = alarms
@@ -65,6 +65,36 @@ def test_empty_alarm_table_is_false_unreadable_is_unknown(profiles) -> None:
 def test_load_is_the_busiest_output_line(profiles) -> None:
     (row,) = rows_of(profiles, "ups_rfc1628", ups_snapshot({}, loads=(24, 91, 28)), "snmp_ups")
     assert row.fields["load_percent"] == 91
+
+
+def test_apc_three_phase_load_is_the_busiest_phase(profiles) -> None:
+    apc = "1.3.6.1.4.1.318.1.1.1"
+    snapshot = Snapshot(
+        scalars={f"{apc}.4.1.1.0": i(3), f"{apc}.4.3.3.0": SnmpValue(450, "gauge")},
+        columns={f"{apc}.9.3.3.1.10": {"1.1.1": i(40), "1.1.2": i(93), "1.1.3": i(42)}},
+    )
+    (row,) = rows_of(profiles, "apc_ups", snapshot, "snmp_ups")
+    assert row.fields["load_percent"] == 93
+    assert row.fields["on_battery"] is True and row.fields["output_source"] == "battery"
+    # Phase table unsupported (-1): the high-precision total, in tenths.
+    snapshot.columns[f"{apc}.9.3.3.1.10"] = {"1.1.1": i(-1)}
+    (row,) = rows_of(profiles, "apc_ups", snapshot, "snmp_ups")
+    assert row.fields["load_percent"] == 45.0
+
+
+def test_qnap_legacy_disk_table_stands_in(profiles) -> None:
+    hd = "1.3.6.1.4.1.24681.1.2.11.1"
+    snapshot = Snapshot(
+        columns={
+            f"{hd}.2": {"1": SnmpValue("HDD1", "string"), "2": SnmpValue("HDD2", "string")},
+            f"{hd}.3": {"1": SnmpValue("41 C/105 F", "string"), "2": SnmpValue("--", "string")},
+            f"{hd}.4": {"1": i(0), "2": i(-9)},
+            f"{hd}.7": {"1": SnmpValue("Warning", "string"), "2": SnmpValue("--", "string")},
+        }
+    )
+    disks = {r.tags["disk"]: r.fields for r in rows_of(profiles, "qnap", snapshot, "snmp_disk")}
+    assert disks["HDD1"] == {"status": "ready", "smart": "warning", "temperature_c": 41, "state": "warn"}
+    assert disks["HDD2"] == {"status": "rwError", "smart": None, "temperature_c": None, "state": "crit"}
 
 
 def test_walk_column_only_in_scalar_tables(tmp_path) -> None:

@@ -78,12 +78,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace, path: Path | None = None, known_collectors=None):
+def _load(args: argparse.Namespace, path: Path | None = None):
     from agent.config import ConfigError, load_config
+    from agent.plugins import COLLECTORS, Registry, shipped_rules
 
     path = path or args.config
+    collectors = Registry(COLLECTORS)
     try:
-        return load_config(path, secrets_path=args.secrets, known_collectors=known_collectors)
+        return load_config(path, secrets_path=args.secrets, known_collectors=collectors.names(),
+                           shipped_rules=shipped_rules(collectors))
     except ConfigError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
@@ -97,9 +100,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         print("vigie check-config: give the config file", file=sys.stderr)
         return EXIT_USAGE
     from agent.inventory import build_polls
-    from agent.plugins import COLLECTORS, Registry
 
-    config = _load(args, path, known_collectors=Registry(COLLECTORS).names())
+    config = _load(args, path)
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     polls = build_polls(config)

@@ -949,12 +949,14 @@ def _model_checks(
     config: Config,
     secrets: SecretStore,
     known_collectors: Collection[str] | None,
+    shipped: Sequence[RuleSpec] = (),
     client_indices: Sequence[int] | None = None,
 ) -> tuple[list[tuple[tuple[Any, ...], str]], list[tuple[tuple[Any, ...], str]], dict[str, list[RuleSpec]]]:
     errors: list[tuple[tuple[Any, ...], str]] = []
     warnings: list[tuple[tuple[Any, ...], str]] = []
     client_rules: dict[str, list[RuleSpec]] = {}
-    global_rules = {rule.name: rule for rule in config.global_rules}
+    global_rules = {rule.name: rule for rule in shipped}
+    global_rules.update({rule.name: rule for rule in config.global_rules})
 
     for position, client in enumerate(config.clients):
         ci = position if client_indices is None else client_indices[position]
@@ -1032,13 +1034,22 @@ def load_config(
     environ: Mapping[str, str] = os.environ,
     *,
     known_collectors: Collection[str] | None = None,
+    shipped_rules: Sequence[Mapping[str, Any]] = (),
 ) -> Config:
     """Read, validate and cross-check a configuration file; raise ConfigError listing every problem.
 
     ``known_collectors``: names of the installed collector plugins; a device using another name
     gets a warning (``Config.warnings``), not an error, because collectors are plugins.
+    ``shipped_rules``: the rules collectors ship for what they discover (per device family). They
+    sit under the global rules: a global or client rule of the same name overrides or disables one.
     """
     path = Path(path)
+    shipped: list[RuleSpec] = []
+    for raw_rule in shipped_rules:
+        try:
+            shipped.append(RuleSpec.model_validate(raw_rule))
+        except ValidationError as exc:
+            raise ConfigError([f"shipped rule {raw_rule.get('name', '?')!r}: {exc}"]) from None
     try:
         raw, yaml_problems = _read_yaml(path, environ)
     except OSError as exc:
@@ -1072,12 +1083,12 @@ def load_config(
     warnings: list[tuple[int, str, str]] = []
     client_rules: dict[str, list[RuleSpec]] = {}
     if config is not None:
-        model_errors, model_warnings, client_rules = _model_checks(config, secrets, known_collectors)
+        model_errors, model_warnings, client_rules = _model_checks(config, secrets, known_collectors, shipped)
     else:
         part = _valid_part(raw)
         model_errors, model_warnings = [], []
         if part is not None:
-            model_errors, model_warnings, _ = _model_checks(part[0], secrets, known_collectors, part[1])
+            model_errors, model_warnings, _ = _model_checks(part[0], secrets, known_collectors, shipped, part[1])
     found.extend((*_locate(raw, loc), message) for loc, message in model_errors)
     warnings.extend((*_locate(raw, loc), message) for loc, message in model_warnings)
 

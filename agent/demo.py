@@ -31,6 +31,7 @@ from rich.live import Live
 from rich.table import Table
 
 from agent.config import LogTicketing, load_config
+from agent.plugins import COLLECTORS, Registry, shipped_rules
 from agent.runner import Agent
 from agent.samples import Sample
 from alerting.models import AlertTransition
@@ -210,7 +211,9 @@ async def run_demo(keep_running: bool = False, state_dir: Path | None = None, gl
             app_token="lab-fake-vsgp-glpi-app-token", user_tokens={"lab-fake-vsgp-glpi-user-token": 2}
         )
         os.environ["VIGIE_VSGP_GLPI_URL"] = await fake_glpi.start()
-    config = load_config(ESTATE, secrets_path=secrets)
+    collectors = Registry(COLLECTORS)
+    config = load_config(ESTATE, secrets_path=secrets, known_collectors=collectors.names(),
+                         shipped_rules=shipped_rules(collectors))
     if not glpi:
         # Embedded default: the built-in ticket log instead of the client's GLPI.
         config = config.model_copy(update={"clients": [

@@ -32,3 +32,11 @@ class Registry:
             known = ", ".join(self.names()) or "none installed"
             raise UnknownPlugin(f"no {self.group} plugin named {name!r} (known: {known})") from None
         return entry.load()
+
+
+def shipped_rules(registry: Registry) -> list[dict[str, Any]]:
+    """The alert rules installed collectors ship (e.g. SNMP's per-family rules), as raw mappings."""
+    rules: list[dict[str, Any]] = []
+    for name in registry.names():
+        rules.extend(getattr(registry.load(name), "default_rules", lambda: [])())
+    return rules

@@ -42,36 +42,18 @@ class CollectorFactory:
     def __call__(self, poll: Poll) -> Collector:
         return self.registry.load(poll.collector)(poll.options)
 
-    def default_rules(self, names: Collection[str]) -> list[dict[str, Any]]:
-        """Rules a collector ships for what it discovers (e.g. per-family SNMP rules)."""
-        rules: list[dict[str, Any]] = []
-        for name in sorted(names):
-            cls = self.registry.load(name)
-            rules.extend(getattr(cls, "default_rules", lambda: [])())
-        return rules
-
 
 def make_collector(poll: Poll) -> Collector:
     return CollectorFactory()(poll)
 
 
-def rules_by_client(config: Config, clients: Collection[str], shipped: Sequence[dict[str, Any]]) -> list[RuleSpec]:
-    """One rule list for the engine: each client's rules scoped to it with a `client` matcher.
-
-    Precedence: a rule of the config (global or the client's) replaces a collector-shipped rule of
-    the same name, so an operator can retune or disable any default.
-    """
-    shipped_specs = [RuleSpec.model_validate(raw) for raw in shipped]
-    scoped: list[RuleSpec] = []
-    for client in sorted(clients):
-        configured = {rule.name: rule for rule in config.rules_for(client)}
-        disabled = {r.name for r in config.client(client).rules if getattr(r, "enabled", True) is False} \
-            if hasattr(config.client(client), "rules") else set()
-        merged = [r for r in shipped_specs if r.name not in configured and r.name not in disabled]
-        merged += configured.values()
-        for rule in merged:
-            scoped.append(rule.model_copy(update={"match": {**rule.match, "client": client}}))
-    return scoped
+def rules_by_client(config: Config, clients: Collection[str]) -> list[RuleSpec]:
+    """One rule list for the engine: each client's rules scoped to it with a `client` matcher."""
+    return [
+        rule.model_copy(update={"match": {**rule.match, "client": client}})
+        for client in sorted(clients)
+        for rule in config.rules_for(client)
+    ]
 
 
 class Agent:
@@ -139,8 +121,7 @@ class Agent:
         self.store: Store = build_store(self.config.agent.store.model_dump(), self.state_dir)
         zones = {name: self.config.client(name).timezone for name in self.clients}
         self.state = StateDB(self.state_dir / "state.sqlite", tz_for=tz_by_client(zones))
-        shipped = self.collectors.default_rules({p.collector for p in self.polls})
-        rules = rules_by_client(self.config, self.clients, shipped)
+        rules = rules_by_client(self.config, self.clients)
         if self.rule_filter is not None:
             rules = [self.rule_filter(rule) for rule in rules]
         self.engine = AlertEngine(

@@ -1,0 +1,67 @@
+"""Rules shipped by collectors sit under the config's rules; the engine gets them scoped per client."""
+
+from pathlib import Path
+
+from agent.config import load_config
+from agent.plugins import COLLECTORS, Registry, shipped_rules
+from agent.runner import rules_by_client
+
+SHIPPED = [
+    {"name": "ups_on_battery", "measurement": "snmp_ups", "when": "on_battery == True", "severity": "critical",
+     "summary": "{device} on battery"},
+    {"name": "ups_load_high", "measurement": "snmp_ups", "when": "load_percent > 90", "for_s": 300,
+     "severity": "major"},
+]
+
+CONFIG = """
+rules:
+  - {name: ups_on_battery, measurement: snmp_ups, when: "on_battery == True", for_s: 30, severity: critical}
+clients:
+  - name: alpha
+    display_name: A client
+    timezone: Europe/Paris
+    rules:
+      - {name: ups_load_high, enabled: false}
+    sites: []
+  - name: beta
+    display_name: A client
+    timezone: Europe/Paris
+    rules:
+      - {name: ups_load_high, for_s: 60}
+    sites: []
+"""
+
+
+def _load(tmp_path: Path):
+    path = tmp_path / "vigie.yaml"
+    path.write_text(CONFIG)
+    return load_config(path, environ={}, shipped_rules=SHIPPED)
+
+
+def test_a_config_rule_replaces_a_shipped_rule_of_the_same_name(tmp_path: Path) -> None:
+    config = _load(tmp_path)
+    by_name = {r.name: r for r in config.rules_for("beta")}
+    assert by_name["ups_on_battery"].for_s == 30
+
+
+def test_a_client_disables_or_retunes_a_shipped_rule(tmp_path: Path) -> None:
+    config = _load(tmp_path)
+    assert "ups_load_high" not in {r.name for r in config.rules_for("alpha")}
+    beta = {r.name: r for r in config.rules_for("beta")}
+    assert beta["ups_load_high"].for_s == 60
+    assert beta["ups_load_high"].when == "load_percent > 90"  # the rest comes from the shipped rule
+
+
+def test_engine_rules_are_scoped_to_their_client(tmp_path: Path) -> None:
+    rules = rules_by_client(_load(tmp_path), ["alpha", "beta"])
+    assert {(r.name, r.match["client"]) for r in rules} >= {("ups_on_battery", "alpha"), ("ups_load_high", "beta")}
+    assert ("ups_load_high", "alpha") not in {(r.name, r.match["client"]) for r in rules}
+
+
+def test_every_installed_collector_ships_valid_rules(tmp_path: Path) -> None:
+    path = tmp_path / "vigie.yaml"
+    path.write_text("clients: []\n")
+    rules = shipped_rules(Registry(COLLECTORS))
+    assert rules, "the snmp collector ships per-family rules"
+    config = load_config(path, environ={}, shipped_rules=rules)
+    assert {r["name"] for r in rules} <= {r.name for r in config.global_rules} | {r["name"] for r in rules}

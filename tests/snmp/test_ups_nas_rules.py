@@ -55,6 +55,13 @@ def test_alarm_table_read_whole_sets_replace_battery(profiles) -> None:
     assert row.fields["runtime_s"] == 420
 
 
+def test_on_battery_alarm_alone_means_on_battery(profiles) -> None:
+    snapshot = ups_snapshot({"7": SnmpValue(f"{UPS}.6.3.2", "oid")})
+    del snapshot.scalars[f"{UPS}.4.1.0"]
+    (row,) = rows_of(profiles, "ups_rfc1628", snapshot, "snmp_ups")
+    assert row.fields["on_battery"] is True
+
+
 def test_empty_alarm_table_is_false_unreadable_is_unknown(profiles) -> None:
     (empty,) = rows_of(profiles, "ups_rfc1628", ups_snapshot({}), "snmp_ups")
     (unread,) = rows_of(profiles, "ups_rfc1628", ups_snapshot(None), "snmp_ups")

@@ -62,6 +62,17 @@ def test_on_battery_alarm_alone_means_on_battery(profiles) -> None:
     assert row.fields["on_battery"] is True
 
 
+def test_redacted_codes_are_unknown_not_false(profiles) -> None:
+    apc = "1.3.6.1.4.1.318.1.1.1"
+    private = SnmpValue("<private>", "string")
+    snapshot = Snapshot(scalars={f"{apc}.4.1.1.0": private, f"{apc}.2.2.4.0": private, f"{apc}.2.2.3.0": private})
+    (row,) = rows_of(profiles, "apc_ups", snapshot, "snmp_ups")
+    assert row.fields["on_battery"] is None
+    assert row.fields["replace_battery"] is None
+    assert row.fields["runtime_s"] is None
+    assert row.fields["status"] == "unknown"
+
+
 def test_empty_alarm_table_is_false_unreadable_is_unknown(profiles) -> None:
     (empty,) = rows_of(profiles, "ups_rfc1628", ups_snapshot({}), "snmp_ups")
     (unread,) = rows_of(profiles, "ups_rfc1628", ups_snapshot(None), "snmp_ups")

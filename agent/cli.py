@@ -102,9 +102,17 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     from agent.inventory import build_polls
 
     config = _load(args, path)
+    from agent.runner import CollectorFactory, usable_polls
+
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    polls = build_polls(config)
+    polls, problems = usable_polls(build_polls(config), CollectorFactory())
+    # Options of an installed collector are the collector's to judge (config only checks their shape).
+    for problem in problems.bad_options:
+        print(f"{path}: {problem}", file=sys.stderr)
+    if problems.bad_options:
+        print(f"{path}: {len(problems.bad_options)} error(s)", file=sys.stderr)
+        return EXIT_CONFIG
     print(f"{path}: OK — {len(config.clients)} client(s), {len(polls)} poll(s)")
     return 0
 
@@ -159,13 +167,13 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
 
 async def _collect_once(polls) -> list[Sample]:
-    from agent.runner import make_collector
+    from agent.runner import CollectorFactory
     from agent.scheduler import Scheduler
 
     async def discard(_samples: Sequence[Sample]) -> None:
         return None
 
-    scheduler = Scheduler(polls, make_collector, discard)
+    scheduler = Scheduler(polls, CollectorFactory(), discard)
     samples: list[Sample] = []
     for poll in polls:
         samples.extend(await scheduler.run_poll(poll))

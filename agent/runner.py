@@ -11,6 +11,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,36 @@ class CollectorFactory:
         return self.registry.load(poll.collector)(poll.options)
 
 
-def make_collector(poll: Poll) -> Collector:
-    return CollectorFactory()(poll)
+@dataclass
+class PollProblems:
+    """Polls left out: collectors not installed (a warning: collectors are plugins) and collectors
+    that refuse their options (a configuration error)."""
+
+    not_installed: list[str] = field(default_factory=list)
+    bad_options: list[str] = field(default_factory=list)
+
+
+def usable_polls(polls: Sequence[Poll], factory: CollectorFactory) -> tuple[list[Poll], PollProblems]:
+    """The polls whose collector is installed and accepts its options, and why the others are not.
+
+    One device naming a collector this installation lacks, or giving it a bad option, must not stop
+    the supervision of all the others: it is reported and left out.
+    """
+    installed = set(factory.registry.names())
+    usable: list[Poll] = []
+    problems = PollProblems()
+    for poll in polls:
+        where = f"{poll.target.tags.get('client')}/{poll.target.name}: collector {poll.collector}"
+        if poll.collector not in installed:
+            problems.not_installed.append(f"{where}: not installed (known: {', '.join(sorted(installed))})")
+            continue
+        try:
+            factory(poll)
+        except ValueError as exc:
+            problems.bad_options.append(f"{where}: {exc}")
+            continue
+        usable.append(poll)
+    return usable, problems
 
 
 def rules_by_client(config: Config, clients: Collection[str]) -> list[RuleSpec]:
@@ -68,13 +97,11 @@ class Agent:
     ) -> None:
         self.config = config
         self.collectors = CollectorFactory()
-        installed = set(self.collectors.registry.names())
-        self.polls = [p for p in build_polls(config, clients) if p.collector in installed]
-        missing = sorted({f"{p.target.tags.get('client')}/{p.target.name}: {p.collector}"
-                          for p in build_polls(config, clients) if p.collector not in installed})
-        if missing:
-            # A collector is a plugin: a device may name one this installation lacks; say so, go on.
-            log.warning("no such collector installed, not polled: %s", "; ".join(missing))
+        self.polls, problems = usable_polls(build_polls(config, clients), self.collectors)
+        for problem in problems.not_installed:
+            log.warning("not polled: %s", problem)
+        for problem in problems.bad_options:
+            log.error("not polled: %s", problem)
         self.clients = [c.name for c in config.select_clients(clients)]
         self.state_dir = Path(state_dir or config.agent.state_dir)
         self.clock = clock

@@ -225,7 +225,11 @@ BUILTIN_RULES: tuple[RuleSpec, ...] = (
     RuleSpec(
         name="core_interface_down",
         measurement="snmp_interface",
-        when="admin_status == 'up' and oper_status == 'down'",
+        # Only ports seen up since the agent started (LibreNMS: ifOperStatus_prev = up): an
+        # unconnected port is never up, so was_up stays unknown and the rule never fires for it;
+        # after a restart a still-down port is unknown too: its firing alert neither resolves
+        # nor opens again.
+        when="admin_status == 'up' and oper_status == 'down' and was_up == True",
         # the uplink-alias interfaces of core devices are already covered by interface_down
         match={"role": "~^(core|uplink)$", "if_alias": "!" + _UPLINK_ALIAS},
         for_s=60,

@@ -48,12 +48,14 @@ class Row:
 
 
 class CounterStore:
-    """Previous readings of one device, owned by the engine: counters for rates, and values for
-    "went backwards" checks (uptime -> reboot)."""
+    """Previous readings of one device, owned by the engine: counters for rates, values for
+    "went backwards" checks (uptime -> reboot), and when a row's condition was first true
+    (``seen_before``). It lives as long as the collector instance: an agent restart forgets it."""
 
     def __init__(self) -> None:
         self._counters: dict[tuple[str, str, str], tuple[int, str, float]] = {}
         self._previous: dict[tuple[str, str, str], int] = {}
+        self._first_true: dict[tuple[str, str, str], float] = {}
 
     def rate(self, key: tuple[str, str, str], value: SnmpValue, now: float, limit: float | None) -> float | None:
         """Per-second increase; ``None`` on the first reading, after a reset, or when the increase
@@ -88,6 +90,15 @@ class CounterStore:
             return False
         # TimeTicks wrap after 497 days: a drop from the last day before the wrap is not a reboot.
         return not (value.kind == "timeticks" and previous > _TIMETICKS_WRAP - _ONE_DAY_TICKS)
+
+    def seen_before(self, key: tuple[str, str, str], value: Any, now: float) -> bool | None:
+        """``True`` when the condition ``key`` was true at an earlier poll (``now`` is the poll's
+        time, so evaluating it twice in one poll gives one answer), else ``None``: not seen yet is
+        unknown, never ``False`` (after a restart nobody knows what the row was before)."""
+        first = self._first_true.get(key)
+        if first is None and value:
+            self._first_true[key] = first = now
+        return True if first is not None and first < now else None
 
     def reset_counters(self) -> None:
         self._counters.clear()
@@ -247,7 +258,10 @@ def _evaluate_row(
         value = raw.get(name)
         return None if value is None else set_bits(value, names)
 
-    stateful = {"rate": rate, "went_backwards": went_backwards, "bits": bits}
+    def seen_before(condition: str, value: Any) -> bool | None:
+        return store.seen_before((table.id, index, condition), value, now)
+
+    stateful = {"rate": rate, "went_backwards": went_backwards, "bits": bits, "seen_before": seen_before}
     for name, spec in table.vars:
         env[name] = _compute(spec, env, stateful)
     fields: dict[str, FieldValue] = {}

@@ -146,6 +146,9 @@ PURE_FUNCTIONS: dict[str, Callable[..., Any]] = {
 # column, e.g. the previous counter value, or its raw encoding, e.g. the octets of a bitmask);
 # the engine provides their implementation per row.
 STATEFUL_FUNCTIONS = frozenset({"rate", "went_backwards", "bits"})
+# Stateful functions whose argument is an *expression* of the row (evaluated first): the engine
+# receives the argument's text (the key of its state for this row) and its value.
+CONDITION_FUNCTIONS = frozenset({"seen_before"})
 
 
 @dataclass(frozen=True)
@@ -190,11 +193,15 @@ def _check(node: ast.AST, names: set[str], source: str) -> None:
                 if not isinstance(arg, ast.Name):
                     raise ExprError(f"{source!r}: {func}() takes column names")
                 names.add(arg.id)
+        elif func in CONDITION_FUNCTIONS:
+            if len(node.args) != 1 or node.keywords:
+                raise ExprError(f"{source!r}: {func}() takes one condition")
+            _check(node.args[0], names, source)
         elif func in PURE_FUNCTIONS:
             for arg in node.args:
                 _check(arg, names, source)
         else:
-            allowed = sorted(PURE_FUNCTIONS) + sorted(STATEFUL_FUNCTIONS)
+            allowed = sorted(PURE_FUNCTIONS) + sorted(STATEFUL_FUNCTIONS | CONDITION_FUNCTIONS)
             raise ExprError(f"{source!r}: function {func!r} not allowed (allowed: {', '.join(allowed)})")
         for keyword in node.keywords:
             if keyword.arg is None:
@@ -302,5 +309,9 @@ class _Evaluator:
                 if impl is None:
                     return None
                 return impl(*(arg.id for arg in node.args), **kwargs)  # type: ignore[attr-defined]
+            if func in CONDITION_FUNCTIONS:
+                impl = self.stateful.get(func)
+                (condition,) = node.args
+                return None if impl is None else impl(ast.unparse(condition), self.visit(condition))
             return PURE_FUNCTIONS[func](*(self.visit(arg) for arg in node.args), **kwargs)
         raise ExprError(f"cannot evaluate {type(node).__name__}")  # unreachable after _check

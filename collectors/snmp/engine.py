@@ -20,6 +20,8 @@ from collectors.base import CollectError, Unreachable
 from collectors.snmp.client import SnmpClient, SnmpValue, oid_key
 from collectors.snmp.profile import Profile, ResolvedTable, ResolvedValue
 
+# The tag naming the profile that polled the device, on every sample of the SNMP collector.
+PROFILE_TAG = "profile"
 # Column walks in flight per device: enough to hide latency, few enough not to flood a switch CPU.
 WALKS_IN_FLIGHT = 4
 _TIMETICKS_WRAP = 2**32
@@ -274,6 +276,9 @@ def _evaluate_row(
         value = _compute(spec, env, stateful)
         if value is not None and value != "":
             tags[name] = str(value)
+    # Stamped here, on every row of every table, so per-family rules can match on it; a profile
+    # does not declare it (and could not change it).
+    tags[PROFILE_TAG] = profile.name
     return Row(table.id, table.measurement, index, tags, fields, oids)
 
 

@@ -27,8 +27,10 @@ async def test_samples_carry_base_tags_and_public_names(lab, target) -> None:
     names = {s.measurement for s in sink.samples}
     assert names == {"snmp_system", "snmp_interface", "snmp_cpu", "snmp_memory", "snmp_sensor"}
     (system,) = by_measurement(sink, "snmp_system")
-    assert system.tags == {"client": "c1", "site": "s1", "device": "core"}
+    assert system.tags == {"client": "c1", "site": "s1", "device": "core", "profile": "cisco_iosxe"}
     assert system.fields["profile"] == "cisco_iosxe"
+    # every sample carries the profile tag, so per-family rules can match on it
+    assert {s.tags.get("profile") for s in sink.samples} == {"cisco_iosxe"}
     assert system.fields["uptime_s"] > 0
     assert system.fields["rebooted"] is None  # first poll: nothing to compare with
     port = by_measurement(sink, "snmp_interface")[0]
@@ -45,7 +47,7 @@ async def test_private_values_and_missing_columns(lab, target) -> None:
     assert system.fields["sys_descr"] == "<private>"
     assert system.fields["profile"] == "generic"
     eth0, odd = [r for r in rows if r.measurement == "snmp_interface"]
-    assert eth0.tags == {"if_index": "1", "if_name": "eth0", "if_type": "ethernetCsmacd"}
+    assert eth0.tags == {"if_index": "1", "if_name": "eth0", "if_type": "ethernetCsmacd", "profile": "generic"}
     assert eth0.fields["speed_bps"] == 100_000_000  # no ifXTable: ifSpeed
     assert eth0.fields["in_octets"] == 4294967000  # 32-bit counter when there is no HC one
     assert eth0.fields["in_bps"] is None  # first poll
@@ -54,7 +56,7 @@ async def test_private_values_and_missing_columns(lab, target) -> None:
     assert odd.fields["speed_bps"] is None
     assert odd.fields["in_octets"] is None
     (disk,) = [r for r in rows if r.measurement == "snmp_storage"]
-    assert disk.tags == {"storage": "<private>"}
+    assert disk.tags == {"storage": "<private>", "profile": "generic"}
     assert disk.fields["total_bytes"] == 4294967295 * 4096  # Integer32 wrapped negative
     assert disk.fields["used_bytes"] is None
     assert disk.fields["usage_percent"] is None

@@ -119,7 +119,7 @@ def test_missing_columns_are_none_not_zero(profiles: ProfileSet) -> None:
     snapshot = Snapshot(columns={f"{IF}.2": {"7": SnmpValue("eth7", "string")}})
     rows = evaluate(profiles.get("if_mib"), snapshot, CounterStore(), now=0.0)
     (row,) = rows
-    assert row.tags == {"if_index": "7", "if_name": "eth7"}
+    assert row.tags == {"if_index": "7", "if_name": "eth7", "profile": "if_mib"}
     assert row.fields["speed_bps"] is None
     assert row.fields["oper_status"] is None
     assert row.fields["in_octets"] is None

@@ -215,7 +215,11 @@ class Agent:
     async def _alert(self, samples: Sequence[Sample]) -> None:
         for listener in self.sample_listeners:
             listener(samples)
-        transitions = self.engine.evaluate(samples, self.clock())
+        # A skipped run (the previous one overran its interval) observed nothing. Fed to the engine,
+        # its `collection` status would read as "not unreachable" and resolve a device_unreachable
+        # alert, solving its ticket, while the device is still down.
+        observed = [s for s in samples if not (s.measurement == "collection" and s.fields.get("status") == "skipped")]
+        transitions = self.engine.evaluate(observed, self.clock())
         await self._dispatch(transitions)
 
     async def _dispatch(self, transitions: Sequence[AlertTransition]) -> None:

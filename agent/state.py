@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.samples import FieldValue, Sample
-from agent.stores.sqlite import canonical_tags, tag_filter_sql
+from agent.stores.sqlite import canonical_tags, open_db, tag_filter_sql
 
 # (measurement, field) pairs whose values are states: each value holds until the next one.
 STATE_FIELDS: frozenset[tuple[str, str]] = frozenset(
@@ -148,11 +147,7 @@ class StateDB:
         self.stale_after_ns = stale_after_ns
         self._tz_for = tz_for or (lambda sample: DEFAULT_TZ)
         self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(SCHEMA)
+        self._conn = open_db(self.path, SCHEMA, threads=True)
         self._series_ids: dict[tuple[str, str], int] = {}
 
     def close(self) -> None:

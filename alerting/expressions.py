@@ -22,10 +22,11 @@ alert. A runtime type error (``'up' < 3``) or a division by zero is also unknown
 from __future__ import annotations
 
 import ast
-import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from agent.expressions import BINARY_OPS, COMPARE_OPS, parse
 
 __all__ = ["ExpressionError", "Expression", "compile_expression", "UNKNOWN"]
 
@@ -48,24 +49,9 @@ class _Unknown:
 
 UNKNOWN: Any = _Unknown()
 
-_BINOPS = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-}
-_CMPOPS = {
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-    ast.In: lambda a, b: a in b,
-    ast.NotIn: lambda a, b: a not in b,
-}
+_BINOPS = BINARY_OPS
+# Rules compare values, not identities: no ``is`` / ``is not`` (unknown is not a value).
+_CMPOPS = {op: fn for op, fn in COMPARE_OPS.items() if op not in (ast.Is, ast.IsNot)}
 _ALLOWED = (
     ast.Expression,
     ast.BoolOp,
@@ -121,10 +107,7 @@ def compile_expression(source: str) -> Expression:
         raise ExpressionError("empty expression")
     if len(source) > MAX_LENGTH:
         raise ExpressionError(f"expression longer than {MAX_LENGTH} characters")
-    try:
-        tree = ast.parse(source.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise ExpressionError(f"{source!r}: syntax error: {exc.msg}") from None
+    tree = parse(source, ExpressionError)
     names = _check(tree, source)
     return Expression(source, frozenset(names), tree)
 

@@ -35,6 +35,21 @@ NS_PER_DAY = 86_400 * 1_000_000_000
 # Rows deleted per retention step: small enough that one step never holds the write lock for long.
 PRUNE_STEP_ROWS = 20_000
 
+def open_db(path: Path, schema: str, *, foreign_keys: bool = False, threads: bool = False) -> sqlite3.Connection:
+    """The agent's SQLite setup, one place: parent folder created, autocommit (transactions are
+    explicit), WAL, ``synchronous=NORMAL`` — durable against an agent crash in WAL mode; only a
+    power cut may lose the last transactions, which the next poll refills anyway — then
+    ``schema``. ``threads``: the connection is used from several threads (under the caller's lock)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=not threads)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    if foreign_keys:
+        conn.execute("PRAGMA foreign_keys=ON")
+    conn.executescript(schema)
+    return conn
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY,
@@ -154,14 +169,7 @@ class SqliteStore:
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL is durable against an agent crash in WAL mode; only a power cut may lose
-            # the last transactions, which the next poll refills anyway.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.executescript(SCHEMA)
+            conn = open_db(self.path, SCHEMA, foreign_keys=True)
             self._field_ids = dict(conn.execute("SELECT name, id FROM field"))
             self._conn = conn
         return self._conn

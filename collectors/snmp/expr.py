@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import math
-import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,31 +21,15 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from agent.expressions import BINARY_OPS, COMPARE_OPS, check_operators, parse
+
 
 class ExprError(ValueError):
     """An expression that is not in the language (raised at profile load)."""
 
 
-_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-}
-_COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-    ast.In: lambda a, b: a in b,
-    ast.NotIn: lambda a, b: a not in b,
-    ast.Is: operator.is_,
-    ast.IsNot: operator.is_not,
-}
+_BINARY = BINARY_OPS
+_COMPARE = COMPARE_OPS
 # Ordering and arithmetic need both sides known; equality and membership work on None too.
 _NONE_SAFE = (ast.Eq, ast.NotEq, ast.Is, ast.IsNot, ast.In, ast.NotIn)
 
@@ -164,10 +147,7 @@ class Expression:
 @lru_cache(maxsize=4096)
 def compile_expression(source: str) -> Expression:
     """Parse and whitelist-check ``source``; raise :class:`ExprError` saying what is not allowed."""
-    try:
-        tree = ast.parse(str(source).strip(), mode="eval")
-    except SyntaxError as exc:
-        raise ExprError(f"syntax error in {source!r}: {exc.msg}") from None
+    tree = parse(source, ExprError)
     names: set[str] = set()
     _check(tree.body, names, source)
     return Expression(str(source), tree, frozenset(names))
@@ -208,15 +188,12 @@ def _check(node: ast.AST, names: set[str], source: str) -> None:
                 raise ExprError(f"{source!r}: **kwargs not allowed")
             _check(keyword.value, names, source)
         return
+    check_operators(node, source, ExprError)
     if isinstance(node, ast.BinOp):
-        if type(node.op) not in _BINARY:
-            raise ExprError(f"{source!r}: operator {type(node.op).__name__} not allowed")
         _check(node.left, names, source)
         _check(node.right, names, source)
         return
     if isinstance(node, ast.UnaryOp):
-        if not isinstance(node.op, (ast.USub, ast.UAdd, ast.Not)):
-            raise ExprError(f"{source!r}: operator {type(node.op).__name__} not allowed")
         _check(node.operand, names, source)
         return
     if isinstance(node, ast.BoolOp):
@@ -224,9 +201,6 @@ def _check(node: ast.AST, names: set[str], source: str) -> None:
             _check(value, names, source)
         return
     if isinstance(node, ast.Compare):
-        for op in node.ops:
-            if type(op) not in _COMPARE:
-                raise ExprError(f"{source!r}: comparison {type(op).__name__} not allowed")
         for operand in [node.left, *node.comparators]:
             _check(operand, names, source)
         return

@@ -89,8 +89,8 @@ async def test_walk_matches_librenms(case_file: Path, lab, target, profiles) -> 
 
     system = [r for r in rows if r.measurement == "snmp_system"]
     problems = []
-    if [r.fields["profile"] for r in system] != [case.profile]:
-        problems.append(f"profile: expected {case.profile}, got {[r.fields['profile'] for r in system]}")
+    if [r.tags["profile"] for r in system] != [case.profile]:
+        problems.append(f"profile: expected {case.profile}, got {[r.tags['profile'] for r in system]}")
     if case.ports:
         problems += check_ports(rows, expected)
     if case.processors:

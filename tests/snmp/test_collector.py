@@ -28,7 +28,7 @@ async def test_samples_carry_base_tags_and_public_names(lab, target) -> None:
     assert names == {"snmp_system", "snmp_interface", "snmp_cpu", "snmp_memory", "snmp_sensor"}
     (system,) = by_measurement(sink, "snmp_system")
     assert system.tags == {"client": "c1", "site": "s1", "device": "core", "profile": "cisco_iosxe"}
-    assert system.fields["profile"] == "cisco_iosxe"
+    assert system.tags["profile"] == "cisco_iosxe"
     # every sample carries the profile tag, so per-family rules can match on it
     assert {s.tags.get("profile") for s in sink.samples} == {"cisco_iosxe"}
     assert system.fields["uptime_s"] > 0
@@ -45,7 +45,7 @@ async def test_private_values_and_missing_columns(lab, target) -> None:
     rows = await SnmpCollector({}).poll(target("odd_agent"))
     system = next(r for r in rows if r.measurement == "snmp_system")
     assert system.fields["sys_descr"] == "<private>"
-    assert system.fields["profile"] == "generic"
+    assert system.tags["profile"] == "generic"
     eth0, odd = [r for r in rows if r.measurement == "snmp_interface"]
     assert eth0.tags == {"if_index": "1", "if_name": "eth0", "if_type": "ethernetCsmacd", "profile": "generic"}
     assert eth0.fields["speed_bps"] == 100_000_000  # no ifXTable: ifSpeed

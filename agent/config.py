@@ -831,29 +831,18 @@ def _raw_checks(raw: _Map, secrets: SecretStore | None) -> list[tuple[tuple[Any,
                         f"inline secret refused: write `{key}: {{secret: NAME}}` and put the value in the secrets file",
                     )
                 )
-        if secrets is not None and set(node) == {"secret"} and isinstance(node["secret"], str):
-            value = secrets.get(node["secret"])
+        if secrets is None:
+            continue
+        # `{secret: NAME}` holds a token (a string); `credentials: NAME` a login (a mapping).
+        for key, kind, label in (("secret", str, "a string"), ("credentials", dict, "a mapping")):
+            name = node.get(key)
+            if not isinstance(name, str) or (key == "secret" and set(node) != {"secret"}):
+                continue
+            value = secrets.get(name)
             if value is None:
-                problems.append(
-                    (
-                        (*loc, "secret"),
-                        f"secret {node['secret']!r} not found (looked in {secrets.where(node['secret'])})",
-                    )
-                )
-            elif not isinstance(value, str):
-                problems.append(((*loc, "secret"), f"secret {node['secret']!r} must be a string"))
-        credentials = node.get("credentials")
-        if secrets is not None and isinstance(credentials, str):
-            value = secrets.get(credentials)
-            if value is None:
-                problems.append(
-                    (
-                        (*loc, "credentials"),
-                        f"secret {credentials!r} not found (looked in {secrets.where(credentials)})",
-                    )
-                )
-            elif not isinstance(value, dict):
-                problems.append(((*loc, "credentials"), f"secret {credentials!r} must be a mapping"))
+                problems.append(((*loc, key), f"secret {name!r} not found (looked in {secrets.where(name)})"))
+            elif not isinstance(value, kind):
+                problems.append(((*loc, key), f"secret {name!r} must be {label}"))
 
     agent = raw.get("agent")
     client_names = [c.get("name") for _, c in _mappings(raw, "clients")]

@@ -23,6 +23,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # APScheduler logs every job run at INFO: noise next to the agent's own messages.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     return args.func(args)
 
 

@@ -178,7 +178,11 @@ def _summary(story: Story, ok: bool) -> Table:
     def rel(at: float | None) -> str:
         return f"t+{at - story.t0:.1f} s" if at else "-"
 
-    table = Table("step", "when", title="vigie demo — " + ("[green]OK[/green]" if ok else "[red]FAILED[/red]"))
+    table = Table(
+        "step", "when", title="vigie demo — " + ("[green]OK[/green]" if ok else "[red]FAILED[/red]"),
+        caption=f"demo pace: a poll every {POLL_INTERVAL_S:g} s, then the rule's pending time (capped at "
+        f"{FOR_S_CAP:g} s) before it fires",
+    )
     table.add_row("fault injected", rel(story.fault_at))
     table.add_row("alert firing", rel(story.fired_at))
     table.add_row(f"ticket opened ({story.ticket or '-'})", rel(story.ticket_at))

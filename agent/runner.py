@@ -145,7 +145,11 @@ class Agent:
 
     async def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.store: Store = build_store(self.config.agent.store.model_dump(), self.state_dir)
+        spec = self.config.agent.store
+        store_config = spec.model_dump()
+        if spec.kind == "influxdb":
+            store_config["token"] = self.config.secret_text(spec.token)
+        self.store: Store = build_store(store_config, self.state_dir)
         zones = {name: self.config.client(name).timezone for name in self.clients}
         self.state = StateDB(self.state_dir / "state.sqlite", tz_for=tz_by_client(zones))
         rules = rules_by_client(self.config, self.clients)

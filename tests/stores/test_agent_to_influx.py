@@ -15,7 +15,8 @@ async def test_agent_sends_its_samples_to_the_configured_influxdb(tmp_path: Path
     config_file.write_text(
         "agent:\n"
         f"  state_dir: {tmp_path / 'state'}\n"
-        f"  store: {{kind: influxdb, url: '{victoria.url}', org: noc, bucket: vigie, token: {{secret: influx-token}}}}\n"
+        f"  store: {{kind: influxdb, url: '{victoria.url}', org: noc, bucket: vigie,\n"
+        "           token: {secret: influx-token}}\n"
         "clients: []\n"
     )
     agent = Agent(load_config(config_file, secrets_path=secrets, environ={}), health_interval_s=0.1)

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alerting.models import FIRING, RESOLVED, Alert, AlertTransition
-from alerting.ticketing import TicketConnector, TicketRef
+from alerting.ticketing import TicketConnector, TicketError, TicketRef
 
 log = logging.getLogger(__name__)
 
@@ -270,8 +270,22 @@ class TicketDispatcher:
             key,
             tto,
         )
+        if reused:
+            await self._note_reattached(connector, ref, alert)
         if state == "to_solve":
             await self._solve(connector, self._row(key), now, result)
+
+    async def _note_reattached(self, connector: TicketConnector, ref: TicketRef, alert: Alert) -> None:
+        """Leave a trace in the ticket of why no second one was opened. Best effort: the link is
+        already recorded, and a lost follow-up must not make the ticket be looked for again."""
+        text = (
+            f"vigie found this ticket still open after a restart and re-attached it: the alert is still "
+            f"firing ({alert.summary}) [{alert.idempotency_key}]"
+        )
+        try:
+            await connector.add_followup(ref, text)
+        except TicketError as exc:
+            log.warning("follow-up on re-attached ticket %s failed: %s", ref.id, exc)
 
     async def _solve(self, connector: TicketConnector, row: sqlite3.Row, now: float, result: DispatchResult) -> None:
         key = row["key"]

@@ -157,6 +157,9 @@ async def test_crash_after_ticket_post_before_link_restart_reattaches(
         assert [t["id"] for t in uplink_tickets(glpi)] == [ticket["id"]]
         assert glpi.tickets[ticket["id"]]["status"] not in (5, 6)
         assert glpi.count("POST", "Ticket") == 1
+        # the ticket says why no second one was opened
+        notes = [f for f in glpi.followups if f.get("items_id") == ticket["id"]]
+        assert len(notes) == 1 and "re-attached" in notes[0]["content"]
 
         await recover_and_check_solved_once(lab, glpi, state, agent)
         assert await agent.terminate() == 0

@@ -110,7 +110,7 @@ class SnmpCollector:
             descr = _text(system.get(SYS_DESCR))
             probes = self.profiles.probes(object_id, descr)
             present = await client.get(probes) if probes else {}
-            self._detected = (object_id, self.profiles.detect(object_id, descr, present=present.keys()))
+            self._detected = (object_id, self.profiles.detect(object_id, descr, present=present))
         return self._detected[1]
 
     def _wanted(self, row: Row) -> bool:

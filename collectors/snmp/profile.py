@@ -38,13 +38,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Detect(_Strict):
+class DetectWhen(_Strict):
+    """One set of identity conditions, all of which must hold (LibreNMS: one ``discovery:`` entry)."""
+
     sys_object_id: list[str] = Field(default_factory=list)
     sys_descr: list[str] = Field(default_factory=list)
     # Instance OIDs that must all answer: for agents that share a generic sysObjectID and
     # sysDescr (Synology DSM is plain net-snmp on Linux), probed only when the rest matches.
     oid_exists: list[str] = Field(default_factory=list)
-    priority: int = 0
+    # Instance OIDs whose value (as text) must be one of the listed ones (LibreNMS ``snmpget`` with
+    # ``value``): probed like ``oid_exists``.
+    oid_values: dict[str, list[str]] = Field(default_factory=dict)
 
     @field_validator("sys_object_id", "oid_exists")
     @classmethod
@@ -53,6 +57,21 @@ class Detect(_Strict):
             if not _OID.match(prefix):
                 raise ValueError(f"{prefix!r} is not a dotted OID")
         return [prefix.lstrip(".") for prefix in value]
+
+    @field_validator("oid_values", mode="before")
+    @classmethod
+    def _oid_values(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        checked: dict[str, list[str]] = {}
+        for oid, wanted in value.items():
+            if not _OID.match(str(oid)):
+                raise ValueError(f"{oid!r} is not a dotted OID")
+            texts = wanted if isinstance(wanted, list) else [wanted]
+            if not texts:
+                raise ValueError(f"{oid}: list at least one value")
+            checked[str(oid).lstrip(".")] = [str(text) for text in texts]
+        return checked
 
     @field_validator("sys_descr")
     @classmethod
@@ -64,11 +83,58 @@ class Detect(_Strict):
                 raise ValueError(f"{pattern!r} is not a regex: {exc}") from None
         return value
 
+    @property
+    def probed(self) -> list[str]:
+        """The instance OIDs this condition set needs fetched before it can be decided."""
+        return [*self.oid_exists, *(oid for oid in self.oid_values if oid not in self.oid_exists)]
+
+    def identity(self, sys_object_id: str | None, sys_descr: str | None) -> int | None:
+        """Length of the matched sysObjectID prefix (0 if none is listed) when sysObjectID and
+        sysDescr match, else ``None`` (probed OIDs are not looked at)."""
+        oid = (sys_object_id or "").lstrip(".")
+        prefix_len = 0
+        if self.sys_object_id:
+            hits = [p for p in self.sys_object_id if oid == p or oid.startswith(p.rstrip(".") + ".")]
+            if not hits:
+                return None
+            prefix_len = max(len(p) for p in hits)
+        if self.sys_descr and not any(re.search(p, sys_descr or "") for p in self.sys_descr):
+            return None
+        return prefix_len
+
+    def probes_hold(self, present: Collection[str]) -> bool:
+        """``present``: the probed OIDs that answered; a mapping also gives their values."""
+        if not all(oid in present for oid in self.oid_exists):
+            return False
+        values = present if isinstance(present, Mapping) else {}
+        for oid, wanted in self.oid_values.items():
+            got = values.get(oid)
+            text = got.value if hasattr(got, "value") else got
+            if got is None or str(text) not in wanted:
+                return False
+        return True
+
+
+class Detect(DetectWhen):
+    # Alternatives (LibreNMS's list of ``discovery:`` entries): when given, the conditions above
+    # must hold and so must at least one of these (e.g. the sysObjectID, or else the sysDescr).
+    any_of: list[DetectWhen] = Field(default_factory=list)
+    priority: int = 0
+
     @model_validator(mode="after")
     def _something(self) -> Detect:
-        if not self.sys_object_id and not self.sys_descr:
-            raise ValueError("detect needs sys_object_id and/or sys_descr")
+        # Every way to match must name sysObjectID or sysDescr: probes are only sent to devices
+        # that already look like the family, and nothing matches every device.
+        alternatives = self.any_of or [DetectWhen()]
+        for n, alt in enumerate(alternatives):
+            if not (self.sys_object_id or self.sys_descr or alt.sys_object_id or alt.sys_descr):
+                where = f"any_of[{n}]: " if self.any_of else ""
+                raise ValueError(f"{where}detect needs sys_object_id and/or sys_descr")
         return self
+
+    def ways(self) -> list[tuple[DetectWhen, DetectWhen | None]]:
+        """(own conditions, alternative) pairs, one of which must hold entirely."""
+        return [(self, alt) for alt in self.any_of] if self.any_of else [(self, None)]
 
 
 class Column(_Strict):
@@ -204,22 +270,30 @@ class Profile:
         self, sys_object_id: str | None, sys_descr: str | None, present: Collection[str] = ()
     ) -> tuple[int, int] | None:
         """``None`` if it does not match, else a sort key (priority, length of the matched prefix).
-        ``present``: the probed OIDs that answered (see :meth:`ProfileSet.probes`)."""
+        ``present``: the probed OIDs that answered (see :meth:`ProfileSet.probes`), a mapping
+        OID -> value when ``oid_values`` must be checked."""
         if self.detect is None:
             return None
-        oid = (sys_object_id or "").lstrip(".")
-        prefix_len = 0
-        if self.detect.sys_object_id:
-            hits = [p for p in self.detect.sys_object_id if oid == p or oid.startswith(p.rstrip(".") + ".")]
-            if not hits:
-                return None
-            prefix_len = max(len(p) for p in hits)
-        if self.detect.sys_descr:
-            if not any(re.search(p, sys_descr or "") for p in self.detect.sys_descr):
-                return None
-        if not all(oid in present for oid in self.detect.oid_exists):
-            return None
-        return (self.detect.priority, prefix_len)
+        best: int | None = None
+        for own, alt in self.detect.ways():
+            parts = [own] if alt is None else [own, alt]
+            lengths = [part.identity(sys_object_id, sys_descr) for part in parts]
+            if any(length is None for length in lengths) or not all(p.probes_hold(present) for p in parts):
+                continue
+            length = max(length or 0 for length in lengths)
+            best = length if best is None else max(best, length)
+        return None if best is None else (self.detect.priority, best)
+
+    def probes(self, sys_object_id: str | None, sys_descr: str | None) -> list[str]:
+        """The OIDs to fetch before :meth:`matches` can decide (empty when sysObjectID / sysDescr
+        already rule the profile out)."""
+        wanted: dict[str, None] = {}
+        for own, alt in self.detect.ways() if self.detect else []:
+            parts = [own] if alt is None else [own, alt]
+            if all(part.identity(sys_object_id, sys_descr) is not None for part in parts):
+                for part in parts:
+                    wanted.update(dict.fromkeys(part.probed))
+        return list(wanted)
 
 
 class ProfileSet:
@@ -245,13 +319,11 @@ class ProfileSet:
             raise KeyError(f"unknown SNMP profile {name!r} (known: {', '.join(sorted(self.profiles))})") from None
 
     def probes(self, sys_object_id: str | None, sys_descr: str | None) -> list[str]:
-        """OIDs to GET before :meth:`detect`: the ``oid_exists`` of the profiles that match on
-        sysObjectID and sysDescr (usually none, so detection costs no extra request)."""
+        """OIDs to GET before :meth:`detect`: the ``oid_exists`` / ``oid_values`` of the profiles
+        that match on sysObjectID and sysDescr (usually none, so detection costs no extra request)."""
         wanted: dict[str, None] = {}
         for profile in self.profiles.values():
-            needed = profile.detect.oid_exists if profile.detect else []
-            if needed and profile.matches(sys_object_id, sys_descr, needed) is not None:
-                wanted.update(dict.fromkeys(needed))
+            wanted.update(dict.fromkeys(profile.probes(sys_object_id, sys_descr)))
         return list(wanted)
 
     def detect(

@@ -26,6 +26,9 @@ def lab() -> Iterator[SnmpLab]:
     devices: dict[str, str | Path] = {name: name for name in all_recordings()}
     devices.update({name: recording(source) for name, source in FAULT_DEVICES.items()})
     devices["odd_agent"] = DATA / "odd_agent.snmprec"
+    # Hand-written agents for detection and unit quirks (tests/snmp/data/README.md).
+    for name in ("oob_drac", "syno_bare", "mge_deep"):
+        devices[name] = DATA / f"{name}.snmprec"
     with SnmpLab(devices, v3_users=V3_USERS) as running:
         yield running
 

@@ -134,7 +134,7 @@ def test_walk_column_only_in_scalar_tables(tmp_path) -> None:
 def test_synology_needs_its_system_status_to_answer(profiles) -> None:
     linux = "1.3.6.1.4.1.8072.3.2.10"
     descr = "Linux nas0 3.2.101 #42962 armv7l"
-    assert profiles.probes(linux, descr) == ["1.3.6.1.4.1.6574.1.1.0"]
+    assert profiles.probes(linux, descr) == ["1.3.6.1.4.1.6574.1.1.0", "1.3.6.1.2.1.25.1.4.0"]
     assert profiles.detect(linux, descr, present={"1.3.6.1.4.1.6574.1.1.0"}).name == "synology_dsm"
     assert profiles.detect(linux, descr).name != "synology_dsm"
     # Devices matching no probing profile cost no extra request.

@@ -1,23 +1,31 @@
 """The SNMP engine behind one small interface: ``get`` and ``walk`` returning typed values.
 
-Everything pysnmp-specific lives in this module, so the engine can be swapped later for a faster
-one (plain pysnmp costs about 9x the CPU of snmp_exporter per varbind) without touching profiles,
-the collector or the tests. Nothing here imports from ``agent/``.
+Two transports sit behind it, picked from ``SnmpAuth.version``:
+
+- SNMPv1 / SNMPv2c: :mod:`collectors.snmp.ber` (a minimal, strict BER codec) over ONE shared UDP
+  socket per event loop (8 MiB receive buffer), replies matched to requests by request-id and
+  source address. About 15x cheaper in CPU per varbind than pysnmp (bench/README.md).
+- SNMPv3: pysnmp, for USM (authentication, privacy, engine discovery). pysnmp can also be forced
+  for v1/v2c (``transport="pysnmp"``): the differential tests and the benchmark compare the two.
 
 Values are decoded once, here, into :class:`SnmpValue`: ``int`` for every numeric type with its
 ``kind`` kept (a Counter32 wraps at 2**32, a Counter64 at 2**64, a Gauge never wraps), ``str`` for
 printable OCTET STRINGs (hex otherwise), dotted ``str`` for OIDs. ``noSuchObject``,
 ``noSuchInstance`` and ``endOfMibView`` are not values: the OID is simply absent from the result.
+Nothing here imports from ``agent/``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import operator
+import random
 import socket
 import string
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,12 +35,14 @@ from pysnmp.hlapi.v3arch import asyncio as hlapi
 from pysnmp.proto import errind, rfc1902, rfc1905
 
 from collectors.base import CollectError, Unreachable
+from collectors.snmp import ber
 
 log = logging.getLogger(__name__)
 
 ValueKind = Literal[
     "integer", "gauge", "counter32", "counter64", "timeticks", "string", "hex", "oid", "ipaddress"
 ]
+Transport = Literal["ber", "pysnmp"]
 
 # Several MiB, because with 100+ devices in flight the default ~212 KiB buffer drops replies
 # (see /work/shared/bench/README.md); the kernel may clamp SO_RCVBUF to net.core.rmem_max, so
@@ -141,15 +151,30 @@ def decode_octets(raw: bytes) -> SnmpValue:
     return SnmpValue(raw.hex(), "hex")
 
 
-class _BigBufferUdpTransport(udp.UdpAsyncioTransport):
-    """pysnmp's asyncio UDP transport; asyncio creates the socket inside
-    ``loop.create_datagram_endpoint``, so the buffer is set when the socket is handed over."""
+_BER_NUMBER_KINDS: dict[int, ValueKind] = {
+    ber.INTEGER: "integer",
+    ber.COUNTER32: "counter32",
+    ber.GAUGE32: "gauge",
+    ber.TIMETICKS: "timeticks",
+    ber.COUNTER64: "counter64",
+}
 
-    def connection_made(self, transport: asyncio.DatagramTransport) -> None:  # type: ignore[override]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            set_receive_buffer(sock, RECEIVE_BUFFER_BYTES)
-        super().connection_made(transport)
+
+def decode_ber(tag: int, value: int | bytes | None) -> SnmpValue | None:
+    """A varbind value from :func:`ber.decode_response` -> SnmpValue, with the same results as
+    :func:`decode` gives for the pysnmp object of the same bytes."""
+    kind = _BER_NUMBER_KINDS.get(tag)
+    if kind is not None:
+        return SnmpValue(value, kind)  # type: ignore[arg-type]
+    if tag == ber.OCTET_STRING:
+        return decode_octets(value)  # type: ignore[arg-type]
+    if tag == ber.OBJECT_IDENTIFIER:
+        return SnmpValue(ber.oid_text(value), "oid")  # type: ignore[arg-type]
+    if tag == ber.IP_ADDRESS:
+        return SnmpValue(".".join(map(str, value)), "ipaddress")  # type: ignore[arg-type]
+    if tag == ber.OPAQUE:
+        return SnmpValue(value.hex(), "hex")  # type: ignore[union-attr]
+    return None  # Null, noSuchObject, noSuchInstance, endOfMibView
 
 
 def set_receive_buffer(sock: socket.socket, size: int) -> int:
@@ -166,12 +191,176 @@ def set_receive_buffer(sock: socket.socket, size: int) -> int:
     return granted
 
 
+# ------------------------------------------------------------------ SNMPv1/v2c: BER on one socket
+class _Pending:
+    """One request in flight: its future, where it went, and what to resend on timeout."""
+
+    __slots__ = ("future", "address", "endpoint", "version", "community", "message", "retries_left",
+                 "timeout_s", "attempts", "timer")
+
+    def __init__(self, future: asyncio.Future[ber.Response], address: tuple[str, int], endpoint: str,
+                 version: int, community: bytes, message: bytes, retries: int, timeout_s: float) -> None:
+        self.future = future
+        self.address = address
+        self.endpoint = endpoint
+        self.version = version
+        self.community = community
+        self.message = message
+        self.retries_left = retries
+        self.timeout_s = timeout_s
+        self.attempts = retries + 1
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class _SnmpSocket(asyncio.DatagramProtocol):
+    """The event loop's one UDP socket for SNMPv1/v2c: every client's requests go out through it
+    and replies are handed to the waiting request by request-id. A reply from another address
+    than the request went to, or with another version or community, or for no request in flight
+    is ignored (logged at debug level); a malformed reply to a request in flight fails that
+    request with a CollectError naming the agent."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.transport: asyncio.DatagramTransport | None = None
+        self.closed = False
+        self.opening: asyncio.Task[object] | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._next_id = random.randrange(1, 2**31 - 1)
+
+    # asyncio callbacks: none of them may raise (an exception here would close the socket).
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if _SOCKETS.get(self.loop) is self:
+            del _SOCKETS[self.loop]
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(CollectError(f"{pending.endpoint}: SNMP socket closed ({exc})"))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("SNMP socket error: %s", exc)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        try:
+            response = ber.decode_response(data)
+        except ber.BerError as exc:
+            pending = self._pending.get(exc.request_id) if exc.request_id is not None else None
+            if pending is not None and pending.address == addr[:2] and not pending.future.done():
+                pending.future.set_exception(CollectError(f"{pending.endpoint}: malformed SNMP response: {exc}"))
+            else:
+                log.debug("ignored a malformed datagram from %s:%s: %s", addr[0], addr[1], exc)
+            return
+        pending = self._pending.get(response.request_id)
+        if (
+            pending is None
+            or pending.address != addr[:2]
+            or pending.version != response.version
+            or pending.community != response.community
+        ):
+            log.debug("ignored an unexpected SNMP response (request-id %d) from %s:%s",
+                      response.request_id, addr[0], addr[1])
+            return
+        if not pending.future.done():
+            pending.future.set_result(response)
+
+    async def request(self, address: tuple[str, int], endpoint: str, version: int, community: bytes,
+                      pdu_type: int, oids: list[bytes], max_repetitions: int, timeout_s: float,
+                      retries: int) -> ber.Response:
+        """Send one request, resend it ``retries`` times ``timeout_s`` apart (same request-id, so a
+        late answer to an earlier attempt still counts), then raise Unreachable."""
+        if self.transport is None:
+            await asyncio.shield(self.opening)  # type: ignore[arg-type]
+        if self.closed:
+            raise CollectError(f"{endpoint}: SNMP socket closed")
+        request_id = self._new_id()
+        message = ber.encode_request(version, community, pdu_type, request_id, oids, 0, max_repetitions)
+        pending = _Pending(self.loop.create_future(), address, endpoint, version, community, message,
+                           retries, timeout_s)
+        self._pending[request_id] = pending
+        try:
+            self.transport.sendto(message, address)  # type: ignore[union-attr]
+            pending.timer = self.loop.call_later(timeout_s, self._expired, pending)
+            return await pending.future
+        finally:
+            if pending.timer is not None:
+                pending.timer.cancel()
+            del self._pending[request_id]
+
+    def _expired(self, pending: _Pending) -> None:
+        if pending.future.done():
+            return
+        if pending.retries_left > 0 and not self.closed:
+            pending.retries_left -= 1
+            self.transport.sendto(pending.message, pending.address)  # type: ignore[union-attr]
+            pending.timer = self.loop.call_later(pending.timeout_s, self._expired, pending)
+            return
+        pending.future.set_exception(
+            Unreachable(f"{pending.endpoint}: no SNMP answer within {pending.timeout_s:g}s x{pending.attempts}")
+        )
+
+    def _new_id(self) -> int:
+        request_id = self._next_id
+        while request_id in self._pending:
+            request_id = request_id % (2**31 - 1) + 1
+        self._next_id = request_id % (2**31 - 1) + 1
+        return request_id
+
+
+# One socket per event loop (tests, or an embedding application, may run several loops).
+_SOCKETS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SnmpSocket] = weakref.WeakKeyDictionary()
+
+
+def _shared_socket() -> _SnmpSocket:
+    loop = asyncio.get_running_loop()
+    found = _SOCKETS.get(loop)
+    if found is not None and not found.closed:
+        return found
+    for other, stale in list(_SOCKETS.items()):  # loops closed without closing their socket
+        if other.is_closed():
+            del _SOCKETS[other]
+            stale.sock.close()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        set_receive_buffer(sock, RECEIVE_BUFFER_BYTES)
+        sock.bind(("0.0.0.0", 0))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    created = _SOCKETS[loop] = _SnmpSocket(loop, sock)
+    created.opening = loop.create_task(loop.create_datagram_endpoint(lambda: created, sock=sock))
+    return created
+
+
+def receive_buffer_bytes() -> int | None:
+    """SO_RCVBUF (as getsockopt reports it) of the running loop's SNMPv1/v2c socket, ``None``
+    before its first request."""
+    found = _SOCKETS.get(asyncio.get_running_loop())
+    if found is None or found.closed:
+        return None
+    return found.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
+# ---------------------------------------------------------------------------- SNMPv3: pysnmp
+class _BigBufferUdpTransport(udp.UdpAsyncioTransport):
+    """pysnmp's asyncio UDP transport; asyncio creates the socket inside
+    ``loop.create_datagram_endpoint``, so the buffer is set when the socket is handed over."""
+
+    def connection_made(self, transport: asyncio.DatagramTransport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            set_receive_buffer(sock, RECEIVE_BUFFER_BYTES)
+        super().connection_made(transport)
+
+
 class _UdpTarget(hlapi.UdpTransportTarget):
     PROTO_TRANSPORT = _BigBufferUdpTransport
 
 
-# One SnmpEngine per event loop: pysnmp binds its dispatcher to the loop it first runs in, and
-# tests (or an embedding application) may run several loops in one process.
+# One SnmpEngine per event loop: pysnmp binds its dispatcher to the loop it first runs in.
 _ENGINES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, hlapi.SnmpEngine] = (
     weakref.WeakKeyDictionary()
 )
@@ -185,22 +374,20 @@ def shared_engine() -> hlapi.SnmpEngine:
     return engine
 
 
-def receive_buffer_bytes(engine: hlapi.SnmpEngine | None = None) -> int | None:
-    """Effective SO_RCVBUF of the engine's UDP socket (``None`` before the first request)."""
-    engine = engine or shared_engine()
-    dispatcher = engine.transport_dispatcher
-    if dispatcher is None:
-        return None
-    transport = dispatcher.get_transport(udp.DOMAIN_NAME)
-    sock = transport.transport.get_extra_info("socket") if transport and transport.transport else None
-    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) if sock is not None else None
+# A varbind as both transports hand it to get/walk: (order key, dotted OID, value or None, is
+# endOfMibView). The key orders OIDs within one transport: BER body bytes (ber.oid_after), or
+# pysnmp's arc tuple (>).
+_VarBind = tuple[object, str, "SnmpValue | None", bool]
 
 
 class SnmpClient:
     """``get`` / ``walk`` against one agent.
 
     ``timeout_s`` is per request, ``retries`` the number of resends after the first one; a request
-    that never gets an answer raises :class:`Unreachable` naming ``address:port``.
+    that never gets an answer raises :class:`Unreachable` naming ``address:port``. A ``tooBig``
+    answer halves the GETBULK max-repetitions (kept for the client's later walks) or splits a GET.
+    ``transport`` is ``"ber"`` for SNMPv1/v2c and ``"pysnmp"`` for SNMPv3 unless forced (pysnmp
+    can serve every version; BER cannot do SNMPv3). ``engine`` is the pysnmp engine to use.
     """
 
     def __init__(
@@ -212,6 +399,8 @@ class SnmpClient:
         retries: int = 1,
         max_repetitions: int = 25,
         engine: hlapi.SnmpEngine | None = None,
+        *,
+        transport: Transport | None = None,
     ) -> None:
         self.address = address
         self.port = port
@@ -219,10 +408,23 @@ class SnmpClient:
         self.timeout_s = timeout_s
         self.retries = retries
         self.max_repetitions = max_repetitions
+        if transport is None:
+            transport = "pysnmp" if self.auth.version == "3" else "ber"
+        if transport == "ber" and self.auth.version == "3":
+            raise ValueError("transport: the BER transport speaks SNMPv1/v2c only, not SNMPv3")
+        if transport not in ("ber", "pysnmp"):
+            raise ValueError(f"transport: {transport!r} is not one of ber, pysnmp")
+        self.transport: Transport = transport
+        # pysnmp
         self._engine = engine
         self._target: _UdpTarget | None = None
-        self._auth_data = _auth_data(self.auth)
+        self._auth_data = _auth_data(self.auth) if transport == "pysnmp" else None
         self._context = hlapi.ContextData(contextName=self.auth.context)
+        # BER
+        self._version = ber.VERSION_1 if self.auth.version == "1" else ber.VERSION_2C
+        self._community = self.auth.community.encode("utf-8")
+        self._resolved: tuple[str, int] | None = None
+        self._repetitions = max_repetitions  # halved on tooBig
 
     @property
     def endpoint(self) -> str:
@@ -233,8 +435,9 @@ class SnmpClient:
         result: dict[str, SnmpValue] = {}
         for start in range(0, len(wanted), GET_CHUNK):
             chunk = wanted[start : start + GET_CHUNK]
-            var_binds = await self._request("get", chunk)
-            result.update(_decoded(var_binds))
+            for _, oid, value, _ in await self._request("get", chunk):
+                if value is not None:
+                    result[oid] = value
         return result
 
     async def walk(self, base_oid: str) -> dict[str, SnmpValue]:
@@ -243,25 +446,111 @@ class SnmpClient:
         prefix = base + "."
         result: dict[str, SnmpValue] = {}
         cursor = base
+        last_key = self._order_key(base)
+        after = ber.oid_after if self.transport == "ber" else operator.gt
         while True:
             var_binds = await self._request("next", [cursor])
             last = cursor
-            for name, value in var_binds:
-                oid = str(name)
-                if not oid.startswith(prefix) or isinstance(value, rfc1905.EndOfMibView):
+            for key, oid, value, end in var_binds:
+                if end or not oid.startswith(prefix):
                     return result
-                if not _after(oid, last):
+                if not after(key, last_key):
                     # A broken agent looping on the same OID would keep us here forever.
                     return result
-                decoded = decode(value)
-                if decoded is not None:
-                    result[oid] = decoded
-                last = oid
+                if value is not None:
+                    result[oid] = value
+                last, last_key = oid, key
             if not var_binds or last == cursor:
                 return result
             cursor = last
 
-    async def _request(self, op: str, oids: list[str]) -> list[tuple[object, object]]:
+    def _order_key(self, oid: str) -> object:
+        if self.transport == "ber":
+            try:
+                return ber.encode_oid(oid)
+            except ValueError as exc:
+                raise CollectError(f"{self.endpoint}: {exc}") from None
+        return oid_key(oid)
+
+    async def _request(self, op: str, oids: list[str]) -> list[_VarBind]:
+        if self.transport == "ber":
+            return await self._ber_request(op, oids)
+        return await self._pysnmp_request(op, oids)
+
+    # --------------------------------------------------------------------------------- BER
+    async def _ber_request(self, op: str, oids: list[str]) -> list[_VarBind]:
+        if self._resolved is None:
+            self._resolved = await self._resolve()
+        try:
+            bodies = [ber.encode_oid(oid) for oid in oids]
+        except ValueError as exc:
+            raise CollectError(f"{self.endpoint}: {exc}") from None
+        if op == "get":
+            response = await self._ber_get(bodies)
+        else:
+            response = await self._ber_next(bodies)
+        if response is None:
+            return []
+        out: list[_VarBind] = []
+        append = out.append
+        oid_text = ber.oid_text
+        end_tag = ber.END_OF_MIB_VIEW
+        for body, tag, value in response:
+            append((body, oid_text(body), decode_ber(tag, value), tag == end_tag))
+        return out
+
+    async def _ber_get(self, bodies: list[bytes]) -> list[tuple[bytes, int, int | bytes | None]]:
+        response = await self._ber_send(ber.GET_REQUEST, bodies, 0)
+        if response.error_status == ber.TOO_BIG and len(bodies) > 1:
+            half = len(bodies) // 2
+            return await self._ber_get(bodies[:half]) + await self._ber_get(bodies[half:])
+        self._check_status(response, "get")
+        return response.varbinds
+
+    async def _ber_next(self, bodies: list[bytes]) -> list[tuple[bytes, int, int | bytes | None]] | None:
+        if self._version == ber.VERSION_1:
+            response = await self._ber_send(ber.GET_NEXT_REQUEST, bodies, 0)
+        else:
+            while True:
+                response = await self._ber_send(ber.GET_BULK_REQUEST, bodies, self._repetitions)
+                if response.error_status != ber.TOO_BIG or self._repetitions == 1:
+                    break
+                self._repetitions = max(1, self._repetitions // 2)
+                log.info("%s: tooBig, GETBULK max-repetitions lowered to %d", self.endpoint, self._repetitions)
+        if response.error_status == ber.NO_SUCH_NAME:
+            return None  # SNMPv1 end of the walk
+        self._check_status(response, "next")
+        return response.varbinds
+
+    async def _ber_send(self, pdu_type: int, bodies: list[bytes], max_repetitions: int) -> ber.Response:
+        return await _shared_socket().request(
+            self._resolved, self.endpoint, self._version, self._community, pdu_type, bodies,  # type: ignore[arg-type]
+            max_repetitions, self.timeout_s, self.retries,
+        )
+
+    def _check_status(self, response: ber.Response, op: str) -> None:
+        status = response.error_status
+        if status:
+            name = ber.ERROR_STATUS[status] if 0 <= status < len(ber.ERROR_STATUS) else str(status)
+            raise CollectError(f"{self.endpoint}: {name} at varbind {response.error_index}")
+
+    async def _resolve(self) -> tuple[str, int]:
+        with contextlib.suppress(OSError):
+            socket.inet_aton(self.address)
+            if self.address.count(".") == 3:
+                return (self.address, self.port)
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                self.address, self.port, family=socket.AF_INET, type=socket.SOCK_DGRAM
+            )
+        except (OSError, UnicodeError) as exc:
+            raise Unreachable(f"{self.endpoint}: {exc}") from exc
+        if not infos:
+            raise Unreachable(f"{self.endpoint}: no IPv4 address")
+        return infos[0][4][:2]  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------------------ pysnmp
+    async def _pysnmp_request(self, op: str, oids: list[str]) -> list[_VarBind]:
         engine = self._engine or shared_engine()
         if self._target is None:
             try:
@@ -303,7 +592,10 @@ class SnmpClient:
             if op != "get" and str(status) == "noSuchName":
                 return []
             raise CollectError(f"{self.endpoint}: {status} at varbind {int(error_index)}")
-        return [(vb[0], vb[1]) for vb in var_binds]
+        return [
+            (tuple(name), str(name), decode(value), isinstance(value, rfc1905.EndOfMibView))
+            for name, value in var_binds
+        ]
 
 
 def _auth_data(auth: SnmpAuth) -> hlapi.CommunityData | hlapi.UsmUserData:
@@ -324,15 +616,6 @@ def _auth_data(auth: SnmpAuth) -> hlapi.CommunityData | hlapi.UsmUserData:
     )
 
 
-def _decoded(var_binds: list[tuple[object, object]]) -> Mapping[str, SnmpValue]:
-    out: dict[str, SnmpValue] = {}
-    for name, value in var_binds:
-        decoded = decode(value)
-        if decoded is not None:
-            out[str(name)] = decoded
-    return out
-
-
 def _strip(oid: str) -> str:
     return oid.strip().lstrip(".")
 
@@ -340,6 +623,3 @@ def _strip(oid: str) -> str:
 def oid_key(oid: str) -> tuple[int, ...]:
     return tuple(int(part) for part in oid.split(".") if part)
 
-
-def _after(oid: str, previous: str) -> bool:
-    return oid_key(oid) > oid_key(previous)

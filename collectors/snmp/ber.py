@@ -1,0 +1,314 @@
+"""A minimal, strict BER codec for SNMPv1 / SNMPv2c messages (RFC 1157, RFC 3416, X.690 subset).
+
+Encodes GetRequest, GetNextRequest and GetBulkRequest; decodes Response PDUs. Nothing else: no
+SET, no traps, no SNMPv3 (that stays with pysnmp in :mod:`collectors.snmp.client`).
+
+Strict means: definite lengths only (short or long form, at most 4 length octets), every length
+must fit its enclosing TLV exactly, no trailing bytes, primitive encodings only, value ranges of
+the SMI enforced (Integer32, Counter32, Gauge32, TimeTicks, Counter64, 4-octet IpAddress), no
+0x80 padding inside OID sub-identifiers. Anything else raises :class:`BerError`; the caller turns
+it into a ``CollectError`` naming the agent. The decoder only ever raises ``BerError``.
+
+OIDs stay as their BER body (``bytes``) until a caller wants text (:func:`oid_text`);
+:func:`oid_after` orders two bodies without decoding them when every sub-identifier is one byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Universal and SNMP application tags.
+INTEGER = 0x02
+OCTET_STRING = 0x04
+NULL = 0x05
+OBJECT_IDENTIFIER = 0x06
+SEQUENCE = 0x30
+IP_ADDRESS = 0x40
+COUNTER32 = 0x41
+GAUGE32 = 0x42  # also Unsigned32
+TIMETICKS = 0x43
+OPAQUE = 0x44
+COUNTER64 = 0x46
+NO_SUCH_OBJECT = 0x80
+NO_SUCH_INSTANCE = 0x81
+END_OF_MIB_VIEW = 0x82
+
+GET_REQUEST = 0xA0
+GET_NEXT_REQUEST = 0xA1
+RESPONSE = 0xA2
+GET_BULK_REQUEST = 0xA5
+
+VERSION_1 = 0
+VERSION_2C = 1
+
+TOO_BIG = 1
+NO_SUCH_NAME = 2
+# RFC 3416 error-status names, as pysnmp prints them.
+ERROR_STATUS = (
+    "noError", "tooBig", "noSuchName", "badValue", "readOnly", "genErr", "noAccess", "wrongType",
+    "wrongLength", "wrongEncoding", "wrongValue", "noCreation", "inconsistentValue",
+    "resourceUnavailable", "commitFailed", "undoFailed", "authorizationError", "notWritable",
+    "inconsistentName",
+)
+
+_INT32 = (-(2**31), 2**31 - 1)
+_UNSIGNED_MAX = {COUNTER32: 2**32 - 1, GAUGE32: 2**32 - 1, TIMETICKS: 2**32 - 1, COUNTER64: 2**64 - 1}
+_TAG_NAMES = {COUNTER32: "Counter32", GAUGE32: "Gauge32", TIMETICKS: "TimeTicks", COUNTER64: "Counter64"}
+_ARC = [str(n) for n in range(128)]
+
+
+class BerError(ValueError):
+    """Malformed or unsupported SNMP message. ``request_id`` is set once it could be read."""
+
+    def __init__(self, message: str, request_id: int | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A decoded Response PDU. Each varbind is ``(oid body, tag, value)``: ``value`` is an ``int``
+    for INTEGER and the unsigned types, ``bytes`` for OCTET STRING, Opaque and IpAddress, the BER
+    body for OBJECT IDENTIFIER, ``None`` for NULL and the three exceptions (see ``tag``)."""
+
+    version: int
+    community: bytes
+    request_id: int
+    error_status: int
+    error_index: int
+    varbinds: list[tuple[bytes, int, int | bytes | None]]
+
+
+# ------------------------------------------------------------------------------------- encoding
+def _length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((0x80 | len(body),)) + body
+
+
+def _tlv(tag: int, payload: bytes) -> bytes:
+    return bytes((tag,)) + _length(len(payload)) + payload
+
+
+def _integer(value: int) -> bytes:
+    return _tlv(INTEGER, value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True))
+
+
+def encode_oid(oid: str) -> bytes:
+    """Dotted OID (no leading dot) -> BER body. Raises ``ValueError`` for what SNMP cannot carry."""
+    try:
+        arcs = [int(part) for part in oid.split(".")]
+    except ValueError:
+        raise ValueError(f"OID {oid!r}: not dotted decimal") from None
+    if len(arcs) < 2 or len(arcs) > 128:
+        raise ValueError(f"OID {oid!r}: needs 2 to 128 arcs")
+    first, second = arcs[0], arcs[1]
+    if first > 2 or (first < 2 and second >= 40) or min(arcs) < 0 or max(arcs) > 2**32 - 1:
+        raise ValueError(f"OID {oid!r}: arc out of range")
+    out = bytearray()
+    for arc in (40 * first + second, *arcs[2:]):
+        if arc < 0x80:
+            out.append(arc)
+            continue
+        chunk = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            chunk.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        out += bytes(reversed(chunk))
+    return bytes(out)
+
+
+def encode_request(
+    version: int,
+    community: bytes,
+    pdu_type: int,
+    request_id: int,
+    oids: list[bytes],
+    non_repeaters: int = 0,
+    max_repetitions: int = 0,
+) -> bytes:
+    """A GetRequest / GetNextRequest / GetBulkRequest for ``oids`` (BER bodies), values NULL.
+
+    For GET and GETNEXT, error-status and error-index are 0; for GETBULK (SNMPv2c only) those
+    two fields carry ``non_repeaters`` and ``max_repetitions``.
+    """
+    if pdu_type not in (GET_REQUEST, GET_NEXT_REQUEST, GET_BULK_REQUEST):
+        raise ValueError(f"PDU type 0x{pdu_type:02x} is not a request this codec sends")
+    if pdu_type == GET_BULK_REQUEST and version != VERSION_2C:
+        raise ValueError("GetBulkRequest needs SNMPv2c")
+    if not 0 <= request_id <= _INT32[1]:
+        raise ValueError(f"request-id {request_id} out of range")
+    binds = b"".join(_tlv(SEQUENCE, _tlv(OBJECT_IDENTIFIER, oid) + b"\x05\x00") for oid in oids)
+    pdu = _integer(request_id) + _integer(non_repeaters) + _integer(max_repetitions) + _tlv(SEQUENCE, binds)
+    return _tlv(SEQUENCE, _integer(version) + _tlv(OCTET_STRING, community) + _tlv(pdu_type, pdu))
+
+
+# ------------------------------------------------------------------------------------- decoding
+def _header(buf: bytes, i: int, end: int, what: str) -> tuple[int, int, int]:
+    """TLV at ``i`` -> (tag, offset of the value, offset after the value); all within ``end``."""
+    if i + 2 > end:
+        raise BerError(f"truncated {what}")
+    tag = buf[i]
+    n = buf[i + 1]
+    i += 2
+    if n & 0x80:
+        k = n & 0x7F
+        if k == 0:
+            raise BerError(f"{what}: indefinite length")
+        if k > 4:
+            raise BerError(f"{what}: {k}-octet length")
+        if i + k > end:
+            raise BerError(f"truncated {what} length")
+        n = int.from_bytes(buf[i : i + k], "big")
+        i += k
+    if i + n > end:
+        raise BerError(f"truncated {what}: {n} bytes announced, {end - i} left")
+    return tag, i, i + n
+
+
+def _expect(buf: bytes, i: int, end: int, tag: int, what: str) -> tuple[int, int]:
+    got, start, stop = _header(buf, i, end, what)
+    if got != tag:
+        raise BerError(f"{what}: tag 0x{got:02x}, expected 0x{tag:02x}")
+    return start, stop
+
+
+def _read_integer(buf: bytes, i: int, end: int, what: str) -> tuple[int, int]:
+    start, stop = _expect(buf, i, end, INTEGER, what)
+    if start == stop:
+        raise BerError(f"{what}: empty INTEGER")
+    return int.from_bytes(buf[start:stop], "big", signed=True), stop
+
+
+def oid_text(body: bytes) -> str:
+    """BER body of a (validated) OID -> dotted text."""
+    first = body[0]
+    if body.isascii():  # every sub-identifier fits one byte: the common case
+        head = f"{first // 40}.{first % 40}" if first < 80 else f"2.{first - 80}"
+        if len(body) == 1:
+            return head
+        return head + "." + ".".join([_ARC[b] for b in body[1:]])
+    return ".".join(map(str, oid_arcs(body)))
+
+
+def oid_arcs(body: bytes) -> tuple[int, ...]:
+    """BER body of a (validated) OID -> its arcs."""
+    arcs: list[int] = []
+    value = 0
+    for byte in body:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(value)
+            value = 0
+    first = arcs[0]
+    head = [first // 40, first % 40] if first < 80 else [2, first - 80]
+    return tuple(head + arcs[1:])
+
+
+def oid_after(body: bytes, previous: bytes) -> bool:
+    """Is the OID ``body`` after ``previous`` in OID order? Bytes compare like the OIDs when each
+    sub-identifier is one byte (the first one, 40 * arc1 + arc2, grows with both arcs); longer
+    sub-identifiers do not (0x81 0x80 0x00 is 16384 but sorts before 0x87 0x68, 1000)."""
+    if body.isascii() and previous.isascii():
+        return body > previous
+    return oid_arcs(body) > oid_arcs(previous)
+
+
+def _check_oid(body: bytes, what: str) -> None:
+    if not body:
+        raise BerError(f"{what}: empty OBJECT IDENTIFIER")
+    if body[-1] & 0x80:
+        raise BerError(f"{what}: OBJECT IDENTIFIER ends inside a sub-identifier")
+    if not body.isascii():
+        previous_ended = True
+        for byte in body:
+            if previous_ended and byte == 0x80:
+                raise BerError(f"{what}: OBJECT IDENTIFIER sub-identifier padded with 0x80")
+            previous_ended = not byte & 0x80
+
+
+def decode_response(buf: bytes) -> Response:
+    """One datagram -> :class:`Response`; :class:`BerError` for anything malformed or not a
+    Response PDU (the error carries the request-id when it got that far)."""
+    try:
+        return _decode_response(buf)
+    except BerError:
+        raise
+    except Exception as exc:  # a bug here must not take the event loop down: report it as malformed
+        raise BerError(f"undecodable ({type(exc).__name__}: {exc})") from exc
+
+
+def _decode_response(buf: bytes) -> Response:
+    size = len(buf)
+    start, end = _expect(buf, 0, size, SEQUENCE, "message")
+    if end != size:
+        raise BerError(f"{size - end} trailing bytes after the message")
+    version, i = _read_integer(buf, start, end, "version")
+    if version not in (VERSION_1, VERSION_2C):
+        raise BerError(f"version {version} is not SNMPv1 or SNMPv2c")
+    c_start, i = _expect(buf, i, end, OCTET_STRING, "community")
+    community = buf[c_start:i]
+    pdu_type, i, pdu_end = _header(buf, i, end, "PDU")
+    if pdu_end != end:
+        raise BerError(f"{end - pdu_end} trailing bytes after the PDU")
+    if pdu_type != RESPONSE:
+        raise BerError(f"PDU type 0x{pdu_type:02x} is not a Response")
+    request_id, i = _read_integer(buf, i, end, "request-id")
+    try:
+        error_status, i = _read_integer(buf, i, end, "error-status")
+        error_index, i = _read_integer(buf, i, end, "error-index")
+        l_start, l_end = _expect(buf, i, end, SEQUENCE, "varbind list")
+        if l_end != end:
+            raise BerError(f"{end - l_end} trailing bytes after the varbind list")
+        varbinds = _varbinds(buf, l_start, l_end)
+    except BerError as exc:
+        raise BerError(str(exc), request_id) from None
+    return Response(version, community, request_id, error_status, error_index, varbinds)
+
+
+def _varbinds(buf: bytes, i: int, end: int) -> list[tuple[bytes, int, int | bytes | None]]:
+    out: list[tuple[bytes, int, int | bytes | None]] = []
+    append = out.append
+    while i < end:
+        what = f"varbind {len(out) + 1}"
+        vb_start, vb_end = _expect(buf, i, end, SEQUENCE, what)
+        o_start, o_end = _expect(buf, vb_start, vb_end, OBJECT_IDENTIFIER, what)
+        oid = buf[o_start:o_end]
+        _check_oid(oid, what)
+        tag, v_start, v_end = _header(buf, o_end, vb_end, what)
+        if v_end != vb_end:
+            raise BerError(f"{what}: {vb_end - v_end} trailing bytes")
+        raw = buf[v_start:v_end]
+        value: int | bytes | None
+        if tag == INTEGER:
+            if not raw:
+                raise BerError(f"{what}: empty INTEGER")
+            value = int.from_bytes(raw, "big", signed=True)
+            if not _INT32[0] <= value <= _INT32[1]:
+                raise BerError(f"{what}: INTEGER {value} outside Integer32")
+        elif tag in _UNSIGNED_MAX:
+            if not raw:
+                raise BerError(f"{what}: empty {_TAG_NAMES[tag]}")
+            value = int.from_bytes(raw, "big", signed=True)
+            if not 0 <= value <= _UNSIGNED_MAX[tag]:
+                raise BerError(f"{what}: {_TAG_NAMES[tag]} {value} out of range")
+        elif tag == OCTET_STRING or tag == OPAQUE:
+            value = raw
+        elif tag == OBJECT_IDENTIFIER:
+            _check_oid(raw, what)
+            value = raw
+        elif tag == IP_ADDRESS:
+            if len(raw) != 4:
+                raise BerError(f"{what}: IpAddress of {len(raw)} octets")
+            value = raw
+        elif tag in (NULL, NO_SUCH_OBJECT, NO_SUCH_INSTANCE, END_OF_MIB_VIEW):
+            if raw:
+                raise BerError(f"{what}: {len(raw)} content bytes for tag 0x{tag:02x}")
+            value = None
+        else:
+            raise BerError(f"{what}: unsupported value tag 0x{tag:02x}")
+        append((oid, tag, value))
+        i = vb_end
+    return out

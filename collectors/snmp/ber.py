@@ -96,7 +96,10 @@ def _integer(value: int) -> bytes:
 
 
 def encode_oid(oid: str) -> bytes:
-    """Dotted OID (no leading dot) -> BER body. Raises ``ValueError`` for what SNMP cannot carry."""
+    """Dotted OID (no leading dot) -> BER body. Raises ``ValueError`` for what BER cannot carry.
+
+    Sub-identifiers above 2**32 - 1 (outside the SMI) are encoded all the same, as pysnmp does:
+    an agent that lists such an OID in a walk must be able to continue the walk from it."""
     try:
         arcs = [int(part) for part in oid.split(".")]
     except ValueError:
@@ -104,7 +107,7 @@ def encode_oid(oid: str) -> bytes:
     if len(arcs) < 2 or len(arcs) > 128:
         raise ValueError(f"OID {oid!r}: needs 2 to 128 arcs")
     first, second = arcs[0], arcs[1]
-    if first > 2 or (first < 2 and second >= 40) or min(arcs) < 0 or max(arcs) > 2**32 - 1:
+    if first > 2 or (first < 2 and second >= 40) or min(arcs) < 0:
         raise ValueError(f"OID {oid!r}: arc out of range")
     out = bytearray()
     for arc in (40 * first + second, *arcs[2:]):

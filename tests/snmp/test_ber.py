@@ -77,6 +77,7 @@ def test_long_request_uses_long_form_lengths() -> None:
         ("2.999.3", b"\x88\x37\x03"),  # X.690's example: 2.999 -> 1079 in two bytes
         ("1.3.6.1.4.1.4294967295", b"\x2b\x06\x01\x04\x01\x8f\xff\xff\xff\x7f"),
         ("1.3.6.1.4.1.128", b"\x2b\x06\x01\x04\x01\x81\x00"),
+        ("1.3.4294967296", b"\x2b\x90\x80\x80\x80\x00"),  # beyond the SMI, as pysnmp allows
     ],
 )
 def test_oid_round_trip(oid: str, body: bytes) -> None:
@@ -85,7 +86,7 @@ def test_oid_round_trip(oid: str, body: bytes) -> None:
     assert ".".join(map(str, ber.oid_arcs(body))) == oid
 
 
-@pytest.mark.parametrize("oid", ["1", "", "1.x.3", "3.1", "1.40", "1.3.-1", "1.3.4294967296", ".".join(["1"] * 129)])
+@pytest.mark.parametrize("oid", ["1", "", "1.x.3", "3.1", "1.40", "1.3.-1", ".".join(["1"] * 129)])
 def test_encode_oid_rejects(oid: str) -> None:
     with pytest.raises(ValueError):
         ber.encode_oid(oid)

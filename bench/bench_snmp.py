@@ -1,19 +1,23 @@
 """SNMP polling cost of vigie against a peer measured in the same run (ratios, never thresholds).
 
     python bench/bench_snmp.py [--devices 100] [--seconds 6] [--peer auto|exporter|ber]
+                               [--transport ber|pysnmp ...]
 
 fastresp (bench/fastresp.py, its own process) replays the Cisco 2960X walk on one loopback port per
 simulated device. Every poll walks sysUpTime + 12 IF-MIB columns = 1,709 varbinds (the workload of
 /work/shared/bench/README.md). Each vigie phase runs in a fresh child process, so its CPU time
 (time.process_time) and peak RSS (ru_maxrss) are the poller's alone.
 
-- vigie SnmpClient: walks at 1, 10 and 100 polls in flight; varbinds are counted per request
-  (SnmpClient._request is wrapped in the child), so a window cut mid-poll is still exact.
+- vigie SnmpClient: walks at 1, 10 and 100 polls in flight, once per transport (``--transport``,
+  repeatable; default both): ``ber`` (collectors/snmp/ber.py on one shared socket, what SNMPv1/v2c
+  use) and ``pysnmp`` (what SNMPv3 uses). Varbinds are counted per request (SnmpClient._request is
+  wrapped in the child), so a window cut mid-poll is still exact.
 - peer: Debian's prometheus-snmp-exporter (0.21 snmp.yml, same walks, metrics for every column)
   scraped over HTTP at the same concurrency, its CPU read from /proc/<pid>/stat; if the exporter is
   not installed (and cannot be: not root / no apt), a minimal pure-asyncio BER GETBULK poller in
   this file stands in, and the output says so.
-- vigie SnmpCollector.collect with the cisco_ios profile on the same endpoints: CPU per device poll.
+- vigie SnmpCollector.collect with the cisco_ios profile on the same endpoints (SNMPv2c, so the
+  BER transport): CPU per device poll.
 
 Drops: `sock drops` is the kernel's drop counter of the poller's own UDP sockets (/proc/net/udp);
 `RcvbufErrors` the system-wide UDP counter over the phase (includes fastresp's sockets).
@@ -64,6 +68,7 @@ TIMEOUT_S = 2.0
 RETRIES = 1
 RAMP_S = 1.0  # load before the measured window opens
 EXPORTER = "prometheus-snmp-exporter"
+TRANSPORTS = ("ber", "pysnmp")
 
 
 # ----------------------------------------------------------------------------------- /proc helpers
@@ -200,13 +205,26 @@ def count_requests(window: Window):
     SnmpClient._request = counted
 
 
-async def child_client(ports: list[int], inflight: int, seconds: float) -> dict:
+def pysnmp_receive_buffer() -> int | None:
+    """SO_RCVBUF of the loop's pysnmp engine socket (the BER one is receive_buffer_bytes())."""
+    from pysnmp.carrier.asyncio.dgram import udp
+
+    from collectors.snmp.client import shared_engine
+
+    dispatcher = shared_engine().transport_dispatcher
+    transport = dispatcher.get_transport(udp.DOMAIN_NAME) if dispatcher is not None else None
+    sock = transport.transport.get_extra_info("socket") if transport and transport.transport else None
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) if sock is not None else None
+
+
+async def child_client(ports: list[int], inflight: int, seconds: float, transport: str) -> dict:
     from collectors.snmp.client import SnmpClient, receive_buffer_bytes
 
     window = Window()
     count_requests(window)
     clients = {
-        p: SnmpClient("127.0.0.1", p, timeout_s=TIMEOUT_S, retries=RETRIES, max_repetitions=MAX_REPETITIONS)
+        p: SnmpClient("127.0.0.1", p, timeout_s=TIMEOUT_S, retries=RETRIES, max_repetitions=MAX_REPETITIONS,
+                      transport=transport)
         for p in ports
     }
     # Warm-up: one GET per device opens the transport; then one full poll checks the workload.
@@ -222,11 +240,12 @@ async def child_client(ports: list[int], inflight: int, seconds: float) -> dict:
 
     result = await drive(poll_one, ports, inflight, seconds, window)
     result["varbinds_per_poll"] = sum(sizes)
-    result["so_rcvbuf"] = receive_buffer_bytes()
+    result["so_rcvbuf"] = receive_buffer_bytes() if transport == "ber" else pysnmp_receive_buffer()
+    result["transport"] = transport
     return result
 
 
-async def child_collector(ports: list[int], inflight: int, seconds: float) -> dict:
+async def child_collector(ports: list[int], inflight: int, seconds: float, transport: str) -> dict:
     from agent.samples import Sink
     from collectors.base import Target
     from collectors.snmp import SnmpCollector
@@ -392,7 +411,7 @@ class BerPoller(asyncio.DatagramProtocol):
             cursor = vbs[-1][0]
 
 
-async def child_ber(ports: list[int], inflight: int, seconds: float) -> dict:
+async def child_ber(ports: list[int], inflight: int, seconds: float, transport: str) -> dict:
     loop = asyncio.get_running_loop()
     _, poller = await loop.create_datagram_endpoint(BerPoller, local_addr=("127.0.0.1", 0))
     window = Window()
@@ -412,9 +431,10 @@ CHILDREN = {"client": child_client, "collector": child_collector, "ber": child_b
 
 
 # ------------------------------------------------------------------------------ parent: orchestration
-def run_child(kind: str, ports: list[int], inflight: int, seconds: float, responder_pid: int) -> dict:
+def run_child(kind: str, ports: list[int], inflight: int, seconds: float, responder_pid: int,
+              transport: str = "ber") -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--inflight", str(inflight), "--seconds", str(seconds),
-           "--ports", ",".join(map(str, ports))]
+           "--ports", ",".join(map(str, ports)), "--child-transport", transport]
     r0 = proc_cpu_s(responder_pid)
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=seconds + 120)
@@ -552,17 +572,21 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=100, help="simulated devices = fastresp ports (default 100)")
     ap.add_argument("--seconds", type=float, default=6.0, help="measured window per phase (default 6)")
     ap.add_argument("--peer", choices=("auto", "exporter", "ber"), default="auto")
+    ap.add_argument("--transport", action="append", choices=TRANSPORTS,
+                    help="vigie SnmpClient transport(s) to measure, repeatable (default: both)")
     ap.add_argument("--collector-inflight", type=int, default=10)
     ap.add_argument("--snmprec", type=Path, default=next((p for p in SNMPREC_CANDIDATES if p.exists()), None))
     ap.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     ap.add_argument("--inflight", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--ports", help=argparse.SUPPRESS)
+    ap.add_argument("--child-transport", default="ber", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.child:
         ports = [int(p) for p in args.ports.split(",")]
-        print(json.dumps(asyncio.run(CHILDREN[args.child](ports, args.inflight, args.seconds))))
+        print(json.dumps(asyncio.run(CHILDREN[args.child](ports, args.inflight, args.seconds, args.child_transport))))
         return
+    transports = list(dict.fromkeys(args.transport or TRANSPORTS))
     if args.snmprec is None:
         raise SystemExit("no ios_2960x.snmprec found (lab/snmprec or /work/shared/snmprec)")
 
@@ -592,7 +616,8 @@ def main() -> None:
             note = f"PEER IS THE FALLBACK minimal BER GETBULK poller in this script: {note or '--peer ber'}"
         # vigie and the peer alternate at each in-flight level, so a busy neighbour on the box
         # weighs on both sides of a ratio alike.
-        vigie, peer = [], []
+        vigie: dict[str, list[dict]] = {t: [] for t in transports}
+        peer: list[dict] = []
         with tempfile.TemporaryDirectory() as tmp:
             exporter = None
             try:
@@ -601,7 +626,8 @@ def main() -> None:
                 else:
                     peer_name = "minimal BER poller (asyncio)"
                 for c in INFLIGHT:
-                    vigie.append(run_child("client", ports, c, args.seconds, responder.pid))
+                    for transport in transports:
+                        vigie[transport].append(run_child("client", ports, c, args.seconds, responder.pid, transport))
                     if exporter:
                         peer.append(asyncio.run(
                             exporter_phase(http_port, exporter.pid, ports, c, args.seconds, responder.pid)))
@@ -612,8 +638,9 @@ def main() -> None:
                 if exporter:
                     exporter.terminate()
                     exporter.wait(10)
-        print(f"vigie: {vigie[0]['varbinds_per_poll']} varbinds per poll; SO_RCVBUF granted "
-              f"{vigie[0]['so_rcvbuf']} bytes (getsockopt, doubled by the kernel)", flush=True)
+        for transport, runs in vigie.items():
+            print(f"vigie ({transport}): {runs[0]['varbinds_per_poll']} varbinds per poll; SO_RCVBUF granted "
+                  f"{runs[0]['so_rcvbuf']} bytes (getsockopt, doubled by the kernel)", flush=True)
 
         coll = run_child("collector", ports, args.collector_inflight, args.seconds, responder.pid)
     finally:
@@ -623,8 +650,9 @@ def main() -> None:
     print()
     print(f"{'poller':<28} {'fly':>4} {'polls/s':>8} {'varbind/s':>10} {'CPU µs/vb':>8} {'CPU':>7} "
           f"{'RSS MiB':>7} {'polls':>6} {'t/o':>5} {'err':>4} {'sockdr':>6} {'rcvbuf':>6} {'fresp':>6}")
-    for r in vigie:
-        print(fmt_row("vigie SnmpClient", r))
+    for transport, runs in vigie.items():
+        for r in runs:
+            print(fmt_row(f"vigie SnmpClient ({transport})", r))
     for r in peer:
         print(fmt_row(peer_name[:28], r))
     print("polls/s = varbinds/s / 1709; polls = polls completed in the window; t/o = timeouts; "
@@ -636,19 +664,27 @@ def main() -> None:
         print(note)
 
     print("\nratios vigie / peer, same run (CPU per varbind: >1 = vigie costs more; throughput: <1 = slower)")
-    for v, p in zip(vigie, peer, strict=True):
-        tput = (v["varbinds"] / v["wall_s"]) / (p["varbinds"] / p["wall_s"]) if p["varbinds"] else float("nan")
-        print(f"  {v['inflight']:>3} in flight: CPU/varbind x{cpu_per_vb(v) / cpu_per_vb(p):.1f}, "
-              f"throughput x{tput:.2f}")
-    best_v = max(v["varbinds"] / v["wall_s"] for v in vigie)
     best_p = max(p["varbinds"] / p["wall_s"] for p in peer)
-    print(f"  best throughput: vigie {best_v:,.0f} vs peer {best_p:,.0f} varbinds/s -> x{best_v / best_p:.2f}")
+    for transport, runs in vigie.items():
+        print(f"  vigie {transport}:")
+        for v, p in zip(runs, peer, strict=True):
+            tput = (v["varbinds"] / v["wall_s"]) / (p["varbinds"] / p["wall_s"]) if p["varbinds"] else float("nan")
+            print(f"    {v['inflight']:>3} in flight: CPU/varbind x{cpu_per_vb(v) / cpu_per_vb(p):.1f}, "
+                  f"throughput x{tput:.2f}")
+        best_v = max(v["varbinds"] / v["wall_s"] for v in runs)
+        print(f"    best throughput: vigie {best_v:,.0f} vs peer {best_p:,.0f} varbinds/s -> x{best_v / best_p:.2f}")
+    if len(vigie) == 2:
+        print("  vigie pysnmp / vigie ber, CPU per varbind: " + ", ".join(
+            f"x{cpu_per_vb(s) / cpu_per_vb(f):.1f} at {f['inflight']}"
+            for f, s in zip(vigie["ber"], vigie["pysnmp"], strict=True)))
 
     if binary:
         print(f"scraper (this process, not counted) CPU share: "
               f"{[round(r['scraper_cpu_s'] / r['wall_s'] * 100) for r in peer]} %")
     polls = coll["polls"]
-    raw_ms = statistics_min([cpu_per_vb(v) for v in vigie]) * VARBINDS_PER_POLL * 1e3
+    raw = vigie.get("ber") or next(iter(vigie.values()))
+    raw_transport = "ber" if "ber" in vigie else transports[0]
+    raw_ms = statistics_min([cpu_per_vb(v) for v in raw]) * VARBINDS_PER_POLL * 1e3
     peer_ms = statistics_min([cpu_per_vb(p) for p in peer]) * VARBINDS_PER_POLL * 1e3
     solo_ms = coll["solo_cpu_s"] * 1e3
     print(f"\nSnmpCollector.collect, cisco_ios profile, one device alone: {solo_ms:.0f} ms CPU per device poll "
@@ -660,7 +696,7 @@ def main() -> None:
           f"{coll['peak_rss_mib']:.0f} MiB, timeouts {coll['timeouts']}, errors {coll['errors']}, "
           f"sock drops {coll['sock_drops']}")
     print(f"  per device poll: collector {solo_ms:.0f} ms vs the bare 1,709-varbind IF-MIB walk {raw_ms:.0f} ms "
-          f"(vigie client) and {peer_ms:.1f} ms (peer), best in-flight level; "
+          f"(vigie client, {raw_transport}) and {peer_ms:.1f} ms (peer), best in-flight level; "
           f"collector / peer x{solo_ms / peer_ms:.0f} for "
           f"{coll['solo_varbinds'] / VARBINDS_PER_POLL:.1f}x the varbinds")
     print(f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "

@@ -15,6 +15,7 @@ OIDs stay as their BER body (``bytes``) until a caller wants text (:func:`oid_te
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # Universal and SNMP application tags.
@@ -187,13 +188,39 @@ def _read_integer(buf: bytes, i: int, end: int, what: str) -> tuple[int, int]:
 
 def oid_text(body: bytes) -> str:
     """BER body of a (validated) OID -> dotted text."""
-    first = body[0]
     if body.isascii():  # every sub-identifier fits one byte: the common case
-        head = f"{first // 40}.{first % 40}" if first < 80 else f"2.{first - 80}"
-        if len(body) == 1:
-            return head
-        return head + "." + ".".join([_ARC[b] for b in body[1:]])
-    return ".".join(map(str, oid_arcs(body)))
+        return _ascii_oid_text(body)
+    # A table index past 127 (ifIndex 10101): the one-byte arcs before it are converted (and
+    # remembered: a walk meets the same column prefix over and over), only the rest is decoded.
+    cut = _HIGH_BYTE.search(body).start()  # type: ignore[union-attr]
+    if cut == 0:
+        return ".".join(map(str, oid_arcs(body)))
+    head = body[:cut]
+    text = _PREFIXES.get(head)
+    if text is None:
+        if len(_PREFIXES) >= 4096:
+            _PREFIXES.clear()
+        text = _PREFIXES[head] = _ascii_oid_text(head)
+    arcs: list[str] = []
+    value = 0
+    for byte in body[cut:]:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(str(value))
+            value = 0
+    return text + "." + ".".join(arcs)
+
+
+def _ascii_oid_text(body: bytes) -> str:
+    first = body[0]
+    head = f"{first // 40}.{first % 40}" if first < 80 else f"2.{first - 80}"
+    if len(body) == 1:
+        return head
+    return head + "." + ".".join([_ARC[b] for b in body[1:]])
+
+
+_HIGH_BYTE = re.compile(rb"[\x80-\xff]")
+_PREFIXES: dict[bytes, str] = {}
 
 
 def oid_arcs(body: bytes) -> tuple[int, ...]:
@@ -216,7 +243,14 @@ def oid_after(body: bytes, previous: bytes) -> bool:
     sub-identifiers do not (0x81 0x80 0x00 is 16384 but sorts before 0x87 0x68, 1000)."""
     if body.isascii() and previous.isascii():
         return body > previous
+    # Same length and the same continuation bits: the same arc boundaries, so bytes compare as
+    # well (the usual case in a walk: ifIndex 10101 after 10102).
+    if len(body) == len(previous) and body.translate(_CONTINUATION) == previous.translate(_CONTINUATION):
+        return body > previous
     return oid_arcs(body) > oid_arcs(previous)
+
+
+_CONTINUATION = bytes(0x80 if byte & 0x80 else 0 for byte in range(256))
 
 
 def _check_oid(body: bytes, what: str) -> None:

@@ -102,6 +102,9 @@ def test_oid_order_with_multi_byte_arcs() -> None:
     assert after("1.3.6.268435456", "1.3.6.1000")  # bytes alone would say the opposite
     assert after("1.3.6.16384", "1.3.6.16383")
     assert not after("1.3.6.127", "1.3.6.128")
+    assert after("1.3.6.10102", "1.3.6.10101") and not after("1.3.6.10101", "1.3.6.10102")
+    assert after("1.3.6.200.1", "1.3.6.129.5") and after("1.3.6.129.5.200", "1.3.6.129.5.129")
+    assert after("1.3.6.16383.1", "1.3.6.129.200")  # same length, other boundaries
 
 
 # ------------------------------------------------------------------------------------ decoding
@@ -241,3 +244,13 @@ def test_garbage_never_raises_anything_but_ber_error() -> None:
             ber.decode_response(bytes(data))
         except ber.BerError:
             pass
+
+
+@pytest.mark.parametrize(
+    "oid",
+    ["1.3.6.1.2.1.31.1.1.1.6.10101", "1.3.6.1.2.1.31.1.1.1.6.10102", "1.3.6.1.4.1.9.1000.5.300.7",
+     "2.999", "2.47.128.1", "1.3.127.128.16383.16384.2097151.2097152"],
+)
+def test_oid_text_of_multi_byte_arcs(oid: str) -> None:
+    for _ in range(2):  # the second time from the remembered prefix
+        assert ber.oid_text(ber.encode_oid(oid)) == oid

@@ -272,7 +272,10 @@ class _SnmpSocket(asyncio.DatagramProtocol):
         """Send one request, resend it ``retries`` times ``timeout_s`` apart (same request-id, so a
         late answer to an earlier attempt still counts), then raise Unreachable."""
         if self.transport is None:
-            await asyncio.shield(self.opening)  # type: ignore[arg-type]
+            try:
+                await asyncio.shield(self.opening)  # type: ignore[arg-type]
+            except OSError as exc:
+                self.connection_lost(exc)
         if self.closed:
             raise CollectError(f"{endpoint}: SNMP socket closed")
         request_id = self._new_id()
@@ -523,7 +526,11 @@ class SnmpClient:
         return response.varbinds
 
     async def _ber_send(self, pdu_type: int, bodies: list[bytes], max_repetitions: int) -> ber.Response:
-        return await _shared_socket().request(
+        try:
+            shared = _shared_socket()
+        except OSError as exc:
+            raise CollectError(f"{self.endpoint}: cannot open the SNMP socket: {exc}") from exc
+        return await shared.request(
             self._resolved, self.endpoint, self._version, self._community, pdu_type, bodies,  # type: ignore[arg-type]
             max_repetitions, self.timeout_s, self.retries,
         )

@@ -1,6 +1,16 @@
-"""Points per second into SqliteStore: `python bench/bench_store.py [points] [batch]`."""
+"""Points per second into SqliteStore, as a ratio against bare SQLite measured in the same run.
+
+`python bench/bench_store.py [points] [batch]`
+
+The peer is the straightforward layout on the same engine: the same points inserted with
+`executemany` into one table keyed by (series text, field, timestamp), one transaction per batch,
+same WAL mode and synchronous setting, no thread hop, no retention step. The ratio says whether
+vigie's normalised schema (series and tag tables, integer series ids, numeric and string fields
+apart) and its worker thread earn their keep.
+"""
 
 import asyncio
+import sqlite3
 import sys
 import tempfile
 import time
@@ -10,30 +20,65 @@ from agent.samples import Sample
 from agent.stores.sqlite import SqliteStore
 
 T0 = 1_700_000_000_000_000_000
+FIELDS_PER_SAMPLE = 4
+
+
+def workload(points: int) -> list[Sample]:
+    return [
+        Sample(
+            "snmp_interface",
+            {"client": f"c{i % 20}", "site": "s", "device": f"d{i % 500}", "if_name": f"ge{i % 48}"},
+            {"in_bps": float(i), "out_bps": float(i), "errors": i, "oper_status": "up"},
+            T0 + i * 1000,
+        )
+        for i in range(points // FIELDS_PER_SAMPLE)
+    ]
+
+
+async def vigie_store(path: Path, samples: list[Sample], batch: int) -> float:
+    store = SqliteStore(path, clock_ns=lambda: T0)
+    start = time.perf_counter()
+    for i in range(0, len(samples), batch):
+        await store.write(samples[i : i + batch])
+    elapsed = time.perf_counter() - start
+    await store.close()
+    return elapsed
+
+
+def series_key(sample: Sample) -> str:
+    return sample.measurement + "," + ",".join(f"{k}={v}" for k, v in sorted(sample.tags.items()))
+
+
+def bare_sqlite(path: Path, samples: list[Sample], batch: int) -> float:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE point (series TEXT, field TEXT, ts INTEGER, value, PRIMARY KEY (series, field, ts))")
+    start = time.perf_counter()
+    for i in range(0, len(samples), batch):
+        rows = [
+            (series_key(s), name, s.timestamp_ns, value)
+            for s in samples[i : i + batch]
+            for name, value in s.fields.items()
+        ]
+        db.execute("BEGIN")
+        db.executemany("INSERT OR REPLACE INTO point VALUES (?, ?, ?, ?)", rows)
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    db.close()
+    return elapsed
 
 
 async def main(points: int, batch: int) -> None:
+    samples = workload(points)
+    total = len(samples) * FIELDS_PER_SAMPLE
     with tempfile.TemporaryDirectory() as tmp:
-        store = SqliteStore(Path(tmp) / "bench.sqlite", clock_ns=lambda: T0)
-        fields_per_sample = 4
-        samples = [
-            Sample(
-                "snmp_interface",
-                {"client": f"c{i % 20}", "site": "s", "device": f"d{i % 500}", "ifName": f"ge{i % 48}"},
-                {"in_bps": float(i), "out_bps": float(i), "errors": i, "oper_status": "up"},
-                T0 + i * 1000,
-            )
-            for i in range(points // fields_per_sample)
-        ]
-        start = time.perf_counter()
-        for i in range(0, len(samples), batch):
-            await store.write(samples[i : i + batch])
-        elapsed = time.perf_counter() - start
-        await store.close()
-        print(
-            f"{len(samples) * fields_per_sample} points in {elapsed:.2f}s: "
-            f"{len(samples) * fields_per_sample / elapsed:,.0f} points/s (batch {batch} samples)"
-        )
+        ours = await vigie_store(Path(tmp) / "vigie.sqlite", samples, batch)
+        peer = bare_sqlite(Path(tmp) / "bare.sqlite", samples, batch)
+    print(f"{total} points, batches of {batch} samples:")
+    print(f"  vigie SqliteStore : {total / ours:>10,.0f} points/s")
+    print(f"  bare SQLite (peer): {total / peer:>10,.0f} points/s")
+    print(f"  ratio vigie / peer: x{peer / ours:.2f} points/s (>1: vigie writes faster)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """SNMP polling cost of vigie against a peer measured in the same run (ratios, never thresholds).
 
-    python bench/bench_snmp.py [--devices 100] [--seconds 6] [--peer auto|exporter|ber]
+    python bench/bench_snmp.py [--devices 100] [--seconds 6] [--peer auto|exporter|pysnmp]
                                [--transport ber|pysnmp ...]
 
 fastresp (bench/fastresp.py, its own process) replays the Cisco 2960X walk on one loopback port per
@@ -13,9 +13,10 @@ simulated device. Every poll walks sysUpTime + 12 IF-MIB columns = 1,709 varbind
   use) and ``pysnmp`` (what SNMPv3 uses). Varbinds are counted per request (SnmpClient._request is
   wrapped in the child), so a window cut mid-poll is still exact.
 - peer: Debian's prometheus-snmp-exporter (0.21 snmp.yml, same walks, metrics for every column)
-  scraped over HTTP at the same concurrency, its CPU read from /proc/<pid>/stat; if the exporter is
-  not installed (and cannot be: not root / no apt), a minimal pure-asyncio BER GETBULK poller in
-  this file stands in, and the output says so.
+  scraped over HTTP at the same concurrency, its CPU read from /proc/<pid>/stat. If the exporter is
+  not installed (and cannot be: not root / no apt), or with ``--peer pysnmp``, the peer is vigie's
+  own pysnmp transport (then measured only as the peer) and the output says so: the ratios are then
+  BER / pysnmp, vigie against itself, not against an outside poller.
 - vigie SnmpCollector.collect with the cisco_ios profile on the same endpoints (SNMPv2c, so the
   BER transport): CPU per device poll.
 
@@ -69,6 +70,7 @@ RETRIES = 1
 RAMP_S = 1.0  # load before the measured window opens
 EXPORTER = "prometheus-snmp-exporter"
 TRANSPORTS = ("ber", "pysnmp")
+PEER_TRANSPORT = "pysnmp"  # the peer when snmp_exporter is absent or --peer pysnmp
 
 
 # ----------------------------------------------------------------------------------- /proc helpers
@@ -287,147 +289,7 @@ async def child_collector(ports: list[int], inflight: int, seconds: float, trans
     return result
 
 
-# A minimal BER GETBULK poller: the fallback peer when snmp_exporter is not installable.
-def _ber_len(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    b = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(b)]) + b
-
-
-def _tlv(tag: int, payload: bytes) -> bytes:
-    return bytes([tag]) + _ber_len(len(payload)) + payload
-
-
-def _int(tag: int, v: int) -> bytes:
-    return _tlv(tag, v.to_bytes(max(1, (v.bit_length() + 8) // 8), "big", signed=True))
-
-
-def _oid_body(arcs: tuple[int, ...]) -> bytes:
-    out = bytearray([40 * arcs[0] + arcs[1]])
-    for a in arcs[2:]:
-        chunk = [a & 0x7F]
-        a >>= 7
-        while a:
-            chunk.append(0x80 | (a & 0x7F))
-            a >>= 7
-        out += bytes(reversed(chunk))
-    return bytes(out)
-
-
-def _rd(buf: bytes, i: int) -> tuple[int, int, int]:
-    """-> (tag, length, offset of the value)."""
-    tag, n = buf[i], buf[i + 1]
-    i += 2
-    if n & 0x80:
-        k = n & 0x7F
-        n = int.from_bytes(buf[i : i + k], "big")
-        i += k
-    return tag, n, i
-
-
-def ber_decode_bulk(buf: bytes) -> tuple[int, int, list[tuple[bytes, int, object]]]:
-    """Response -> (request id, error status, [(oid body, tag, value)])."""
-    _, _, i = _rd(buf, 0)  # message
-    _, n, i = _rd(buf, i)  # version
-    i += n
-    _, n, i = _rd(buf, i)  # community
-    i += n
-    _, _, i = _rd(buf, i)  # PDU
-    _, n, i = _rd(buf, i)
-    reqid = int.from_bytes(buf[i : i + n], "big", signed=True)
-    i += n
-    _, n, i = _rd(buf, i)
-    status = int.from_bytes(buf[i : i + n], "big")
-    i += n
-    _, n, i = _rd(buf, i)  # error index
-    i += n
-    _, n, i = _rd(buf, i)  # varbind list
-    end, out = i + n, []
-    while i < end:
-        _, n, j = _rd(buf, i)
-        i = j + n
-        _, on, k = _rd(buf, j)
-        oid = buf[k : k + on]
-        vtag, vn, v = _rd(buf, k + on)
-        raw = buf[v : v + vn]
-        if vtag in (0x02,):
-            value: object = int.from_bytes(raw, "big", signed=True)
-        elif vtag in (0x41, 0x42, 0x43, 0x46):
-            value = int.from_bytes(raw, "big")
-        elif vtag == 0x04:
-            value = raw.decode("utf-8", "replace")
-        else:
-            value = raw
-        out.append((oid, vtag, value))
-    return reqid, status, out
-
-
-class BerPoller(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.pending: dict[int, asyncio.Future] = {}
-        self.next_id = 1
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport) -> None:  # type: ignore[override]
-        self.transport = transport
-        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-
-    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
-        reqid, status, vbs = ber_decode_bulk(data)
-        fut = self.pending.pop(reqid, None)
-        if fut is not None and not fut.done():
-            fut.set_result((status, vbs))
-
-    async def bulk(self, port: int, oid: bytes) -> list[tuple[bytes, int, object]]:
-        for _ in range(RETRIES + 1):
-            reqid = self.next_id = (self.next_id % 0x7FFFFFFF) + 1
-            pdu = _int(0x02, reqid) + _int(0x02, 0) + _int(0x02, MAX_REPETITIONS)
-            pdu += _tlv(0x30, _tlv(0x30, _tlv(0x06, oid) + b"\x05\x00"))
-            msg = _tlv(0x30, _int(0x02, 1) + _tlv(0x04, b"public") + _tlv(0xA5, pdu))
-            fut = self.pending[reqid] = asyncio.get_running_loop().create_future()
-            self.transport.sendto(msg, ("127.0.0.1", port))
-            try:
-                status, vbs = await asyncio.wait_for(fut, TIMEOUT_S)
-            except TimeoutError:
-                self.pending.pop(reqid, None)
-                continue
-            return vbs if status == 0 else []
-        raise TimeoutError(f"127.0.0.1:{port}")
-
-    async def walk(self, port: int, base: str) -> dict[bytes, object]:
-        prefix = _oid_body(tuple(int(x) for x in base.split(".")))
-        cursor, out = prefix, {}
-        while True:
-            vbs = await self.bulk(port, cursor)
-            for oid, tag, value in vbs:
-                # BER OID bodies sort like the OIDs when one is a prefix of the other and for
-                # forward-moving walks of the same subtree; the agent guarantees increasing order.
-                if not oid.startswith(prefix) or tag == 0x82:
-                    return out
-                out[oid] = value
-            if not vbs:
-                return out
-            cursor = vbs[-1][0]
-
-
-async def child_ber(ports: list[int], inflight: int, seconds: float, transport: str) -> dict:
-    loop = asyncio.get_running_loop()
-    _, poller = await loop.create_datagram_endpoint(BerPoller, local_addr=("127.0.0.1", 0))
-    window = Window()
-
-    async def poll_one(port: int, window: Window) -> int:
-        n = 0
-        for oid in WALKS:
-            got = len(await poller.walk(port, oid))
-            window.add_varbinds(got)
-            n += got
-        return n
-
-    return await drive(poll_one, ports, inflight, seconds, window)
-
-
-CHILDREN = {"client": child_client, "collector": child_collector, "ber": child_ber}
+CHILDREN = {"client": child_client, "collector": child_collector}
 
 
 # ------------------------------------------------------------------------------ parent: orchestration
@@ -563,6 +425,11 @@ def fmt_row(name: str, r: dict) -> str:
             f"{r['responder_core'] * 100:>5.0f}%")
 
 
+def times(ratio: float) -> str:
+    """x15.9, x1.0, x0.72, x0.063: two significant digits below 1 (BER / pysnmp is ~x0.06)."""
+    return f"x{ratio:#.2g}" if ratio < 0.95 else f"x{ratio:.1f}"
+
+
 def cpu_per_vb(r: dict) -> float:
     return r["cpu_s"] / r["varbinds"] if r["varbinds"] else float("nan")
 
@@ -571,7 +438,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--devices", type=int, default=100, help="simulated devices = fastresp ports (default 100)")
     ap.add_argument("--seconds", type=float, default=6.0, help="measured window per phase (default 6)")
-    ap.add_argument("--peer", choices=("auto", "exporter", "ber"), default="auto")
+    ap.add_argument("--peer", choices=("auto", "exporter", "pysnmp"), default="auto",
+                    help="auto: snmp_exporter if installed or installable, else vigie's pysnmp transport")
     ap.add_argument("--transport", action="append", choices=TRANSPORTS,
                     help="vigie SnmpClient transport(s) to measure, repeatable (default: both)")
     ap.add_argument("--collector-inflight", type=int, default=10)
@@ -613,7 +481,12 @@ def main() -> None:
             if binary is None and args.peer == "exporter":
                 raise SystemExit(note)
         if not binary:
-            note = f"PEER IS THE FALLBACK minimal BER GETBULK poller in this script: {note or '--peer ber'}"
+            # No outside poller: vigie's pysnmp transport is the peer, measured once (as the peer).
+            note = f"PEER IS vigie's pysnmp transport: {note or '--peer pysnmp'}"
+            transports = [t for t in transports if t != PEER_TRANSPORT]
+            if not transports:
+                raise SystemExit(f"{note}; --transport {PEER_TRANSPORT} alone would be compared with itself")
+            print(note, flush=True)
         # vigie and the peer alternate at each in-flight level, so a busy neighbour on the box
         # weighs on both sides of a ratio alike.
         vigie: dict[str, list[dict]] = {t: [] for t in transports}
@@ -624,7 +497,7 @@ def main() -> None:
                 if binary:
                     exporter, http_port, peer_name = start_exporter(binary, Path(tmp))
                 else:
-                    peer_name = "minimal BER poller (asyncio)"
+                    peer_name = f"PEER vigie ({PEER_TRANSPORT})"
                 for c in INFLIGHT:
                     for transport in transports:
                         vigie[transport].append(run_child("client", ports, c, args.seconds, responder.pid, transport))
@@ -632,13 +505,14 @@ def main() -> None:
                         peer.append(asyncio.run(
                             exporter_phase(http_port, exporter.pid, ports, c, args.seconds, responder.pid)))
                     else:
-                        peer.append(run_child("ber", ports, c, args.seconds, responder.pid))
+                        peer.append(run_child("client", ports, c, args.seconds, responder.pid, PEER_TRANSPORT))
                     print(f"  {c} in flight done ({time.perf_counter() - started:.0f}s)", flush=True)
             finally:
                 if exporter:
                     exporter.terminate()
                     exporter.wait(10)
-        for transport, runs in vigie.items():
+        clients = dict(vigie) if binary else {**vigie, f"{PEER_TRANSPORT}, the peer": peer}
+        for transport, runs in clients.items():
             print(f"vigie ({transport}): {runs[0]['varbinds_per_poll']} varbinds per poll; SO_RCVBUF granted "
                   f"{runs[0]['so_rcvbuf']} bytes (getsockopt, doubled by the kernel)", flush=True)
 
@@ -663,20 +537,25 @@ def main() -> None:
     if note:
         print(note)
 
-    print("\nratios vigie / peer, same run (CPU per varbind: >1 = vigie costs more; throughput: <1 = slower)")
+    if binary:
+        print("\nratios vigie / peer, same run (CPU per varbind: >1 = vigie costs more; throughput: <1 = slower)")
+    else:
+        print(f"\nratios vigie / peer = vigie / vigie's own {PEER_TRANSPORT} transport (no outside poller), same run "
+              "(CPU per varbind: >1 = costs more than pysnmp; throughput: <1 = slower)")
     best_p = max(p["varbinds"] / p["wall_s"] for p in peer)
     for transport, runs in vigie.items():
         print(f"  vigie {transport}:")
         for v, p in zip(runs, peer, strict=True):
             tput = (v["varbinds"] / v["wall_s"]) / (p["varbinds"] / p["wall_s"]) if p["varbinds"] else float("nan")
-            print(f"    {v['inflight']:>3} in flight: CPU/varbind x{cpu_per_vb(v) / cpu_per_vb(p):.1f}, "
+            print(f"    {v['inflight']:>3} in flight: CPU/varbind {times(cpu_per_vb(v) / cpu_per_vb(p))}, "
                   f"throughput x{tput:.2f}")
         best_v = max(v["varbinds"] / v["wall_s"] for v in runs)
         print(f"    best throughput: vigie {best_v:,.0f} vs peer {best_p:,.0f} varbinds/s -> x{best_v / best_p:.2f}")
-    if len(vigie) == 2:
+    pysnmp_runs = vigie.get("pysnmp") or (peer if not binary else None)
+    if "ber" in vigie and pysnmp_runs:
         print("  vigie pysnmp / vigie ber, CPU per varbind: " + ", ".join(
             f"x{cpu_per_vb(s) / cpu_per_vb(f):.1f} at {f['inflight']}"
-            for f, s in zip(vigie["ber"], vigie["pysnmp"], strict=True)))
+            for f, s in zip(vigie["ber"], pysnmp_runs, strict=True)))
 
     if binary:
         print(f"scraper (this process, not counted) CPU share: "
@@ -696,8 +575,8 @@ def main() -> None:
           f"{coll['peak_rss_mib']:.0f} MiB, timeouts {coll['timeouts']}, errors {coll['errors']}, "
           f"sock drops {coll['sock_drops']}")
     print(f"  per device poll: collector {solo_ms:.0f} ms vs the bare 1,709-varbind IF-MIB walk {raw_ms:.0f} ms "
-          f"(vigie client, {raw_transport}) and {peer_ms:.1f} ms (peer), best in-flight level; "
-          f"collector / peer x{solo_ms / peer_ms:.0f} for "
+          f"(vigie client, {raw_transport}) and {peer_ms:.1f} ms ({peer_name}), best in-flight level; "
+          f"collector / peer {times(solo_ms / peer_ms)} for "
           f"{coll['solo_varbinds'] / VARBINDS_PER_POLL:.1f}x the varbinds")
     print(f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
           "(other work on the box inflates wall time and throughput gaps, not CPU per varbind)")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.config import Config, RuleSpec
+from agent.config import Config, RuleSpec, SqliteStoreSpec, StoreSpec
 from agent.inventory import Poll, build_polls
 from agent.pipeline import Pipeline
 from agent.plugins import COLLECTORS, TICKETING, Registry
@@ -23,6 +23,7 @@ from agent.samples import Sample
 from agent.scheduler import Scheduler
 from agent.state import StateDB, tz_by_client
 from agent.stores import Store, build_store
+from agent.stores.sqlite import DEFAULT_RETENTION_DAYS
 from alerting.engine import AlertEngine
 from alerting.models import AlertTransition
 from alerting.notifier import DispatchResult, TicketDispatcher
@@ -83,6 +84,12 @@ def rules_by_client(config: Config, clients: Collection[str]) -> list[RuleSpec]:
         for client in sorted(clients)
         for rule in config.rules_for(client)
     ]
+
+
+def state_retention_days(spec: StoreSpec) -> float:
+    """The rollups' retention: the embedded store's, so reports cover what its points cover; with
+    an external TSDB, whose retention is set on its side, the embedded store's default."""
+    return spec.retention_days if isinstance(spec, SqliteStoreSpec) else DEFAULT_RETENTION_DAYS
 
 
 class Agent:
@@ -151,7 +158,9 @@ class Agent:
             store_config["token"] = self.config.secret_text(spec.token)
         self.store: Store = build_store(store_config, self.state_dir)
         zones = {name: self.config.client(name).timezone for name in self.clients}
-        self.state = StateDB(self.state_dir / "state.sqlite", tz_for=tz_by_client(zones))
+        self.state = StateDB(
+            self.state_dir / "state.sqlite", tz_for=tz_by_client(zones), retention_days=state_retention_days(spec)
+        )
         rules = rules_by_client(self.config, self.clients)
         if self.rule_filter is not None:
             rules = [self.rule_filter(rule) for rule in rules]

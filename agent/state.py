@@ -13,6 +13,10 @@ or an external TSDB, and keep working while that TSDB is down. Three rollups, al
 - daily aggregates (min/max/avg/count/last) of every numeric field per series and local date, the
   date taken in the client's timezone.
 
+Finished intervals and daily rows older than ``retention_days`` are deleted a bounded step at a
+time by ``update`` (a flapping interface would otherwise grow the file forever); open intervals
+and ``latest`` rows are never deleted, however old: they are the current state.
+
 The methods are synchronous and serialised by a lock; call them through ``asyncio.to_thread`` from
 the event loop.
 """
@@ -29,7 +33,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.samples import FieldValue, Sample
-from agent.stores.sqlite import canonical_tags, open_db, tag_filter_sql
+from agent.stores.sqlite import (
+    DEFAULT_RETENTION_DAYS,
+    NS_PER_DAY,
+    PRUNE_STEP_ROWS,
+    canonical_tags,
+    open_db,
+    tag_filter_sql,
+)
 
 # (measurement, field) pairs whose values are states: each value holds until the next one.
 STATE_FIELDS: frozenset[tuple[str, str]] = frozenset(
@@ -76,6 +87,8 @@ CREATE TABLE IF NOT EXISTS state_interval (
     value TEXT,
     PRIMARY KEY (series_id, field, start_ns)
 ) WITHOUT ROWID;
+-- For retention; end_ns is written once, when the interval closes.
+CREATE INDEX IF NOT EXISTS state_interval_end ON state_interval (end_ns);
 CREATE TABLE IF NOT EXISTS daily (
     series_id INTEGER NOT NULL,
     field TEXT NOT NULL,
@@ -88,6 +101,8 @@ CREATE TABLE IF NOT EXISTS daily (
     last_ts INTEGER NOT NULL,
     PRIMARY KEY (series_id, field, day)
 ) WITHOUT ROWID;
+-- For retention; indexed on the day rather than last_ts, which changes with every sample.
+CREATE INDEX IF NOT EXISTS daily_day ON daily (day);
 """
 
 TzFor = Callable[[Sample], dt.tzinfo]
@@ -141,10 +156,14 @@ class StateDB:
         state_fields: Iterable[tuple[str, str]] = STATE_FIELDS,
         stale_after_ns: int = DEFAULT_STALE_AFTER_NS,
         tz_for: TzFor | None = None,
+        retention_days: float = DEFAULT_RETENTION_DAYS,
+        prune_step_rows: int = PRUNE_STEP_ROWS,
     ) -> None:
         self.path = Path(path)
         self.state_fields = frozenset(state_fields)
         self.stale_after_ns = stale_after_ns
+        self.retention_ns = int(retention_days * NS_PER_DAY)
+        self.prune_step_rows = prune_step_rows
         self._tz_for = tz_for or (lambda sample: DEFAULT_TZ)
         self._lock = threading.Lock()
         self._conn = open_db(self.path, SCHEMA, threads=True)
@@ -157,10 +176,11 @@ class StateDB:
     # -- update ----------------------------------------------------------------------------------
 
     def update(self, samples: Sequence[Sample], now_ns: int) -> None:
-        """Fold a batch into the rollups, in one transaction.
+        """Fold a batch into the rollups and take one retention step, in one transaction.
 
         ``now_ns`` bounds trust in timestamps: a sample stamped in the future (a device clock
         ahead) is taken as seen at ``now_ns``, so it cannot hold a state open into the future.
+        It is also the clock of the retention.
         """
         with self._lock:
             conn = self._conn
@@ -175,6 +195,7 @@ class StateDB:
                             self._update_interval(series_id, field, value, ts)
                         elif isinstance(value, int | float) and not isinstance(value, bool):
                             self._update_daily(series_id, field, float(value), ts, sample)
+                self._prune(now_ns)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -257,6 +278,28 @@ class StateDB:
             " last = CASE WHEN excluded.last_ts >= daily.last_ts THEN excluded.last ELSE daily.last END,"
             " last_ts = max(daily.last_ts, excluded.last_ts)",
             (series_id, field, day, value, value, value, value, ts),
+        )
+
+    def _prune(self, now_ns: int) -> None:
+        """Delete up to ``prune_step_rows`` finished intervals and daily rows past the retention."""
+        cutoff_ns = now_ns - self.retention_ns
+        # `end_ns < ?` is never true of an open interval (end_ns NULL).
+        cur = self._conn.execute(
+            "DELETE FROM state_interval WHERE (series_id, field, start_ns) IN"
+            " (SELECT series_id, field, start_ns FROM state_interval WHERE end_ns < ? LIMIT ?)",
+            (cutoff_ns, self.prune_step_rows),
+        )
+        left = self.prune_step_rows - cur.rowcount
+        if left <= 0:
+            return
+        # A row's day is local to its client, whose timezone is not stored: a local date ends at
+        # the latest at noon UTC the next day (UTC-12), so a date two days before the cutoff's
+        # UTC date is wholly past it. Kept a day or two longer, never dropped early.
+        cutoff_day = dt.datetime.fromtimestamp(cutoff_ns / 1e9, dt.UTC).date() - dt.timedelta(days=2)
+        self._conn.execute(
+            "DELETE FROM daily WHERE (series_id, field, day) IN"
+            " (SELECT series_id, field, day FROM daily WHERE day <= ? LIMIT ?)",
+            (cutoff_day.isoformat(), left),
         )
 
     # -- queries ---------------------------------------------------------------------------------

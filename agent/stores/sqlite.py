@@ -32,6 +32,7 @@ from agent.samples import Sample
 log = logging.getLogger(__name__)
 
 NS_PER_DAY = 86_400 * 1_000_000_000
+DEFAULT_RETENTION_DAYS = 400
 # Rows deleted per retention step: small enough that one step never holds the write lock for long.
 PRUNE_STEP_ROWS = 20_000
 
@@ -120,7 +121,7 @@ class SqliteStore:
     def __init__(
         self,
         path: Path,
-        retention_days: float = 400,
+        retention_days: float = DEFAULT_RETENTION_DAYS,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.path = Path(path)

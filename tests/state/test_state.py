@@ -1,10 +1,14 @@
 import datetime as dt
+import sqlite3
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from agent.config import InfluxStoreSpec, SqliteStoreSpec
+from agent.runner import state_retention_days
 from agent.samples import Sample
 from agent.state import Interval, Latest, StateDB, tz_by_client
+from agent.stores.sqlite import DEFAULT_RETENTION_DAYS
 
 S = 1_000_000_000
 MIN = 60 * S
@@ -162,3 +166,71 @@ def test_rollups_survive_reopen(tmp_path):
     again.update([status("unreachable", T0 + MIN)], T0 + MIN)
     assert again.availability("collection", "status", {"ok"}, T0, T0 + 2 * MIN) == 0.5
     again.close()
+
+
+DAY = 86_400 * S
+
+
+def table_rows(db, table):
+    with sqlite3.connect(db.path) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def test_retention_drops_finished_intervals_but_never_open_ones_or_latest(tmp_path):
+    db = StateDB(tmp_path / "s.sqlite", stale_after_ns=10 * MIN, retention_days=1)
+    for i, value in enumerate(["ok", "unreachable", "ok", "unreachable", "ok"]):
+        db.update([status(value, T0 + i * MIN)], T0 + i * MIN)
+    # sw2 reported once, long ago: its open interval and latest value are its current state.
+    db.update([status("ok", T0, device="sw2")], T0 + 4 * MIN)
+    db.update([], T0 + DAY + 150 * S)
+    window = (T0, T0 + 5 * MIN)
+    assert [
+        (iv.value, (iv.start_ns - T0) // MIN, (iv.end_ns - T0) // MIN)
+        for iv in db.intervals("collection", "status", *window, tag_filter={"device": "sw1"})
+    ] == [(None, 0, 2), ("ok", 2, 3), ("unreachable", 3, 4), ("ok", 4, 5)]
+    assert db.durations("collection", "status", *window, tag_filter={"device": "sw2"}) == {"ok": 5 * MIN}
+    assert {(lt.tags["device"], lt.field) for lt in db.latest("collection")} == {
+        ("sw1", "status"),
+        ("sw1", "duration_s"),
+        ("sw2", "status"),
+        ("sw2", "duration_s"),
+    }
+    db.close()
+
+
+def test_retention_deletes_a_bounded_number_of_rows_per_update(tmp_path):
+    db = StateDB(tmp_path / "s.sqlite", retention_days=1, prune_step_rows=3)
+    for i in range(11):
+        db.update([status("ok" if i % 2 else "unreachable", T0 + i * MIN)], T0 + i * MIN)
+    assert table_rows(db, "state_interval") == 11  # 10 finished, 1 open
+    counts = []
+    for step in range(5):
+        db.update([], T0 + 2 * DAY + step * MIN)
+        counts.append(table_rows(db, "state_interval"))
+    assert counts == [8, 5, 2, 1, 1]
+    db.close()
+
+
+def test_retention_drops_daily_rows_only_once_the_whole_local_day_is_past(tmp_path):
+    zones = tz_by_client({"pacific": "Etc/GMT+12"})  # UTC-12: the latest end of any local date
+    db = StateDB(tmp_path / "s.sqlite", tz_for=zones, retention_days=1)
+
+    def utc(day, hour):
+        return int(dt.datetime(2024, 3, day, hour, tzinfo=dt.UTC).timestamp()) * S
+
+    def cpu(ts, client="mairie"):
+        return Sample("snmp_cpu", {**TAGS, "client": client}, {"load": 1.0}, ts)
+
+    db.update([cpu(utc(1, 12)), cpu(utc(3, 12)), cpu(utc(5, 11)), cpu(utc(5, 11), client="pacific")], utc(5, 11))
+    # Cutoff 5 March 10:00 UTC: Paris' 1 and 3 March are past. The 5 March 11:00 UTC samples are
+    # inside the retention: Paris' 5 March and the Pacific's 4 March (local) must both stay.
+    db.update([], utc(5, 10) + DAY)
+    days = db.daily("snmp_cpu", "load", dt.date(2024, 3, 1), dt.date(2024, 3, 5))
+    assert {(d.tags["client"], d.day.day) for d in days} == {("mairie", 5), ("pacific", 4)}
+    db.close()
+
+
+def test_agent_keeps_rollups_as_long_as_the_embedded_store_keeps_points():
+    assert state_retention_days(SqliteStoreSpec(retention_days=30)) == 30
+    influx = InfluxStoreSpec(kind="influxdb", url="http://tsdb:8086", org="noc", bucket="vigie", token={"secret": "t"})
+    assert state_retention_days(influx) == DEFAULT_RETENTION_DAYS

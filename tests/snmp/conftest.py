@@ -18,7 +18,12 @@ V3_USERS = (
     V3User("v3md5", "auth-secret-3", "priv-secret-3", "MD5", "DES"),
 )
 # Devices whose state tests change at run time.
-FAULT_DEVICES = {"fault_switch": "ios_2960x", "fault_gone": "qnap", "rates_switch": "iosxe_c9300"}
+FAULT_DEVICES = {
+    "fault_switch": "ios_2960x",
+    "fault_gone": "qnap",
+    "rates_switch": "iosxe_c9300",
+    "swapped_switch": "ios_2960x",
+}
 
 
 @pytest.fixture(scope="session")

@@ -219,3 +219,30 @@ def test_target_from_url_rejects(url: str) -> None:
 def test_bad_options_are_named(options, message) -> None:
     with pytest.raises(ValueError, match=message):
         SnmpCollector(options)
+
+
+async def test_profile_is_detected_again_when_sys_object_id_changes(lab, target) -> None:
+    """A device swapped for another model behind the same address is polled with the new one's
+    profile; a changed sysDescr alone (a firmware upgrade) keeps the cached detection.
+    ``swapped_switch`` is this test's own device: it is left changed."""
+    sys_descr, sys_object_id = "1.3.6.1.2.1.1.1.0", "1.3.6.1.2.1.1.2.0"
+    collector = SnmpCollector({})
+
+    async def profiles() -> set[str]:
+        return {row.tags["profile"] for row in await collector.poll(target("swapped_switch"))}
+
+    assert await profiles() == {"cisco_ios"}
+    # Alone, this sysDescr no longer matches cisco_ios: only the cache keeps the profile.
+    lab.set_values("swapped_switch", {sys_descr: rfc1902.OctetString("Linux nas 5.10")})
+    assert await profiles() == {"cisco_ios"}
+    lab.set_values("swapped_switch", {sys_object_id: rfc1902.ObjectName("1.3.6.1.4.1.24681")})  # QNAP
+    assert await profiles() == {"qnap"}
+    # And back to a Catalyst 2960X.
+    lab.set_values(
+        "swapped_switch",
+        {
+            sys_descr: rfc1902.OctetString("Cisco IOS Software, C2960X Software, Version 15.0(2a)EX5"),
+            sys_object_id: rfc1902.ObjectName("1.3.6.1.4.1.9.1.1208"),
+        },
+    )
+    assert await profiles() == {"cisco_ios"}

@@ -24,6 +24,10 @@ from collectors.snmp.profile import Profile, ResolvedTable, ResolvedValue
 PROFILE_TAG = "profile"
 # Column walks in flight per device: enough to hide latency, few enough not to flood a switch CPU.
 WALKS_IN_FLIGHT = 4
+# Polls a row may be missing before its readings are forgotten: a port or stack member gone for
+# good must not be held in memory for the agent's life, one missing for a few polls (a walk that
+# timed out, a flapping stack link) keeps its rates and `seen_before` history.
+FORGET_AFTER_POLLS = 10
 _TIMETICKS_WRAP = 2**32
 _ONE_DAY_TICKS = 86400 * 100
 
@@ -52,12 +56,21 @@ class Row:
 class CounterStore:
     """Previous readings of one device, owned by the engine: counters for rates, values for
     "went backwards" checks (uptime -> reboot), and when a row's condition was first true
-    (``seen_before``). It lives as long as the collector instance: an agent restart forgets it."""
+    (``seen_before``). It lives as long as the collector instance: an agent restart forgets it.
 
-    def __init__(self) -> None:
+    Keys are (table id, row index, name). ``evaluate`` marks every row it reads (``saw_row``) and
+    ends each poll with ``end_poll``; the readings of a row missing from ``forget_after_polls``
+    consecutive polls are dropped, so it comes back as a new row would (no rate on its first
+    reading, ``seen_before`` unknown). Polls are counted, not timed: a device that does not answer
+    is not evaluated and loses nothing."""
+
+    def __init__(self, forget_after_polls: int = FORGET_AFTER_POLLS) -> None:
+        self.forget_after_polls = forget_after_polls
         self._counters: dict[tuple[str, str, str], tuple[int, str, float]] = {}
         self._previous: dict[tuple[str, str, str], int] = {}
         self._first_true: dict[tuple[str, str, str], float] = {}
+        self._poll = 0
+        self._last_seen: dict[tuple[str, str], int] = {}  # (table id, index) -> poll number
 
     def rate(self, key: tuple[str, str, str], value: SnmpValue, now: float, limit: float | None) -> float | None:
         """Per-second increase; ``None`` on the first reading, after a reset, or when the increase
@@ -104,6 +117,21 @@ class CounterStore:
 
     def reset_counters(self) -> None:
         self._counters.clear()
+
+    def saw_row(self, table: str, index: str) -> None:
+        """The row is present in this poll, whichever of its readings were used."""
+        self._last_seen[(table, index)] = self._poll
+
+    def end_poll(self) -> None:
+        """Forget the rows missing from the last ``forget_after_polls`` polls, then count one."""
+        gone = {row for row, seen in self._last_seen.items() if self._poll - seen >= self.forget_after_polls}
+        if gone:
+            for readings in (self._counters, self._previous, self._first_true):
+                for key in [key for key in readings if key[:2] in gone]:
+                    del readings[key]
+            for row in gone:
+                del self._last_seen[row]
+        self._poll += 1
 
 
 def planned_oids(tables: tuple[ResolvedTable, ...]) -> tuple[list[str], list[str]]:
@@ -176,7 +204,9 @@ def _has_rows(table: ResolvedTable, snapshot: Snapshot) -> bool:
 
 
 def evaluate(profile: Profile, snapshot: Snapshot, store: CounterStore, now: float) -> list[Row]:
-    """Rows of every table, in profile order; a fallback table only if its target had no row."""
+    """Rows of every table, in profile order; a fallback table only if its target had no row.
+
+    One call is one poll for ``store``: it ends the poll there (see :class:`CounterStore`)."""
     rows: list[Row] = []
     produced: dict[str, int] = {}
     for table in profile.tables:
@@ -188,6 +218,7 @@ def evaluate(profile: Profile, snapshot: Snapshot, store: CounterStore, now: flo
     for table in profile.tables:
         if table.fallback_for and not produced.get(table.fallback_for):
             rows.extend(_evaluate_table(profile, table, snapshot, store, now))
+    store.end_poll()
     return rows
 
 
@@ -203,6 +234,8 @@ def _evaluate_table(
         indexes = sorted(seen, key=oid_key)
     rows = []
     for index in indexes:
+        # Before the filter: a row filtered out is still there and keeps its readings.
+        store.saw_row(table.id, index)
         row = _evaluate_row(profile, table, index, snapshot, store, now)
         if row is not None:
             rows.append(row)

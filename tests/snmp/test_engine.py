@@ -151,3 +151,47 @@ def test_octet_strings_decode_to_text_or_hex() -> None:
     assert decode_octets(b"eth0\x00\x00") == SnmpValue("eth0", "string")
     assert decode_octets(b"\x00\xff\x10") == SnmpValue("00ff10", "hex")
     assert decode_octets(b"<private>") == SnmpValue("<private>", "string")
+
+
+def _ports(ports: dict[str, tuple[int, int]]) -> Snapshot:
+    """ifTable/ifXTable rows: index -> (ifOperStatus, ifHCInOctets)."""
+    return Snapshot(
+        columns={
+            f"{IF}.2": {index: SnmpValue(f"port{index}", "string") for index in ports},
+            f"{IF}.5": {index: SnmpValue(1_000_000_000, "gauge") for index in ports},
+            f"{IF}.8": {index: SnmpValue(oper, "integer") for index, (oper, _) in ports.items()},
+            f"{IFX}.6": {index: c64(octets) for index, (_, octets) in ports.items()},
+        }
+    )
+
+
+def test_readings_of_a_row_gone_for_ten_polls_are_forgotten(profiles: ProfileSet) -> None:
+    profile, store = profiles.get("if_mib"), CounterStore()
+
+    def poll(number: int, ports: dict[str, tuple[int, int]]) -> dict[str, dict]:
+        return {row.index: row.fields for row in evaluate(profile, _ports(ports), store, now=60.0 * number)}
+
+    poll(0, {"1": (1, 0), "2": (1, 0)})
+    for number in range(1, 10):
+        assert poll(number, {"1": (1, number * 1000)})["1"]["in_bps"] == pytest.approx(1000 * 8 / 60)
+    # Port 2 missed 9 polls (a stack member rebooting): it comes back with its history.
+    back = poll(10, {"1": (1, 10_000), "2": (2, 60_000)})["2"]
+    assert (back["was_up"], back["in_bps"]) == (True, pytest.approx(60_000 * 8 / 600))
+    for number in range(11, 21):
+        assert poll(number, {"1": (1, number * 1000)})["1"]["was_up"] is True
+    # Gone for 10 polls: forgotten, it comes back as a new port (an agent restart would do the same).
+    back = poll(21, {"1": (1, 21_000), "2": (2, 70_000)})["2"]
+    assert (back["was_up"], back["in_bps"]) == (None, None)
+
+
+def test_a_present_row_keeps_readings_its_expressions_did_not_touch() -> None:
+    store = CounterStore(forget_after_polls=3)
+    up = ("interface", "1", "oper == 1")
+    store.saw_row("interface", "1")
+    store.seen_before(up, True, now=0.0)
+    store.end_poll()
+    for _ in range(4):
+        # Present, but `admin == 1 and seen_before(oper == 1)` short-circuited: not asked.
+        store.saw_row("interface", "1")
+        store.end_poll()
+    assert store.seen_before(up, None, now=5.0) is True

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.samples import Sample
+from agent.api import Sample
 
 EXIT_CONFIG = 2
 EXIT_USAGE = 64

@@ -33,7 +33,7 @@ from rich.table import Table
 from agent.config import LogTicketing, load_config
 from agent.plugins import COLLECTORS, Registry, shipped_rules
 from agent.runner import Agent
-from agent.samples import Sample
+from agent.api import Sample
 from alerting.models import AlertTransition
 from alerting.notifier import DispatchResult
 from lab.snmpsim import SnmpLab, _free_udp_port

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.config import Config
-from collectors.base import Target
+from agent.api import Target
 
 
 @dataclass(frozen=True)

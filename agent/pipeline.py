@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from agent.samples import Sample
+from agent.api import Sample
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from agent.config import Config, RuleSpec, SqliteStoreSpec, StoreSpec
 from agent.inventory import Poll, build_polls
 from agent.pipeline import Pipeline
 from agent.plugins import COLLECTORS, TICKETING, Registry
-from agent.samples import Sample
+from agent.api import Sample
 from agent.scheduler import Scheduler
 from agent.state import StateDB, tz_by_client
 from agent.stores import Store, build_store
@@ -28,7 +28,7 @@ from alerting.engine import AlertEngine
 from alerting.models import AlertTransition
 from alerting.notifier import DispatchResult, TicketDispatcher
 from alerting.ticketing import TicketConnector
-from collectors.base import Collector
+from agent.api import Collector
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from agent.inventory import Poll
-from agent.samples import Sample, Sink
-from collectors.base import CollectError, Collector, Unreachable
+from agent.api import Sample, Sink
+from agent.api import CollectError, Collector, Unreachable
 
 log = logging.getLogger(__name__)
 

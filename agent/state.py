@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from agent.samples import FieldValue, Sample
+from agent.api import FieldValue, Sample
 from agent.stores.sqlite import (
     DEFAULT_RETENTION_DAYS,
     NS_PER_DAY,

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.samples import Sample
+from agent.api import Sample
 from alerting.expressions import Expression, ExpressionError, compile_expression
 from alerting.models import (
     FIRING,

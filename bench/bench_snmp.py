@@ -248,8 +248,8 @@ async def child_client(ports: list[int], inflight: int, seconds: float, transpor
 
 
 async def child_collector(ports: list[int], inflight: int, seconds: float, transport: str) -> dict:
-    from agent.samples import Sink
-    from collectors.base import Target
+    from agent.api import Sink
+    from agent.api import Target
     from collectors.snmp import SnmpCollector
     from collectors.snmp.profile import ProfileSet
 
@@ -265,12 +265,12 @@ async def child_collector(ports: list[int], inflight: int, seconds: float, trans
     samples = [0]
     # Per-device cost, alone (1 in flight): poll one device 4 times, average the last 3 (with rates).
     collector, target = devices[ports[0]]
-    await collector.collect(target, Sink({}))
+    await collector.collect(target, Sink({}, time.time_ns))
     window.open = True
     cpu0 = time.process_time()
     solo = 3
     for _ in range(solo):
-        sink = Sink({"client": "bench", "site": "lab", "device": target.name})
+        sink = Sink({"client": "bench", "site": "lab", "device": target.name}, time.time_ns)
         await collector.collect(target, sink)
     solo_cpu = (time.process_time() - cpu0) / solo
     solo_vbs, solo_samples = window.varbinds / solo, len(sink.samples)
@@ -278,7 +278,7 @@ async def child_collector(ports: list[int], inflight: int, seconds: float, trans
 
     async def poll_one(port: int, window: Window) -> None:
         collector, target = devices[port]
-        sink = Sink({"client": "bench", "site": "lab", "device": target.name})
+        sink = Sink({"client": "bench", "site": "lab", "device": target.name}, time.time_ns)
         await collector.collect(target, sink)
         if window.open:
             samples[0] += len(sink.samples)

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.samples import Sample
+from agent.api import Sample
 from agent.stores.sqlite import SqliteStore
 
 T0 = 1_700_000_000_000_000_000

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from agent.samples import Sample
+from agent.api import Sample
 
 
 @runtime_checkable

@@ -1,6 +1,6 @@
 """InfluxDB v2 write API (InfluxDB 2/3, VictoriaMetrics, anything speaking ``/api/v2/write``).
 
-Samples become line protocol through ``Sample.to_line_protocol()`` and go in gzip'd batches of
+Samples become line protocol through ``line_protocol.encode`` and go in gzip'd batches of
 ``batch_size`` lines. A batch is retried with exponential backoff on 429, 5xx and connection
 errors (honouring ``Retry-After``); any other 4xx is final at once. When retries run out or the
 server refuses, ``StoreError`` names the URL and the server's own message. Put a ``SpooledStore``
@@ -18,8 +18,9 @@ from influxdb_client import WritePrecision
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 from influxdb_client.rest import ApiException
 
-from agent.samples import Sample
+from agent.api import Sample
 from agent.stores import StoreError
+from agent.stores.line_protocol import encode
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class InfluxStore:
         return f"InfluxStore({self.url!r}, org={self.org!r}, bucket={self.bucket!r})"
 
     async def write(self, samples: Sequence[Sample]) -> None:
-        lines = [line for line in (s.to_line_protocol() for s in samples) if line is not None]
+        lines = [line for line in (encode(s) for s in samples) if line is not None]
         for start in range(0, len(lines), self.batch_size):
             await self._send(lines[start : start + self.batch_size])
 

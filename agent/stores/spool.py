@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NamedTuple, TypeVar
 
-from agent.samples import Sample
+from agent.api import Sample
 from agent.stores import Store, StoreError
 
 log = logging.getLogger(__name__)

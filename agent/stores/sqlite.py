@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from agent.samples import Sample
+from agent.api import Sample
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from agent.samples import Sink
-from collectors.base import Target
+from agent.api import Sink
+from agent.api import Target
 from collectors.snmp.client import SnmpAuth, SnmpClient, SnmpValue
 from collectors.snmp.engine import CounterStore, Row, evaluate, fetch
 from collectors.snmp.profile import Profile, ProfileSet

@@ -34,7 +34,7 @@ from pysnmp.carrier.asyncio.dgram import udp
 from pysnmp.hlapi.v3arch import asyncio as hlapi
 from pysnmp.proto import errind, rfc1902, rfc1905
 
-from collectors.base import CollectError, Unreachable
+from agent.api import CollectError, Unreachable
 from collectors.snmp import ber
 
 log = logging.getLogger(__name__)

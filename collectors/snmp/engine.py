@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.samples import FieldValue
-from collectors.base import CollectError, Unreachable
+from agent.api import FieldValue
+from agent.api import CollectError, Unreachable
 from collectors.snmp.client import SnmpClient, SnmpValue, oid_key
 from collectors.snmp.profile import Profile, ResolvedTable, ResolvedValue
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from agent.samples import Sample
+from agent.api import Sample
 
 # Upper bound on how long a test waits for something that should happen promptly. It only turns a
 # hang into a failure; no assertion depends on it.

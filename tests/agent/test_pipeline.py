@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import pytest
 
 from agent.pipeline import Pipeline
-from agent.samples import Sample
+from agent.api import Sample
 from tests.agent.helpers import SAFETY_S, Changes, Recorder
 
 

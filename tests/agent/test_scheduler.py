@@ -18,9 +18,9 @@ import pytest
 
 from agent.inventory import Poll
 from agent.pipeline import Pipeline
-from agent.samples import Sink
+from agent.api import Sink
 from agent.scheduler import AGENT_HEALTH, BLOCKING_THREAD_PREFIX, COLLECTION, Scheduler, poll_key
-from collectors.base import CollectError, Target, Unreachable
+from agent.api import CollectError, Target, Unreachable
 from tests.agent.helpers import SAFETY_S, Changes, FakeClock, Recorder
 
 # --------------------------------------------------------------------------------------- fakes

@@ -5,7 +5,7 @@ from pathlib import Path
 from agent.cli import main
 from agent.inventory import Poll
 from agent.runner import CollectorFactory, usable_polls
-from collectors.base import Target
+from agent.api import Target
 
 
 def _poll(name: str, collector: str, options: dict) -> Poll:

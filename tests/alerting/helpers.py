@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.samples import Sample
+from agent.api import Sample
 from alerting.models import Rule
 
 T0 = 1_700_000_000.0

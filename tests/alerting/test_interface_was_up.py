@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agent.config import BUILTIN_RULES
-from agent.samples import Sample
+from agent.api import Sample
 from alerting.engine import AlertEngine
 from alerting.models import FIRING, PENDING
 from collectors.snmp.client import SnmpValue

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from agent.config import load_config
 from agent.runner import Agent
-from agent.samples import Sample
+from agent.api import Sample
 from alerting.models import AlertTransition
 from alerting.notifier import DispatchResult
 

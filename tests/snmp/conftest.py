@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.base import Target
+from agent.api import Target
 from lab.snmpsim import SnmpLab, V3User, all_recordings, recording
 
 DATA = Path(__file__).resolve().parent / "data"

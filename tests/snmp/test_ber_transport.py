@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.base import CollectError, Unreachable
+from agent.api import CollectError, Unreachable
 from collectors.snmp import ber
 from collectors.snmp.client import _SOCKETS, SnmpAuth, SnmpClient, SnmpValue, oid_key, receive_buffer_bytes
 from lab.snmpsim import SnmpLab

@@ -8,8 +8,8 @@ import time
 import pytest
 from pysnmp.proto import rfc1902
 
-from agent.samples import Sink
-from collectors.base import CollectError, Target, Unreachable
+from agent.api import Sink
+from agent.api import CollectError, Target, Unreachable
 from collectors.snmp import SnmpCollector, target_from_url
 from collectors.snmp.client import SnmpAuth, SnmpClient, receive_buffer_bytes
 from tests.snmp.conftest import V3_USERS
@@ -22,7 +22,7 @@ def by_measurement(sink: Sink, measurement: str) -> list:
 
 
 async def test_samples_carry_base_tags_and_public_names(lab, target) -> None:
-    sink = Sink({"client": "c1", "site": "s1", "device": "core"})
+    sink = Sink({"client": "c1", "site": "s1", "device": "core"}, time.time_ns)
     await SnmpCollector({}).collect(target("iosxe_c9400-svl"), sink)
     names = {s.measurement for s in sink.samples}
     assert names == {"snmp_system", "snmp_interface", "snmp_cpu", "snmp_memory", "snmp_sensor"}
@@ -73,7 +73,7 @@ async def test_unreachable_device_raises_quickly() -> None:
     port = _closed_udp_port()
     started = time.monotonic()
     with pytest.raises(Unreachable, match=f"127.0.0.1:{port}"):
-        await collector.collect(Target("ghost", "127.0.0.1", port, {"community": "x"}), Sink({}))
+        await collector.collect(Target("ghost", "127.0.0.1", port, {"community": "x"}), Sink({}, time.time_ns))
     assert time.monotonic() - started < 2.0
 
 

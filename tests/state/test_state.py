@@ -6,7 +6,7 @@ import pytest
 
 from agent.config import InfluxStoreSpec, SqliteStoreSpec
 from agent.runner import state_retention_days
-from agent.samples import Sample
+from agent.api import Sample
 from agent.state import Interval, Latest, StateDB, tz_by_client
 from agent.stores.sqlite import DEFAULT_RETENTION_DAYS
 

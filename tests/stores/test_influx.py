@@ -3,7 +3,7 @@
 import pytest
 from aiohttp import web
 
-from agent.samples import Sample
+from agent.api import Sample
 from agent.stores import StoreError
 from agent.stores.influx import InfluxStore
 

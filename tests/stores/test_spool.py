@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from agent.samples import Sample
+from agent.api import Sample
 from agent.stores import StoreError, build_store
 from agent.stores.influx import InfluxStore
 from agent.stores.spool import SpoolDepth, SpooledStore

@@ -1,6 +1,6 @@
 import sqlite3
 
-from agent.samples import Sample
+from agent.api import Sample
 from agent.stores import build_store
 from agent.stores.sqlite import NS_PER_DAY, SeriesPoints, SqliteStore
 

@@ -2,17 +2,18 @@
 
 A collector knows nothing about storage, alerting or the scheduler. It raises
 :class:`Unreachable` when the target does not answer at all and :class:`CollectError` when it
-answered something unusable; the scheduler turns both into an explicit `collection` sample, so a
-dead device is never silence.
+answered something unusable; it calls ``sink.error`` when only part of the collection failed. The
+scheduler turns each outcome into an explicit `collection` sample, so a dead device is never
+silence.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
-from agent.samples import Sink
+from agent.api.samples import Sink
 
 
 class CollectError(Exception):
@@ -25,7 +26,10 @@ class Unreachable(CollectError):
 
 @dataclass(frozen=True)
 class Target:
-    """One device as a collector sees it: where it is, how to log in, which tags to stamp."""
+    """One device as a collector sees it: where it is, how to log in, which tags to stamp.
+
+    ``credentials`` are this collector's own (a device may give SNMP a community and SSH a key).
+    """
 
     name: str
     address: str
@@ -38,10 +42,5 @@ class Target:
 class Collector(Protocol):
     """One instance per (device, collector) pair, kept for the agent's lifetime, so it may keep
     per-device state between runs (counter values for rates, discovered indexes)."""
-
-    name: ClassVar[str]
-
-    def __init__(self, options: Mapping[str, Any]) -> None:
-        """Validate options; raise ValueError naming the bad option. No I/O here."""
 
     async def collect(self, target: Target, sink: Sink) -> None: ...

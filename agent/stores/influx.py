@@ -1,10 +1,11 @@
 """InfluxDB v2 write API (InfluxDB 2/3, VictoriaMetrics, anything speaking ``/api/v2/write``).
 
 Samples become line protocol through ``line_protocol.encode`` and go in gzip'd batches of
-``batch_size`` lines. A batch is retried with exponential backoff on 429, 5xx and connection
-errors (honouring ``Retry-After``); any other 4xx is final at once. When retries run out or the
-server refuses, ``StoreError`` names the URL and the server's own message. Put a ``SpooledStore``
-in front so that an outage loses nothing.
+``batch_size`` lines. Fields line protocol cannot carry (NaN, infinity, ints beyond int64) are left
+out, logged once per field name and counted in ``unrepresentable_fields``. A batch is retried with
+exponential backoff on 429, 5xx and connection errors (honouring ``Retry-After``); any other 4xx is
+final at once. When retries run out or the server refuses, ``StoreError`` names the URL and the
+server's own message. Put a ``SpooledStore`` in front so that an outage loses nothing.
 """
 
 from __future__ import annotations
@@ -54,14 +55,43 @@ class InfluxStore:
         self.timeout_s = timeout_s
         self._sleep = sleep
         self._client: InfluxDBClientAsync | None = None
+        self.unrepresentable_fields = 0
+        self._reported_unrepresentable: set[tuple[str, str]] = set()
 
     def __repr__(self) -> str:
         return f"InfluxStore({self.url!r}, org={self.org!r}, bucket={self.bucket!r})"
 
     async def write(self, samples: Sequence[Sample]) -> None:
-        lines = [line for line in (encode(s) for s in samples) if line is not None]
-        for start in range(0, len(lines), self.batch_size):
-            await self._send(lines[start : start + self.batch_size])
+        for start in range(0, len(samples), self.batch_size):
+            lines, left_out = self._encode(samples[start : start + self.batch_size])
+            if lines:
+                await self._send(lines)
+            # Counted once sent: a batch retried or split by the spool is not counted again.
+            self.unrepresentable_fields += left_out
+
+    def _encode(self, samples: Sequence[Sample]) -> tuple[list[str], int]:
+        lines = []
+        left_out = 0
+        for sample in samples:
+            encoded = encode(sample)
+            left_out += len(encoded.left_out)
+            for key in encoded.left_out:
+                # Once per field name, not once per point: a sensor reading NaN every poll is one story.
+                if (sample.measurement, key) not in self._reported_unrepresentable:
+                    self._reported_unrepresentable.add((sample.measurement, key))
+                    log.warning(
+                        "%s: field %r of %r had a value with no line-protocol form (NaN, infinity, beyond"
+                        " int64, or no key): left out, counted in unrepresentable_fields",
+                        self,
+                        key,
+                        sample.measurement,
+                    )
+            if encoded.text is not None:
+                lines.append(encoded.text)
+        return lines, left_out
+
+    def stats(self) -> dict[str, int]:
+        return {"unrepresentable_fields": self.unrepresentable_fields}
 
     async def close(self) -> None:
         if self._client is not None:

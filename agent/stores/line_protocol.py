@@ -1,36 +1,103 @@
-"""InfluxDB line protocol for samples (the encoding of the InfluxDB store and its spool)."""
+r"""InfluxDB line protocol for samples (the encoding of the InfluxDB store and its spool).
+
+Escaping follows the line-protocol reference (docs.influxdata.com/influxdb/v2/reference/syntax/
+line-protocol/, "Special characters" and "Escaping backslashes"), checked against the parser of
+VictoriaMetrics (lib/protoparser/influx/parser.go) and a real server in tests/stores:
+
+- A backslash escapes commas and spaces in the measurement; commas, equals signs and spaces in tag
+  keys, tag values and field keys; double quotes and backslashes in string field values. A field key
+  also gets its double quotes escaped: unescaped, VictoriaMetrics takes them for the start of a
+  string and drops the line.
+- A backslash in a name stays as it is unless a parser would read it as an escape: before another
+  backslash, a comma, an equals sign or a space (or a double quote in a field key), or last. There
+  it is doubled (`\\` reads as one backslash), and VictoriaMetrics and the reference give back the
+  exact text. InfluxDB 1.x and 2.x OSS do not undo a doubled backslash in names, so there, in those
+  places only, a name shows one backslash more; the line stays valid, and a name ending with a
+  backslash has no other way in.
+- Line protocol has no escape for a line break. A raw newline ends the line for VictoriaMetrics and
+  InfluxDB 1.x even inside a quoted string (InfluxDB 2 takes it there; nobody does in a name), so
+  the safe route is taken everywhere, string fields included: CR, LF, tab and the other C0 controls
+  and DEL become visible text, `\n`, `\r`, `\t`, `\x00`, as Telegraf writes them. A multi-line
+  sysDescr stays one line, and a crafted ifAlias cannot start a line of its own.
+- Lone surrogates (text decoded with ``surrogateescape``) are not UTF-8: they become U+FFFD.
+- What line protocol cannot carry is left out and reported in ``EncodedLine.left_out``: NaN and
+  infinite floats, ints outside int64 (written as floats they would clash with the field's integer
+  type and get the whole batch refused), fields with an empty key. Empty tag keys and values are
+  skipped (line protocol has no empty tag: an absent tag is how "unknown" reads). A sample with no
+  field left, or with an empty measurement, gives no line.
+"""
 
 from __future__ import annotations
 
+import math
+import re
+from typing import NamedTuple
+
 from agent.api import Sample
 
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
 
-def encode(sample: Sample) -> str | None:
-    """One line of line protocol; ``None`` when no field is known (nothing to write)."""
+_CONTROL_TEXT = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)} | {
+    0x09: "\\t",
+    0x0A: "\\n",
+    0x0D: "\\r",
+}
+_NOT_WRITABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+# A backslash a parser would read as an escape, or a character to escape (see above).
+_MEASUREMENT_ESCAPES = re.compile(r"\\(?=[\\ ,=]|\Z)|[ ,]")
+_TAG_ESCAPES = re.compile(r"\\(?=[\\ ,=]|\Z)|[ ,=]")
+_FIELD_KEY_ESCAPES = re.compile(r'\\(?=[\\ ,="]|\Z)|[ ,="]')
+_STRING_ESCAPES = re.compile(r'[\\"]')
+
+
+class EncodedLine(NamedTuple):
+    text: str | None
+    """One line of line protocol, without its newline; None when nothing could be written."""
+    left_out: tuple[str, ...]
+    """Keys of the known fields line protocol cannot carry (NaN, infinity, beyond int64, empty key)."""
+
+
+def encode(sample: Sample) -> EncodedLine:
     known = sample.known_fields()
-    if not known:
-        return None
-    head = _escape_key(sample.measurement, measurement=True)
+    measurement = _escape(_MEASUREMENT_ESCAPES, _writable(sample.measurement))
+    if not measurement:
+        return EncodedLine(None, tuple(sorted(known)))
+    fields: list[str] = []
+    left_out: list[str] = []
+    for key, value in sorted(known.items()):
+        formatted = _format_field(value)
+        escaped_key = _escape(_FIELD_KEY_ESCAPES, _writable(key))
+        if formatted is None or not escaped_key:
+            left_out.append(key)
+        else:
+            fields.append(f"{escaped_key}={formatted}")
+    if not fields:
+        return EncodedLine(None, tuple(left_out))
+    head = [measurement]
     for key in sorted(sample.tags):
-        value = sample.tags[key]
-        if value == "":
-            continue
-        head += f",{_escape_key(key)}={_escape_key(str(value))}"
-    body = ",".join(f"{_escape_key(k)}={_format_field(v)}" for k, v in sorted(known.items()))
-    return f"{head} {body} {sample.timestamp_ns}"
+        escaped_key = _escape(_TAG_ESCAPES, _writable(key))
+        escaped_value = _escape(_TAG_ESCAPES, _writable(str(sample.tags[key])))
+        if escaped_key and escaped_value:
+            head.append(f"{escaped_key}={escaped_value}")
+    return EncodedLine(f"{','.join(head)} {','.join(fields)} {sample.timestamp_ns}", tuple(left_out))
 
 
-def _escape_key(text: str, measurement: bool = False) -> str:
-    text = text.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
-    return text if measurement else text.replace("=", "\\=")
+def _writable(text: str) -> str:
+    if _NOT_WRITABLE.search(text) is None:
+        return text
+    return _NOT_WRITABLE.sub(lambda match: _CONTROL_TEXT.get(ord(match[0]), "\ufffd"), text)
 
 
-def _format_field(value: float | int | str | bool) -> str:
+def _escape(pattern: re.Pattern[str], text: str) -> str:
+    return pattern.sub(lambda match: "\\" + match[0], text)
+
+
+def _format_field(value: float | int | str | bool) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
-        return f"{value}i"
+        return f"{value}i" if INT64_MIN <= value <= INT64_MAX else None
     if isinstance(value, float):
-        return repr(value)
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+        return repr(value) if math.isfinite(value) else None
+    return '"' + _STRING_ESCAPES.sub(lambda match: "\\" + match[0], _writable(value)) + '"'

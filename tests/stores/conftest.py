@@ -63,12 +63,16 @@ class VictoriaMetrics:
 
     def export(self, match: str) -> list[tuple[str, list[int], list[float]]]:
         """Every stored (metric name, timestamps in ms, values) matching the series selector."""
+        return [(labels["__name__"], timestamps, values) for labels, timestamps, values in self.series(match)]
+
+    def series(self, match: str) -> list[tuple[dict[str, str], list[int], list[float]]]:
+        """Every stored (labels, timestamps in ms, values) matching the series selector."""
         with urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10):
             pass
         query = urllib.parse.urlencode({"match[]": match})
         with urllib.request.urlopen(f"{self.url}/api/v1/export?{query}", timeout=10) as resp:
             rows = [json.loads(line) for line in resp.read().splitlines() if line.strip()]
-        return [(r["metric"]["__name__"], r["timestamps"], r["values"]) for r in rows]
+        return [(r["metric"], r["timestamps"], r["values"]) for r in rows]
 
 
 @pytest.fixture

@@ -8,7 +8,9 @@ bodies with GLPI's HTTP codes, ``Ticket`` POST (single or bulk) / GET (item or r
 contains/equals/notequals/lessthan/morethan, status pseudo-values notold/old/notclosed/process/all,
 ``range`` with ``Content-Range`` and 206, no ``data`` key on zero hits), ``ITILFollowup`` and
 ``ITILSolution`` (ticket -> solved, or closed with ``auto_close``; 400 ``ERROR_GLPI_ADD`` when
-already solved), both also as ``Ticket/<id>/<sub-item>``. Faults (503, 429, ...) can be injected.
+already solved), both also as ``Ticket/<id>/<sub-item>``. Faults (503, 429, ...) can be injected,
+and so can a hang (:meth:`FakeGlpi.hang`: the request is read and never answered, as from a
+PHP-FPM pool stuck behind its web server), released when the fake stops.
 
 State is in memory, optionally mirrored to a JSON file (``data_path``) so it survives a restart of
 the fake; sessions are not persisted (a restarted GLPI invalidates them, as a real one may).
@@ -68,6 +70,7 @@ class Fault:
     path: str | None = None  # substring of the path after /apirest.php/
     retry_after: str | None = None
     after_processing: bool = False  # the request is carried out, then the error is returned
+    hang: bool = False  # never answer (until the fake stops)
 
 
 class FakeGlpi:
@@ -96,6 +99,8 @@ class FakeGlpi:
         self.next_id = {"Ticket": 1, "ITILFollowup": 1, "ITILSolution": 1}
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
+        self.hanging: list[tuple[str, str]] = []  # (method, path) of the requests held unanswered
+        self._release_hung: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
         self._load()
@@ -122,10 +127,19 @@ class FakeGlpi:
         that succeeded but whose answer was lost)."""
         self.faults.append(Fault(status, times, method, path, retry_after, after_processing))
 
+    def hang(self, times: int = 1_000_000, *, method: str | None = None, path: str | None = None) -> None:
+        """Read the next ``times`` matching requests and never answer them (until :meth:`stop`)."""
+        self.faults.append(Fault(0, times, method, path, hang=True))
+
+    def clear_faults(self) -> None:
+        """GLPI is back: no more injected errors for new requests."""
+        self.faults.clear()
+
     def count(self, method: str, path: str, status: int | None = None) -> int:
         return sum(1 for m, p, s in self.requests if m == method and p == path and (status is None or s == status))
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._release_hung = asyncio.Event()
         self._runner = web.AppRunner(self.app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -136,6 +150,8 @@ class FakeGlpi:
         return self.url
 
     async def stop(self) -> None:
+        if self._release_hung is not None:
+            self._release_hung.set()  # the server waits for its handlers: let the hung ones end
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -211,6 +227,12 @@ class FakeGlpi:
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         tail = request.match_info["tail"].strip("/")
         fault = self._take_fault(request, tail)
+        if fault is not None and fault.hang:
+            await request.read()
+            self.hanging.append((request.method, tail))
+            assert self._release_hung is not None
+            await self._release_hung.wait()
+            return web.Response(status=503, text="stopped")
         if fault is not None and not fault.after_processing:
             return self._fault_response(fault)
         response = await self._handle(request, tail)

@@ -7,7 +7,8 @@ SQLite :class:`~alerting.ticketing.log.TicketLog`, ``glpi`` =
 Contract (as Alertmanager's Jira notifier): the ticket carries the alert's idempotency key
 (``Alert.idempotency_key``) in its title and body, :meth:`TicketConnector.find_open` looks it up
 among open tickets before anything is created, :meth:`TicketConnector.solve` is idempotent
-(solving a ticket already solved is not an error).
+(solving a ticket already solved is not an error). What a ticket says, in the client's language
+and timezone, is built by :mod:`alerting.ticketing.text`.
 """
 
 from __future__ import annotations
@@ -59,29 +60,3 @@ def load_connector(kind: str, options: Mapping[str, Any] | None = None) -> Ticke
     cls = found[0].load()
     return cls.from_options(dict(options or {}))
 
-
-def ticket_title(alert: Alert) -> str:
-    return f"[{alert.idempotency_key}] {alert.summary}"
-
-
-def ticket_body(alert: Alert) -> str:
-    lines = [
-        alert.summary,
-        "",
-        f"Severity: {alert.severity}",
-        f"Rule: {alert.rule}",
-        *(f"{k}: {v}" for k, v in sorted(alert.labels.items()) if k != "alertname"),
-        f"Started: {_iso(alert.started_at)}",
-        f"Fired: {_iso(alert.fired_at)}",
-        "",
-        f"[{alert.idempotency_key}]",
-    ]
-    return "\n".join(lines)
-
-
-def _iso(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

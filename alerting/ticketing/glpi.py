@@ -6,13 +6,22 @@ See /work/shared/contracts/glpi.md. Behaviour:
   lazily and reused; on ``401 ERROR_SESSION_TOKEN_INVALID`` (PHP session expired) the session is
   re-initialised **once** and the call replayed. :meth:`GlpiConnector.close` calls ``killSession``.
 - Errors: GLPI's ``[code, message]`` bodies become :class:`GlpiError` naming the HTTP status, the
-  code, the message and the URL. Only 429, 5xx and connection errors / timeouts are retried, with
-  exponential backoff (``Retry-After`` honoured, capped); a 4xx is raised at once.
+  code, the message and the URL, and saying whether a later attempt may succeed (``retryable``):
+  429, 5xx, connection errors and timeouts are; 400/401/403/404... are not (a wrong token, a
+  missing right, a refused input do not heal by themselves), except a session found invalid again
+  right after its re-initialisation. Retryable errors are retried here a few times with
+  exponential backoff (``Retry-After`` honoured, in seconds or as an HTTP date); a ``Retry-After``
+  longer than ``max_backoff_s`` is not slept on here but handed up as ``retry_after_s``, for the
+  dispatcher's outbox to wait that long. A 4xx is raised at once.
 - Idempotency: the ticket's name and content carry ``[<alert.idempotency_key>]``;
   :meth:`find_open` searches open tickets (status ``notold``) whose name *or* content contains
   the key (always with ``range``). A ticket POST is never blindly retried: after a failure that
   may have reached GLPI (5xx, timeout) it searches first and reuses what it finds.
 - Priority: severity -> urgency / impact / priority per :mod:`alerting.ticketing.priority`.
+- Text: title, body and solution in the client's language and timezone (``timezone``,
+  ``language`` options; default Europe/Paris, French), see :mod:`alerting.ticketing.text`.
+- :meth:`GlpiConnector.close` is bounded (``close_timeout_s``): a GLPI that no longer answers does
+  not hold the agent's shutdown; its session then expires on its own.
 """
 
 from __future__ import annotations
@@ -21,30 +30,46 @@ import asyncio
 import html
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 
 from alerting.models import Alert
-from alerting.ticketing import TicketError, TicketRef, ticket_body, ticket_title
+from alerting.ticketing import TicketError, TicketRef
 from alerting.ticketing.priority import DEFAULT_GLPI_MAPPING
+from alerting.ticketing.text import DEFAULT_LOCALE, TicketLocale, solution_text, ticket_body, ticket_title
 
 log = logging.getLogger(__name__)
 
 TICKET_STATUS_SOLVED = 5
 TICKET_STATUS_CLOSED = 6
 FIELD_NAME, FIELD_ID, FIELD_STATUS, FIELD_CONTENT = 1, 2, 12, 21
+SESSION_INVALID = "ERROR_SESSION_TOKEN_INVALID"
 
 
 class GlpiError(TicketError):
-    def __init__(self, status: int | None, code: str, message: str, url: str, method: str = "") -> None:
+    def __init__(
+        self,
+        status: int | None,
+        code: str,
+        message: str,
+        url: str,
+        method: str = "",
+        *,
+        retry_after_s: float | None = None,
+    ) -> None:
         self.status = status
         self.code = code
         self.message = message
         self.url = url
         self.method = method
-        self.retryable = status is None or status == 429 or status >= 500
+        # A session invalid again right after initSession is GLPI's trouble (PHP session storage,
+        # a balancer without affinity), not our credentials: a later attempt re-initialises it.
+        self.retryable = status is None or status == 429 or status >= 500 or code == SESSION_INVALID
+        self.retry_after_s = retry_after_s  # the server asked us to wait that long
         http = f"HTTP {status}" if status is not None else "no response"
         super().__init__(f"GLPI {method} {url}: {http} {code}: {message}")
 
@@ -79,8 +104,12 @@ class GlpiConnector:
         backoff_s: float = 1.0,
         max_backoff_s: float = 30.0,
         timeout_s: float = 15.0,
+        close_timeout_s: float = 2.0,
+        timezone: str = DEFAULT_LOCALE.timezone,
+        language: str = DEFAULT_LOCALE.language,
         http: aiohttp.ClientSession | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.url = url.rstrip("/")
         self.app_token = app_token
@@ -93,9 +122,12 @@ class GlpiConnector:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.close_timeout_s = close_timeout_s
+        self.locale = TicketLocale(timezone, language)
         self._http = http
         self._own_http = http is None
         self._sleep = sleep
+        self._clock = clock
         self._session_token: str | None = None
         self._session_lock = asyncio.Lock()
 
@@ -110,6 +142,9 @@ class GlpiConnector:
             "backoff_s",
             "max_backoff_s",
             "timeout_s",
+            "close_timeout_s",
+            "timezone",
+            "language",
         }
         unknown = set(options) - known - {"url", "app_token", "user_token"}
         if unknown:
@@ -139,13 +174,21 @@ class GlpiConnector:
             headers["Session-Token"] = self._session_token
         return headers
 
-    def _delay(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            try:
-                return min(float(retry_after), self.max_backoff_s)
-            except ValueError:
-                pass
+    def _delay(self, attempt: int) -> float:
         return min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
+
+    def _retry_after_s(self, header: str | None) -> float | None:
+        """``Retry-After`` as seconds: a number of seconds or an HTTP date (RFC 9110 10.2.3)."""
+        if not header:
+            return None
+        try:
+            return max(0.0, float(header))
+        except ValueError:
+            pass
+        try:
+            return max(0.0, parsedate_to_datetime(header).timestamp() - self._clock())
+        except (TypeError, ValueError):
+            return None
 
     async def _request(
         self,
@@ -175,7 +218,7 @@ class GlpiConnector:
                 if retry and attempt < self.retries:
                     attempt += 1
                     log.warning("%s; retry %d/%d", err, attempt, self.retries)
-                    await self._sleep(self._delay(attempt, None))
+                    await self._sleep(self._delay(attempt))
                     continue
                 raise err from exc
             if 200 <= status < 300:
@@ -184,15 +227,19 @@ class GlpiConnector:
                 except ValueError:
                     raise GlpiError(status, "BAD_JSON", text[:200], url, method) from None
             err = parse_error(status, text, url, method)
-            if status == 401 and err.code == "ERROR_SESSION_TOKEN_INVALID" and auth and not reinit:
-                log.info("GLPI session expired, re-initialising")
-                reinit = True
+            err.retry_after_s = self._retry_after_s(resp_headers.get("Retry-After"))
+            if err.code == SESSION_INVALID and auth:
                 self._session_token = None
-                continue
-            if err.retryable and retry and attempt < self.retries:
+                if not reinit:
+                    log.info("GLPI session expired, re-initialising")
+                    reinit = True
+                    continue
+                raise err  # invalid again at once: a later attempt starts with a new session
+            delay = self._delay(attempt + 1) if err.retry_after_s is None else err.retry_after_s
+            if err.retryable and retry and attempt < self.retries and delay <= self.max_backoff_s:
                 attempt += 1
-                log.warning("%s; retry %d/%d", err, attempt, self.retries)
-                await self._sleep(self._delay(attempt, resp_headers.get("Retry-After")))
+                log.warning("%s; retry %d/%d in %.1f s", err, attempt, self.retries, delay)
+                await self._sleep(delay)
                 continue
             raise err
 
@@ -217,9 +264,12 @@ class GlpiConnector:
         try:
             if self._session_token:
                 try:
-                    await self._request("GET", "killSession", retry=False)
+                    async with asyncio.timeout(self.close_timeout_s):
+                        await self._request("GET", "killSession", retry=False)
                 except GlpiError as exc:
                     log.info("killSession failed: %s", exc)
+                except TimeoutError:
+                    log.info("killSession: no answer from %s within %.1f s", self.url, self.close_timeout_s)
                 self._session_token = None
         finally:
             if self._own_http and self._http is not None:
@@ -235,7 +285,7 @@ class GlpiConnector:
     def ticket_input(self, alert: Alert) -> dict[str, Any]:
         levels = self.mapping.get(alert.severity) or self.mapping["warning"]
         title = ticket_title(alert)
-        content = "".join(f"<p>{html.escape(line)}</p>" for line in ticket_body(alert).splitlines())
+        content = "".join(f"<p>{html.escape(line)}</p>" for line in ticket_body(alert, self.locale).splitlines())
         return {
             "name": title[:250],
             "content": content,
@@ -258,8 +308,11 @@ class GlpiConnector:
                 if not exc.retryable or attempt >= self.retries:
                     raise
                 attempt += 1
-                log.warning("%s; ticket creation retry %d/%d", exc, attempt, self.retries)
-                await self._sleep(self._delay(attempt, None))
+                delay = self._delay(attempt) if exc.retry_after_s is None else exc.retry_after_s
+                if delay > self.max_backoff_s:
+                    raise
+                log.warning("%s; ticket creation retry %d/%d in %.1f s", exc, attempt, self.retries, delay)
+                await self._sleep(delay)
                 # The failed POST may have reached GLPI: look before creating again.
                 found = await self.find_open(alert.idempotency_key)
                 if found is not None:
@@ -275,7 +328,7 @@ class GlpiConnector:
         await self._request("POST", "ITILFollowup", body=body)
 
     async def solve(self, ref: TicketRef, alert: Alert) -> None:
-        text = f"Recovered: {alert.summary} [{alert.idempotency_key}]"
+        text = solution_text(alert, self.locale)
         body = {"input": {"itemtype": "Ticket", "items_id": int(ref.id), "content": text, "solutiontypes_id": 0}}
         try:
             await self._request("POST", "ITILSolution", body=body)

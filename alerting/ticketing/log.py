@@ -1,7 +1,8 @@
 """TicketLog: the embedded default "ITSM" — tickets kept in a local SQLite file.
 
 Used when a client has no ITSM of its own (or for the demo); ``vigie tickets`` lists it with
-:meth:`TicketLog.list`.
+:meth:`TicketLog.list`. One log may serve several clients: each ticket is written in its client's
+language and timezone (``locale_for``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from alerting.models import Alert
-from alerting.ticketing import TicketRef, ticket_body, ticket_title
+from alerting.ticketing import TicketRef
+from alerting.ticketing.text import DEFAULT_LOCALE, TicketLocale, solution_text, ticket_body, ticket_title
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tickets (
@@ -56,9 +58,17 @@ class TicketRecord:
 class TicketLog:
     name = "log"
 
-    def __init__(self, path: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: str,
+        clock: Callable[[], float] = time.time,
+        *,
+        locale_for: Callable[[str], TicketLocale] = lambda client: DEFAULT_LOCALE,
+    ) -> None:
+        """``locale_for(client)``: the language and timezone of that client's tickets."""
         self.path = path
         self.clock = clock
+        self.locale_for = locale_for
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -66,7 +76,23 @@ class TicketLog:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> TicketLog:
-        return cls(str(options.get("path", "tickets.sqlite")))
+        """``path``; ``timezone`` and ``language`` for every client, or per client under
+        ``clients: {name: {timezone: ..., language: ...}}``."""
+        unknown = set(options) - {"path", "timezone", "language", "clients"}
+        if unknown:
+            raise ValueError(f"log: unknown options {sorted(unknown)}")
+        default = TicketLocale(
+            str(options.get("timezone", DEFAULT_LOCALE.timezone)), str(options.get("language", DEFAULT_LOCALE.language))
+        )
+        per_client = {
+            str(name): TicketLocale(
+                str(spec.get("timezone", default.timezone)), str(spec.get("language", default.language))
+            )
+            for name, spec in (options.get("clients") or {}).items()
+        }
+        return cls(
+            str(options.get("path", "tickets.sqlite")), locale_for=lambda client: per_client.get(client, default)
+        )
 
     async def open(self, alert: Alert) -> TicketRef:
         cur = self._db.execute(
@@ -79,7 +105,7 @@ class TicketLog:
                 alert.fingerprint,
                 alert.severity,
                 ticket_title(alert),
-                ticket_body(alert),
+                ticket_body(alert, self.locale_for(alert.client)),
                 "open",
                 self.clock(),
             ),
@@ -94,7 +120,7 @@ class TicketLog:
     async def solve(self, ref: TicketRef, alert: Alert) -> None:
         self._db.execute(
             "UPDATE tickets SET status='solved', solved_at=?, solution=? WHERE id=? AND status='open'",
-            (self.clock(), f"Recovered: {alert.summary}", int(ref.id)),
+            (self.clock(), solution_text(alert, self.locale_for(alert.client)), int(ref.id)),
         )
 
     async def find_open(self, idempotency_key: str) -> TicketRef | None:

@@ -8,6 +8,15 @@ lambdas, comprehensions or ``**``; nothing reaches Python builtins.
 
 Unknown stays unknown: arithmetic or ordering with ``None`` gives ``None`` (not a TypeError, never
 0), and division by zero gives ``None``.
+
+Arithmetic is on numbers only. Values come from devices, and Python's operators do more than
+arithmetic on other types: ``text * 1000000`` repeats the text a million times (an ifHighSpeed
+sent as OCTET STRING made megabytes per port), ``text % args`` formats. So ``- * / // %`` and
+unary ``-``/``+`` take ``int``/``float`` operands and give ``None`` for anything else: text (even
+"1000": a number sent as text is read with ``number(x)``, explicitly, unlike LibreNMS whose PHP
+casts numeric strings; implicit casting would make ``"1" + "2"`` ambiguous), ``True``/``False``
+(a truth value is not a quantity) and tuples. ``+`` also joins two texts, for names
+(``'fan ' + index``), up to :data:`MAX_TEXT` characters.
 """
 
 from __future__ import annotations
@@ -30,6 +39,14 @@ class ExprError(ValueError):
 
 _BINARY = BINARY_OPS
 _COMPARE = COMPARE_OPS
+# The longest text an expression builds (by joining texts or with str()); longer is unknown. Four
+# times the longest OCTET STRING the SNMP client accepts, so names built from device values fit.
+MAX_TEXT = 64 * 1024
+# The most digits number() reads: more than any SNMP number has (Counter64: 20), fewer than the
+# 4,300 past which Python refuses to convert a text to int.
+_MAX_NUMBER_DIGITS = 40
+# round()'s digits, bounded like exp10(): round(x, -10**9) would compute 10**(10**9).
+_MAX_ROUND_DIGITS = 30
 # Ordering and arithmetic need both sides known; equality and membership work on None too.
 _NONE_SAFE = (ast.Eq, ast.NotEq, ast.Is, ast.IsNot, ast.In, ast.NotIn)
 
@@ -63,15 +80,34 @@ def _match(pattern: str, text: Any) -> bool | None:
     return None if text is None else re.search(pattern, str(text)) is not None
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _number(value: Any) -> float | int | None:
     """A number from an integer, or from a string such as "42.5 C" agents sometimes send."""
-    if value is None or isinstance(value, (int, float)):
+    if value is None or _is_number(value):
         return value
+    if isinstance(value, bool):
+        return None
     found = re.search(r"-?\d+(?:\.\d+)?", str(value))
     if not found:
         return None
     text = found.group(0)
+    if len(text.lstrip("-").replace(".", "")) > _MAX_NUMBER_DIGITS:
+        return None
     return float(text) if "." in text else int(text)
+
+
+def _round(value: Any, digits: Any = None) -> float | int | None:
+    if not _is_number(value) or not (digits is None or (_is_number(digits) and abs(digits) <= _MAX_ROUND_DIGITS)):
+        return None
+    return round(value, digits)
+
+
+def _str(value: Any) -> str | None:
+    text = str(value)
+    return text if len(text) <= MAX_TEXT else None
 
 
 def _exp10(exponent: Any) -> float | None:
@@ -111,10 +147,10 @@ PURE_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "min": _none_guard(min),
     "max": _none_guard(max),
     "abs": _none_guard(abs),
-    "round": _none_guard(round),
+    "round": _none_guard(_round),
     "int": _none_guard(int),
     "float": _none_guard(float),
-    "str": _none_guard(str),
+    "str": _none_guard(_str),
     "number": _number,
     "exp10": _none_guard(_exp10),
     "part": _none_guard(_part),
@@ -215,6 +251,19 @@ def _check(node: ast.AST, names: set[str], source: str) -> None:
     raise ExprError(f"{source!r}: {type(node).__name__} not allowed")
 
 
+def _arithmetic(op: ast.operator, left: Any, right: Any) -> Any:
+    """``left op right`` on numbers, or two texts joined by ``+``; anything else is unknown."""
+    if isinstance(op, ast.Add) and isinstance(left, str) and isinstance(right, str):
+        return left + right if len(left) + len(right) <= MAX_TEXT else None
+    if not (_is_number(left) and _is_number(right)):
+        return None
+    try:
+        result = _BINARY[type(op)](left, right)
+    except (ZeroDivisionError, OverflowError):
+        return None
+    return None if isinstance(result, float) and not math.isfinite(result) else result
+
+
 class _Evaluator:
     def __init__(self, env: Mapping[str, Any], stateful: Mapping[str, Callable[..., Any]]) -> None:
         self.env = env
@@ -226,24 +275,14 @@ class _Evaluator:
         if isinstance(node, ast.Name):
             return {"True": True, "False": False, "None": None}.get(node.id, self.env.get(node.id))
         if isinstance(node, ast.BinOp):
-            left, right = self.visit(node.left), self.visit(node.right)
-            if left is None or right is None:
-                return None
-            try:
-                result = _BINARY[type(node.op)](left, right)
-            except (ZeroDivisionError, TypeError, OverflowError):
-                return None
-            return None if isinstance(result, float) and not math.isfinite(result) else result
+            return _arithmetic(node.op, self.visit(node.left), self.visit(node.right))
         if isinstance(node, ast.UnaryOp):
             operand = self.visit(node.operand)
             if isinstance(node.op, ast.Not):
                 return not operand
-            if operand is None:
+            if not _is_number(operand):
                 return None
-            try:
-                return -operand if isinstance(node.op, ast.USub) else +operand
-            except TypeError:
-                return None
+            return -operand if isinstance(node.op, ast.USub) else +operand
         if isinstance(node, ast.BoolOp):
             if isinstance(node.op, ast.And):
                 value: Any = True

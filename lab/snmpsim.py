@@ -21,22 +21,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
+import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from pyasn1.codec.ber import decoder, encoder
 from pysnmp.proto import api, rfc1902
 
-LAB_DIR = Path(__file__).resolve().parent
-SNMPREC_DIR = LAB_DIR / "snmprec"
+from lab.processes import Child
+from lab.walks import LAB_DIR, WalkError, all_recordings, read_records, recording
+
 VARIATION_DIR = LAB_DIR / "snmpsim_variation"
 VARIATION = "vigie"
 
@@ -47,11 +48,10 @@ CPU_COLUMNS = (
     "1.3.6.1.4.1.9.9.109.1.1.1.1.8",  # cpmCPUTotal5minRev
     "1.3.6.1.2.1.25.3.3.1.2",  # hrProcessorLoad
 )
-_RECORD = re.compile(r"^([0-9]+(?:\.[0-9]+)*)\|([0-9]+x?)\|(.*)$")
 _V2C = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
 
 
-class LabError(RuntimeError):
+class LabError(WalkError):
     pass
 
 
@@ -64,17 +64,6 @@ class V3User:
     priv_key: str
     auth_protocol: str = "SHA"  # snmpsim names: MD5, SHA, SHA224, SHA256, SHA384, SHA512
     priv_protocol: str = "AES"  # snmpsim names: DES, 3DES, AES, AES192, AES256
-
-
-def recording(name: str) -> Path:
-    path = SNMPREC_DIR / f"{name}.snmprec"
-    if not path.is_file():
-        raise LabError(f"no recording {path}")
-    return path
-
-
-def all_recordings() -> list[str]:
-    return sorted(p.stem for p in SNMPREC_DIR.glob("*.snmprec"))
 
 
 class SnmpLab:
@@ -98,7 +87,7 @@ class SnmpLab:
         self._own_tmp = runtime_dir is None
         self.runtime_dir = Path(runtime_dir or tempfile.mkdtemp(prefix="vigie-snmplab-"))
         self.data_dir = self.runtime_dir / "data"
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: Child | None = None
         self._values: dict[str, dict[str, tuple[str, str]]] = {}
 
     # lifecycle -------------------------------------------------------------------------------
@@ -110,31 +99,37 @@ class SnmpLab:
         self.stop()
 
     async def __aenter__(self) -> SnmpLab:
-        # Start-up blocks for about a second (snmpsim indexes its data files): keep the loop free.
-        await asyncio.to_thread(self.start)
+        # Writing the runtime copies and waiting for snmpsim block for about a second: keep the
+        # loop free, but fork from the loop's thread, which outlives the lab (lab.processes).
+        await asyncio.to_thread(self._prepare)
+        self._process = Child("snmpsim", self._command(), log=self.runtime_dir / "snmpsim.log")
+        self._process.start()
+        await asyncio.to_thread(self._wait_ready)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.to_thread(self.stop)
 
     def start(self) -> None:
+        """Start snmpsim and wait until it answers. snmpsim gets SIGTERM if the thread calling
+        this ends (lab.processes): call it from a thread that outlives the lab."""
         self._prepare()
-        log = open(self.runtime_dir / "snmpsim.log", "wb")  # noqa: SIM115 - kept for the process life
-        self._process = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        self._process = Child("snmpsim", self._command(), log=self.runtime_dir / "snmpsim.log")
+        self._process.start()
         self._wait_ready()
 
     def stop(self) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            self._process.stop(grace_s=10)
             self._process = None
         if self._own_tmp:
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+    def wait(self) -> int:
+        """Block until snmpsim exits; its return code."""
+        if self._process is None or self._process.process is None:
+            raise LabError("snmpsim is not running")
+        return self._process.process.wait()
 
     def log_text(self) -> str:
         path = self.runtime_dir / "snmpsim.log"
@@ -212,8 +207,8 @@ class SnmpLab:
         first = next(iter(self.devices))
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
-            if self._process is not None and self._process.poll() is not None:
-                raise LabError(f"snmpsim exited with {self._process.returncode}:\n{self.log_text()}")
+            if self._process is not None and not self._process.running():
+                raise LabError(f"snmpsim exited:\n{self.log_text()}")
             try:
                 _request(self.host, self.port, first, "get", {"1.3.6.1.2.1.1.3.0": None}, timeout_s=0.5)
                 return
@@ -240,19 +235,14 @@ def _as_path(source: str | Path) -> Path:
 def _write_runtime_file(source: Path, target: Path) -> dict[str, tuple[str, str]]:
     """Copy a recording with every record routed through the variation module.
 
-    Lines that are not ``OID|TYPE|VALUE`` (upstream redacted some OIDs themselves) are left out.
+    Lines that are not records are left out (lab.walks.read_records).
     Returns OID -> (type tag, value) of what is served.
     """
     values: dict[str, tuple[str, str]] = {}
     out: list[str] = []
-    with source.open(encoding="utf-8", errors="surrogateescape", newline="\n") as lines:
-        for line in lines:
-            match = _RECORD.match(line.rstrip("\r\n"))
-            if match is None:
-                continue
-            oid, tag, value = match.groups()
-            values[oid] = (tag, value)
-            out.append(f"{oid}|{tag}:{VARIATION}|{value}\n")
+    for oid, tag, value in read_records(source):
+        values[oid] = (tag, value)
+        out.append(f"{oid}|{tag}:{VARIATION}|{value}\n")
     # A community with a slash (`<client>/<device>`) is a data file in a sub-directory.
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("".join(out), encoding="utf-8", errors="surrogateescape")
@@ -314,15 +304,21 @@ def main(argv: list[str] | None = None) -> int:
         devices: dict[str, str] = {name: name for name in all_recordings()}
     else:
         devices = dict(item.split("=", 1) if "=" in item else (item, item) for item in args.devices.split(","))
+    # SIGTERM must unwind the `with` as Ctrl-C does, or snmpsim and the runtime copy stay behind.
+    signal.signal(signal.SIGTERM, _interrupt)
     with SnmpLab(devices, port=args.port) as lab:
         print(f"snmpsim on udp {lab.host}:{lab.port} (runtime {lab.runtime_dir})", flush=True)
         for name, source in lab.devices.items():
-            print(f"  snmp://{name}@{lab.host}:{lab.port}  <- {source.name}", flush=True)
+            print(f"  snmp://{quote(name, safe='')}@{lab.host}:{lab.port}  <- {source.name}", flush=True)
         try:
-            lab._process.wait()  # type: ignore[union-attr]
+            lab.wait()
         except KeyboardInterrupt:
             pass
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ class StoreError(Exception):
 
     ``retryable`` is False when sending the same batch again cannot succeed by waiting (HTTP 4xx
     other than 429). ``data_rejected`` is True when the server refused the data itself (400, 413,
-    422) rather than the request's credentials or target (401, 403, 404): a spool drops the former
-    and keeps the latter, since a fixed token must still find every point.
+    422) rather than the request's credentials or target (401, 403, 404): a spool isolates and
+    quarantines the refused lines of the former and keeps everything for the latter, since a fixed
+    token must still find every point.
     """
 
     def __init__(
@@ -74,9 +75,9 @@ def build_store(store_config: Mapping[str, Any], state_dir: Path, secrets: Any =
             bucket=store_config["bucket"],
             token=store_config.get("token") or "",
             batch_size=batch_size,
-            # The spool retries on its own clock without holding the caller; a couple of quick
-            # tries only ride out a blip.
-            max_retries=2,
+            # The spool sends in the background, each request under its own deadline, and retries
+            # on its own backoff: one try per request.
+            max_retries=0,
         )
         spool_dir = Path(store_config.get("spool_dir") or state_dir / "spool")
         max_bytes = store_config.get("spool_max_bytes")

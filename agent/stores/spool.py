@@ -1,20 +1,30 @@
 """An on-disk spool in front of a remote store: an outage loses nothing and replays in order.
 
-Every batch is appended to the spool and fsync'd before anything is sent. Sending reads from the
-oldest unsent point, one chunk at a time, and moves a persisted cursor past a chunk only once the
-remote store took it, so points reach the store in the order they were written, older ones first,
-including what a previous process left behind. Delivery is at least once: a crash between a
-successful send and the cursor update resends that one chunk, which InfluxDB and VictoriaMetrics
-take as the same points again (same series, same timestamp).
+Points go to disk first, always: ``write`` appends the batch to the spool, fsyncs it and returns;
+it never waits on the network. A background sender drains the spool, oldest point first, one chunk
+at a time, each request under a deadline (``request_timeout_s``), and moves a persisted cursor past
+what the remote store took, so points reach it in the order they were written, including what a
+previous process left behind. Delivery is at least once: a crash (or a request cut by its deadline)
+between the server taking a chunk and the cursor moving resends that chunk, which InfluxDB and
+VictoriaMetrics take as the same points again (same series, same timestamp).
+
+``close`` goes on sending for at most ``close_timeout_s``; what is still unsent then stays on disk
+and goes first at the next start. A hung server therefore costs a shutdown that bound, never a
+point.
 
 Layout of ``spool_dir``: ``<seq>.seg`` segment files of JSON lines (one sample per line, the
 ``Sample.to_json`` form) rotated every ``segment_bytes``; ``cursor`` holds the first unsent byte
-of the oldest segment. A process only appends to segments it created itself.
+of the oldest segment; ``quarantine.jsonl`` the lines the server refused. A process only appends to
+segments it created itself.
 
 The spool is bounded: past ``max_bytes`` the oldest segments are dropped with a warning and
-counted in ``dropped_points``. A batch the server refuses as data (``StoreError.data_rejected``)
-could never be sent, so it is skipped, logged and counted in ``rejected_points``; any other failure
-keeps the points and retries after an exponential backoff measured on ``clock``.
+counted in ``dropped_points``. When the server refuses a chunk as data (``StoreError.data_rejected``:
+a malformed line, a field type conflict, a point outside retention), the chunk is split in halves
+and each half sent again, down to the single lines the server refuses: only those are quarantined
+(appended to ``quarantine.jsonl`` with the server's message, counted in ``quarantined_lines``),
+every other point is delivered. Bisecting works on any server; a chunk with k bad lines costs about
+2·k·log2(chunk) extra requests. Any other failure keeps the points and retries after an exponential
+backoff measured on ``clock`` and waited with ``sleep``.
 
 All file work runs on one dedicated thread, so the event loop never waits on fsync and the spool's
 index needs no lock.
@@ -27,7 +37,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +51,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 SEGMENT_SUFFIX = ".seg"
 CURSOR_FILE = "cursor"
+QUARANTINE_FILE = "quarantine.jsonl"
+# Lone surrogates (text decoded with surrogateescape) survive the spool; the encoder of the remote
+# store decides what to make of them.
+TEXT_ERRORS = "surrogatepass"
+# Closing the remote store's client drops connections, it does not wait on the server.
+INNER_CLOSE_TIMEOUT_S = 2.0
 
 
 class SpoolDepth(NamedTuple):
@@ -54,6 +70,13 @@ class _Segment:
     path: Path
     size: int
     points: int
+
+
+class _Chunk(NamedTuple):
+    seq: int
+    lines: list[str]
+    ends: list[int]
+    """Byte offset in the segment just past each line."""
 
 
 def sample_from_json(line: str) -> Sample:
@@ -71,7 +94,12 @@ class SpooledStore:
         segment_bytes: int = 8 << 20,
         retry_min_s: float = 5.0,
         retry_max_s: float = 300.0,
+        request_timeout_s: float = 10.0,
+        close_timeout_s: float = 5.0,
+        quarantine_max_bytes: int = 64 << 20,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        wall_clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.inner = inner
         self.spool_dir = Path(spool_dir)
@@ -81,13 +109,21 @@ class SpooledStore:
         self.segment_bytes = max(1, min(segment_bytes, max_bytes // 4))
         self.retry_min_s = retry_min_s
         self.retry_max_s = retry_max_s
+        self.request_timeout_s = request_timeout_s
+        self.close_timeout_s = close_timeout_s
+        self.quarantine_max_bytes = quarantine_max_bytes
+        self.quarantine_path = self.spool_dir / QUARANTINE_FILE
         self._clock = clock
+        self._sleep = sleep
+        self._wall_clock_ns = wall_clock_ns
         self.dropped_points = 0
-        self.rejected_points = 0
+        self.quarantined_lines = 0
         self.last_error: str | None = None
         self._failures = 0
         self._next_attempt = float("-inf")
-        self._flushing = False
+        self._sending = asyncio.Lock()
+        self._points_waiting = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self._segments: list[_Segment] = []
         self._cursor_offset = 0
@@ -95,54 +131,31 @@ class SpooledStore:
         self._open: IO[bytes] | None = None
         self._open_seq: int | None = None
         self._next_seq = 0
+        self._quarantine_bytes = 0
         self._recover()
 
     # -- async API -------------------------------------------------------------------------------
 
     async def write(self, samples: Sequence[Sample]) -> None:
-        """Spool the batch durably, then send what is pending unless a retry is not yet due.
+        """Spool the batch durably and leave the sending to the background sender.
 
-        Never raises for a remote failure: the points stay spooled and ``last_error`` says why.
+        Never waits on the remote store and never raises for its failures: the points stay spooled
+        and ``last_error`` says why they are not sent yet.
         """
         lines = [s.to_json() for s in samples if s.known_fields()]
         if lines:
             await self._run(self._append, lines)
-        if self._clock() >= self._next_attempt:
-            await self.flush()
+        if self._sender is None:
+            # Started by the first write, on the loop the agent runs: what a previous process left
+            # behind goes out with it.
+            self._sender = asyncio.get_running_loop().create_task(self._send_in_background(), name="spool-sender")
+        self._points_waiting.set()
 
     async def flush(self) -> bool:
-        """Send every pending point, oldest first; True once the spool is empty.
-
-        Returns at the first failure (the backoff starts then). A flush already running in
-        another task will also send what was appended meanwhile, so this one returns at once.
-        """
-        if self._flushing:
-            return False
-        self._flushing = True
-        try:
-            while True:
-                chunk = await self._run(self._read_chunk)
-                if chunk is None:
-                    return True
-                seq, end_offset, lines = chunk
-                try:
-                    await self.inner.write([sample_from_json(line) for line in lines])
-                except StoreError as exc:
-                    if not exc.data_rejected:
-                        self._failed(exc)
-                        return False
-                    self.rejected_points += len(lines)
-                    log.error("%s refused %d spooled points, dropping them: %s", self.inner, len(lines), exc)
-                except Exception as exc:  # noqa: BLE001 - any failure must leave the points spooled
-                    log.exception("sending spooled points to %s failed", self.inner)
-                    self._failed(exc)
-                    return False
-                await self._run(self._commit, seq, end_offset, len(lines))
-                self._failures = 0
-                self._next_attempt = float("-inf")
-                self.last_error = None
-        finally:
-            self._flushing = False
+        """Send every pending point now, oldest first, whatever the backoff; True once the spool is
+        empty, False at the first failure (the backoff starts then)."""
+        async with self._sending:
+            return await self._drain()
 
     def depth(self) -> SpoolDepth:
         """Points and bytes not yet taken by the remote store."""
@@ -152,14 +165,111 @@ class SpooledStore:
             bytes=sum(s.size for s in segments) - (self._cursor_offset if segments else 0),
         )
 
+    def stats(self) -> dict[str, int]:
+        """The spool's gauges and counters (and the remote store's), for the agent's health sample."""
+        depth = self.depth()
+        stats = {
+            "spool_points": depth.points,
+            "spool_bytes": depth.bytes,
+            "spool_dropped_points": self.dropped_points,
+            "quarantined_lines": self.quarantined_lines,
+        }
+        inner_stats = getattr(self.inner, "stats", None)
+        return stats | inner_stats() if inner_stats is not None else stats
+
     async def close(self) -> None:
-        """One last attempt to send what is pending, then close; what is left stays on disk."""
+        """Send what is pending for at most ``close_timeout_s``, then close; what is left stays on
+        disk for the next start."""
         try:
-            await self.flush()
-            await self.inner.close()
+            try:
+                async with asyncio.timeout(self.close_timeout_s):
+                    await self.flush()
+            except TimeoutError:
+                pass
+        finally:
+            if self._sender is not None:
+                # Cuts a request still waiting on the server: its points stay spooled.
+                self._sender.cancel()
+                await asyncio.wait([self._sender])
+        try:
+            depth = self.depth()
+            if depth.points:
+                log.warning(
+                    "spool %s keeps %d unsent points (%d bytes) for the next start%s",
+                    self.spool_dir,
+                    depth.points,
+                    depth.bytes,
+                    f" ({self.last_error})" if self.last_error else "",
+                )
+            try:
+                async with asyncio.timeout(INNER_CLOSE_TIMEOUT_S):
+                    await self.inner.close()
+            except TimeoutError:
+                log.warning("closing %s took over %.0fs; left behind", self.inner, INNER_CLOSE_TIMEOUT_S)
         finally:
             await self._run(self._close_open)
             self._executor.shutdown(wait=True)
+
+    async def _send_in_background(self) -> None:
+        while True:
+            self._points_waiting.clear()
+            if self.depth().points == 0:
+                await self._points_waiting.wait()
+                continue
+            delay = self._next_attempt - self._clock()
+            if delay > 0:
+                await self._sleep(delay)
+                continue
+            try:
+                async with self._sending:
+                    # A flush that held the lock meanwhile may have failed and started a backoff.
+                    if self._clock() >= self._next_attempt:
+                        await self._drain()
+            except Exception as exc:  # noqa: BLE001 - a disk error must not end the sender
+                log.exception("spool %s: sending failed", self.spool_dir)
+                self._failed(exc)
+
+    async def _drain(self) -> bool:
+        while True:
+            chunk = await self._run(self._read_chunk)
+            if chunk is None:
+                return True
+            try:
+                await self._deliver(chunk.seq, chunk.lines, chunk.ends)
+            except Exception as exc:  # noqa: BLE001 - any failure must leave the points spooled
+                if not isinstance(exc, StoreError):
+                    log.exception("sending spooled points to %s failed", self.inner)
+                self._failed(exc)
+                return False
+            self._failures = 0
+            self._next_attempt = float("-inf")
+            self.last_error = None
+
+    async def _deliver(self, seq: int, lines: list[str], ends: list[int]) -> None:
+        """Send consecutive lines of segment ``seq`` and move the cursor past them; lines the server
+        refuses as data are isolated by halving and quarantined. Raises on any other failure, with
+        the cursor past what was delivered."""
+        try:
+            await self._send(lines)
+        except StoreError as exc:
+            if not exc.data_rejected:
+                raise
+            if len(lines) == 1:
+                await self._run(self._quarantine, lines[0], exc)
+            else:
+                middle = len(lines) // 2
+                await self._deliver(seq, lines[:middle], ends[:middle])
+                await self._deliver(seq, lines[middle:], ends[middle:])
+                return
+        await self._run(self._commit, seq, ends[-1], len(lines))
+
+    async def _send(self, lines: list[str]) -> None:
+        samples = [sample_from_json(line) for line in lines]
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                await self.inner.write(samples)
+        except TimeoutError:
+            raise StoreError(str(self.inner), f"no answer within {self.request_timeout_s:g}s") from None
 
     def _failed(self, exc: Exception) -> None:
         self._failures += 1
@@ -184,6 +294,8 @@ class SpooledStore:
     def _recover(self) -> None:
         """Rebuild the index from what a previous process left behind."""
         self.spool_dir.mkdir(parents=True, exist_ok=True)
+        if self.quarantine_path.exists():
+            self._quarantine_bytes = self.quarantine_path.stat().st_size
         cursor_seq, cursor_offset = -1, 0
         cursor_path = self.spool_dir / CURSOR_FILE
         if cursor_path.exists():
@@ -225,7 +337,7 @@ class SpooledStore:
         if self._open is None or self._segments[-1].size >= self.segment_bytes:
             self._rotate()
         assert self._open is not None
-        payload = ("\n".join(lines) + "\n").encode("utf-8")
+        payload = ("\n".join(lines) + "\n").encode("utf-8", TEXT_ERRORS)
         self._open.write(payload)
         self._open.flush()
         os.fsync(self._open.fileno())
@@ -267,24 +379,54 @@ class SpooledStore:
                 self.dropped_points,
             )
 
-    def _read_chunk(self) -> tuple[int, int, list[str]] | None:
-        """Up to ``batch_size`` unsent lines of the oldest segment, with where they end."""
+    def _read_chunk(self) -> _Chunk | None:
+        """Up to ``batch_size`` unsent lines of the oldest segment, with where each one ends."""
         while self._segments:
             segment = self._segments[0]
             if self._cursor_offset < segment.size:
                 with segment.path.open("rb") as f:
                     f.seek(self._cursor_offset)
                     lines: list[str] = []
+                    ends: list[int] = []
                     offset = self._cursor_offset
                     while len(lines) < self.batch_size and offset < segment.size:
                         raw = f.readline()
                         offset += len(raw)
-                        lines.append(raw.decode("utf-8").rstrip("\n"))
-                return segment.seq, offset, lines
+                        lines.append(raw.decode("utf-8", TEXT_ERRORS).rstrip("\n"))
+                        ends.append(offset)
+                return _Chunk(segment.seq, lines, ends)
             if segment.seq == self._open_seq:
                 return None
             self._retire_oldest()
         return None
+
+    def _quarantine(self, line: str, error: StoreError) -> None:
+        self.quarantined_lines += 1
+        record = json.dumps(
+            {
+                "quarantined_at_ns": self._wall_clock_ns(),
+                "status": error.status,
+                "error": error.server_message,
+                "url": error.url,
+                "sample": json.loads(line),
+            },
+            ensure_ascii=False,
+        )
+        payload = (record + "\n").encode("utf-8", TEXT_ERRORS)
+        kept = self._quarantine_bytes + len(payload) <= self.quarantine_max_bytes
+        if kept:
+            with self.quarantine_path.open("ab") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            self._quarantine_bytes += len(payload)
+        log.error(
+            "%s; 1 line %s, %d quarantined so far: %.500s",
+            error,
+            f"quarantined in {self.quarantine_path}" if kept else f"dropped ({self.quarantine_path} is full)",
+            self.quarantined_lines,
+            line,
+        )
 
     def _commit(self, seq: int, end_offset: int, points: int) -> None:
         if not self._segments or self._segments[0].seq != seq:

@@ -1,4 +1,5 @@
-"""A real line-protocol server for the spool tests: VictoriaMetrics (Debian `victoria-metrics`)."""
+"""The peers of the store tests: VictoriaMetrics (Debian `victoria-metrics`) as the real line-protocol
+server, and a TSDB that accepts connections and never answers."""
 
 import json
 import shutil
@@ -10,6 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.stores.helpers import HungServer
 
 VM_BINARY = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
 READY_TIMEOUT_S = 30.0
@@ -83,3 +86,11 @@ def victoria(tmp_path):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def hung_tsdb():
+    server = HungServer()
+    await server.start()
+    yield server
+    await server.stop()

@@ -29,14 +29,18 @@ VictoriaMetrics (lib/protoparser/influx/parser.go) and a real server in tests/st
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+from collections.abc import Callable
 from typing import NamedTuple
 
 from agent.api import Sample
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+CACHED_TEXT_MAX = 128
+CACHED_TEXTS = 1 << 14
 
 _CONTROL_TEXT = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)} | {
     0x09: "\\t",
@@ -60,14 +64,14 @@ class EncodedLine(NamedTuple):
 
 def encode(sample: Sample) -> EncodedLine:
     known = sample.known_fields()
-    measurement = _escape(_MEASUREMENT_ESCAPES, _writable(sample.measurement))
+    measurement = _measurement(sample.measurement)
     if not measurement:
         return EncodedLine(None, tuple(sorted(known)))
     fields: list[str] = []
     left_out: list[str] = []
     for key, value in sorted(known.items()):
         formatted = _format_field(value)
-        escaped_key = _escape(_FIELD_KEY_ESCAPES, _writable(key))
+        escaped_key = _field_key(key)
         if formatted is None or not escaped_key:
             left_out.append(key)
         else:
@@ -76,11 +80,30 @@ def encode(sample: Sample) -> EncodedLine:
         return EncodedLine(None, tuple(left_out))
     head = [measurement]
     for key in sorted(sample.tags):
-        escaped_key = _escape(_TAG_ESCAPES, _writable(key))
-        escaped_value = _escape(_TAG_ESCAPES, _writable(str(sample.tags[key])))
+        escaped_key = _tag(key)
+        escaped_value = _tag(str(sample.tags[key]))
         if escaped_key and escaped_value:
             head.append(f"{escaped_key}={escaped_value}")
     return EncodedLine(f"{','.join(head)} {','.join(fields)} {sample.timestamp_ns}", tuple(left_out))
+
+
+def _escaper(escapes: re.Pattern[str]) -> Callable[[str], str]:
+    # Names and tag values repeat from one poll to the next (devices, ports, sites): each distinct
+    # short one is escaped once. Bounded in entries and in length, so that whatever devices send a
+    # cache stays a few MB, and ever-changing text only costs the escaping.
+    @functools.lru_cache(maxsize=CACHED_TEXTS)
+    def cached(text: str) -> str:
+        return _escape(escapes, _writable(text))
+
+    def escape(text: str) -> str:
+        return cached(text) if len(text) <= CACHED_TEXT_MAX else _escape(escapes, _writable(text))
+
+    return escape
+
+
+_measurement = _escaper(_MEASUREMENT_ESCAPES)
+_tag = _escaper(_TAG_ESCAPES)
+_field_key = _escaper(_FIELD_KEY_ESCAPES)
 
 
 def _writable(text: str) -> str:

@@ -35,6 +35,8 @@ HOSTILE_TEXT = [
     ("  leading and trailing  ", "  leading and trailing  "),
     ("Bâtiment B — 2ᵉ étage 🚀", "Bâtiment B — 2ᵉ étage 🚀"),
     ("# not a comment", "# not a comment"),
+    # Longer than what the encoder keeps in its cache: escaped on every line.
+    ("long, " * 40 + "\n= end", "long, " * 40 + r"\n= end"),
 ]
 
 

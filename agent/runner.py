@@ -172,8 +172,13 @@ class Agent:
             # A hard timeout is a device that did not answer in time: for inhibition it is down.
             unreachable_statuses=("unreachable", "timeout"),
         )
+        # What the ticket lanes did since the last batch: handed to the listeners with the next one.
+        self._ticket_results = DispatchResult()
         self.dispatcher = TicketDispatcher(
-            str(self.state_dir / "ticket-outbox.sqlite"), self._ticket_targets(), self.clock
+            str(self.state_dir / "ticket-outbox.sqlite"),
+            self._ticket_targets(),
+            self.clock,
+            on_result=self._ticket_results.extend,
         )
         self.pipeline = Pipeline({"store": self.store.write, "state": self._update_state, "alerts": self._alert})
         self.pipeline.start()
@@ -185,8 +190,8 @@ class Agent:
             queue_depths=self._depths,
             workers=self.config.agent.threads,
         )
-        # A restart re-dispatches what the outbox holds (tickets to open or solve) before any poll.
-        await self._dispatch([])
+        # The ticket lanes take up what the outbox holds (tickets to open or solve) beside the polls.
+        await self.dispatcher.start(self.engine.firing)
         self.scheduler.start()
         log.info("vigie: %d poll(s) for client(s) %s, state in %s", len(self.polls), ", ".join(self.clients),
                  self.state_dir)
@@ -194,11 +199,11 @@ class Agent:
     async def stop(self) -> None:
         self.scheduler.stop()
         await self.pipeline.stop()
+        await self.dispatcher.stop()  # bounded: calls in flight are cancelled, retried at the next start
         await self.store.close()
         for connector in self._connectors:
             await connector.close()
         self.engine.close()
-        self.dispatcher.close()
         self.state.close()
 
     async def run_forever(self, duration_s: float | None = None) -> None:
@@ -236,8 +241,10 @@ class Agent:
         await self._dispatch(transitions)
 
     async def _dispatch(self, transitions: Sequence[AlertTransition]) -> None:
-        # `firing` lets the dispatcher catch up with any cycle a crash cut between the engine's commit
-        # and the outbox's.
-        result = await self.dispatcher.dispatch(transitions, self.clock(), firing=self.engine.firing())
+        # Committed to the outbox before the next batch is evaluated; the ticket lanes make the
+        # remote calls. A cycle a crash cut between the engine's commit and the outbox's is caught
+        # up by the dispatcher's reconciliation with `engine.firing` (at start, then periodically).
+        await self.dispatcher.record(transitions, self.clock())
+        done = self._ticket_results.drain()
         for listener in self.listeners:
-            listener(transitions, result)
+            listener(transitions, done)

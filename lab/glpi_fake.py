@@ -100,7 +100,8 @@ class FakeGlpi:
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
         self.hanging: list[tuple[str, str]] = []  # (method, path) of the requests held unanswered
-        self._release_hung: asyncio.Event | None = None
+        self.hung = asyncio.Event()  # set once a request is held
+        self._release_hung = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.url = ""
         self._load()
@@ -139,7 +140,7 @@ class FakeGlpi:
         return sum(1 for m, p, s in self.requests if m == method and p == path and (status is None or s == status))
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._release_hung = asyncio.Event()
+        self._release_hung.clear()
         self._runner = web.AppRunner(self.app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -150,8 +151,7 @@ class FakeGlpi:
         return self.url
 
     async def stop(self) -> None:
-        if self._release_hung is not None:
-            self._release_hung.set()  # the server waits for its handlers: let the hung ones end
+        self._release_hung.set()  # the server waits for its handlers: let the hung ones end
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -230,7 +230,7 @@ class FakeGlpi:
         if fault is not None and fault.hang:
             await request.read()
             self.hanging.append((request.method, tail))
-            assert self._release_hung is not None
+            self.hung.set()
             await self._release_hung.wait()
             return web.Response(status=503, text="stopped")
         if fault is not None and not fault.after_processing:

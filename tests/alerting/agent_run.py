@@ -14,7 +14,7 @@ import json
 import os
 
 from alerting.engine import AlertEngine
-from alerting.notifier import TicketDispatcher
+from alerting.notifier import DispatchResult, TicketDispatcher
 from alerting.ticketing.glpi import GlpiConnector
 
 from .helpers import IF_DOWN, iface
@@ -24,10 +24,15 @@ async def cycle(args: argparse.Namespace) -> dict:
     now = args.now
     engine = AlertEngine(os.path.join(args.state, "alerts.sqlite"), [IF_DOWN], clock=lambda: now)
     glpi = GlpiConnector(args.glpi, "app-token", "user-token", backoff_s=0)
-    dispatcher = TicketDispatcher(os.path.join(args.state, "tickets.sqlite"), {"vsgp": glpi}, clock=lambda: now)
+    result = DispatchResult()
+    dispatcher = TicketDispatcher(
+        os.path.join(args.state, "tickets.sqlite"), {"vsgp": glpi}, clock=lambda: now, on_result=result.extend
+    )
     try:
+        await dispatcher.start(engine.firing)  # takes up what an earlier cycle left in the outbox
         transitions = engine.evaluate([iface(now, args.oper)], now)
-        result = await dispatcher.dispatch(transitions, now, firing=engine.firing())
+        await dispatcher.record(transitions, now)
+        await dispatcher.settle()
         return {
             "transitions": [t.state for t in transitions],
             "opened": [link.ticket_id for link in result.opened],
@@ -37,9 +42,9 @@ async def cycle(args: argparse.Namespace) -> dict:
             "links": [[link.state, link.ticket_id, link.time_to_ticket_s] for link in dispatcher.links()],
         }
     finally:
+        await dispatcher.stop()
         await glpi.close()
         engine.close()
-        dispatcher.close()
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ SOLVED = 5
 
 
 def uplink_tickets(glpi: FakeGlpi) -> list[dict[str, Any]]:
-    return [t for _, t in sorted(glpi.tickets.items()) if "Rule: uplink_down" in t["content"]]
+    return [t for _, t in sorted(glpi.tickets.items()) if "Règle : uplink_down" in t["content"]]
 
 
 def solutions(glpi: FakeGlpi, ticket_id: int) -> list[dict[str, Any]]:
@@ -159,7 +159,7 @@ async def test_crash_after_ticket_post_before_link_restart_reattaches(
         assert glpi.count("POST", "Ticket") == 1
         # the ticket says why no second one was opened
         notes = [f for f in glpi.followups if f.get("items_id") == ticket["id"]]
-        assert len(notes) == 1 and "re-attached" in notes[0]["content"]
+        assert len(notes) == 1 and "rattaché" in notes[0]["content"]
 
         await recover_and_check_solved_once(lab, glpi, state, agent)
         assert await agent.terminate() == 0

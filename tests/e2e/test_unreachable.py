@@ -39,7 +39,7 @@ async def test_unreachable_device_opens_then_solves_a_ticket(tmp_path: Path, lab
     agent = AgentProcess(config, secrets, state)
 
     def unreachable_tickets() -> list[dict]:
-        return [t for _, t in sorted(glpi.tickets.items()) if "Rule: device_unreachable" in t["content"]]
+        return [t for _, t in sorted(glpi.tickets.items()) if "Règle : device_unreachable" in t["content"]]
 
     try:
         agent.start()

@@ -36,19 +36,21 @@ from pyasn1.codec.ber import decoder, encoder
 from pysnmp.proto import api, rfc1902
 
 from lab.processes import Child
-from lab.walks import LAB_DIR, WalkError, all_recordings, read_records, recording
+from lab.walks import CPU_COLUMNS, IF_OPER_STATUS, LAB_DIR, WalkError, all_recordings, cpu_at, read_records, recording
 
 VARIATION_DIR = LAB_DIR / "snmpsim_variation"
 VARIATION = "vigie"
 
-IF_OPER_STATUS = "1.3.6.1.2.1.2.2.1.8"
-# Every CPU column a shipped profile reads, so set_cpu moves whatever the device reports.
-CPU_COLUMNS = (
-    "1.3.6.1.4.1.9.9.109.1.1.1.1.5",  # cpmCPUTotal5min
-    "1.3.6.1.4.1.9.9.109.1.1.1.1.8",  # cpmCPUTotal5minRev
-    "1.3.6.1.2.1.25.3.3.1.2",  # hrProcessorLoad
-)
 _V2C = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
+# snmprec type tag -> the SMI type a SET of that record takes
+_SMI = {
+    "2": rfc1902.Integer32,
+    "4": rfc1902.OctetString,
+    "65": rfc1902.Counter32,
+    "66": rfc1902.Gauge32,
+    "67": rfc1902.TimeTicks,
+    "70": rfc1902.Counter64,
+}
 
 
 class LabError(WalkError):
@@ -143,14 +145,12 @@ class SnmpLab:
         self.set_values(device, {f"{IF_OPER_STATUS}.{if_index}": rfc1902.Integer32(code)})
 
     def set_cpu(self, device: str, percent: int) -> None:
-        """Set every CPU load instance the device's recording has (Cisco CPM and HOST-RESOURCES)."""
-        changes: dict[str, object] = {}
-        for oid, (tag, _value) in self._values[device].items():
-            if any(oid.startswith(column + ".") for column in CPU_COLUMNS):
-                changes[oid] = rfc1902.Gauge32(percent) if tag == "66" else rfc1902.Integer32(percent)
-        if not changes:
-            raise LabError(f"{device}: the recording has no CPU column {CPU_COLUMNS}")
-        self.set_values(device, changes)
+        """Set every CPU load the device's recording has (lab.walks.CPU_COLUMNS) to ``percent``."""
+        self._check(device)
+        records = cpu_at(self._values[device], percent)
+        if not records:
+            raise LabError(f"{device}: the recording has no CPU column {sorted(CPU_COLUMNS)}")
+        self.set_values(device, {oid: _SMI[tag.rstrip("x")](value) for oid, (tag, value) in records.items()})
 
     def take_away(self, device: str) -> None:
         """The device stops answering anything (requests are dropped, as for a dead host)."""

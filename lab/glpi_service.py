@@ -1,0 +1,162 @@
+"""The GLPI of each client whose ticketing is ``kind: glpi``, played by lab.glpi_fake in the lab.
+
+The fake listens where the client's ``url`` points (``${VIGIE_VSGP_GLPI_URL:-http://127.0.0.1:8089/
+apirest.php}`` for vsgp) and accepts the tokens of the client's ``app_token`` / ``user_token``
+secrets. ``--glpi-port N`` (0: any free port) moves it; the lab prints the URL the agent must read.
+Clients whose URLs name the same host and port share one fake. Tickets live in memory: they are
+gone when the lab stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from lab.estate import EstateClient, EstateError, expand, is_loopback, variables_in
+from lab.glpi_fake import API, FakeGlpi
+from lab.glpi_fake import Fault as GlpiFault
+from lab.services import Context, Fault, FaultError, FaultKind, LabService
+
+# glpi-error holds until cleared: as many answers as any lab session will ask for.
+UNTIL_CLEARED = 10**9
+SOLVED = (5, 6)  # GLPI ticket statuses "solved" and "closed"
+
+
+@dataclass
+class Instance:
+    host: str
+    port: int
+    app_token: str | None
+    user_tokens: dict[str, int]
+    clients: list[str]
+    variables: list[str]
+    fake: FakeGlpi | None = None
+    injected: list[GlpiFault] = field(default_factory=list)
+
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}{API}"
+
+
+class GlpiService(LabService):
+    name = "glpi"
+    fault_kinds = (
+        FaultKind(
+            "glpi-error", "client", "STATUS", "the client's GLPI answers every request with HTTP STATUS until cleared"
+        ),
+    )
+
+    def __init__(self, instances: list[Instance]) -> None:
+        self.instances = instances
+        self.by_client = {client: i for i in instances for client in i.clients}
+
+    @classmethod
+    def add_options(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--glpi-port",
+            type=int,
+            metavar="N",
+            help="TCP port of the fake GLPI (0: any free port); default: "
+            "the port of the estate's ticketing url, read from the environment first",
+        )
+
+    @classmethod
+    def for_estate(cls, context: Context) -> GlpiService | None:
+        override = getattr(context.options, "glpi_port", None)
+        instances: dict[tuple[str, int], Instance] = {}
+        for client in context.estate.clients.values():
+            if client.ticketing.get("kind") != "glpi":
+                continue
+            raw = str(client.ticketing.get("url", ""))
+            parts = urlsplit(expand(raw, context.environ))
+            host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+            where = f"{client.name}: ticketing url {parts.geturl()!r}"
+            if not is_loopback(host):
+                raise EstateError(f"{where} is not loopback; the lab serves loopback only")
+            if parts.scheme != "http" or parts.path.rstrip("/") != API:
+                raise EstateError(f"{where}: the fake GLPI answers http://HOST:PORT{API}")
+            if override is not None:
+                if not variables_in(raw):
+                    raise EstateError(f"{where} is fixed, --glpi-port cannot move it")
+                port = override
+            app_token, user_token = (cls._token(context, client, key) for key in ("app_token", "user_token"))
+            instance = instances.setdefault((host, port), Instance(host, port, app_token, {}, [], []))
+            if instance.app_token != app_token:
+                raise EstateError(f"{client.name}: shares {host}:{port} with {instance.clients} but not its app token")
+            if user_token is not None:
+                instance.user_tokens[user_token] = 2  # GLPI's user 2, "glpi", as in the tests
+            instance.clients.append(client.name)
+            instance.variables.extend(v.name for v in variables_in(raw))
+        return cls(list(instances.values())) if instances else None
+
+    @staticmethod
+    def _token(context: Context, client: EstateClient, key: str) -> str | None:
+        ref = client.ticketing.get(key)
+        if ref is None:
+            return None
+        name = ref.get("secret") if isinstance(ref, dict) else None
+        value = context.estate.secret(name) if name else None
+        if not isinstance(value, str):
+            raise EstateError(
+                f"{client.name}: ticketing {key} needs secret {name!r} as a string "
+                f"({context.estate.secrets.where(str(name))})"
+            )
+        return value
+
+    async def start(self) -> None:
+        for instance in self.instances:
+            instance.fake = FakeGlpi(app_token=instance.app_token, user_tokens=instance.user_tokens)
+            try:
+                url = await instance.fake.start(instance.host, instance.port)
+            except OSError as exc:
+                raise EstateError(
+                    f"tcp {instance.host}:{instance.port}: {exc.strerror} (another lab? use "
+                    f"--glpi-port N or set {', '.join(instance.variables)})"
+                ) from None
+            instance.port = urlsplit(url).port or instance.port
+
+    async def stop(self) -> None:
+        for instance in self.instances:
+            if instance.fake is not None:
+                await instance.fake.stop()
+                instance.fake = None
+
+    def endpoints(self) -> list[str]:
+        return [f"http {i.url()}  fake GLPI of {', '.join(i.clients)}" for i in self.instances]
+
+    def environment(self) -> dict[str, str]:
+        return {name: i.url() for i in self.instances for name in i.variables}
+
+    def status(self) -> list[str]:
+        lines = []
+        for i in self.instances:
+            tickets = list(i.fake.tickets.values()) if i.fake is not None else []
+            open_ = sum(1 for t in tickets if t.get("status") not in SOLVED)
+            lines.append(f"GLPI of {', '.join(i.clients)}: {len(tickets)} tickets, {open_} not solved ({i.url()})")
+        return lines
+
+    def check_fault(self, fault: Fault) -> str:
+        instance = self.by_client.get(fault.target)
+        if instance is None:
+            raise FaultError(f"{fault.target}: no GLPI in the lab for this client")
+        status = _status(fault)
+        return f"{instance.url()} answers {status} to every request"
+
+    async def apply_faults(self, faults: Sequence[Fault]) -> None:
+        for instance in self.instances:
+            if instance.fake is None:
+                continue
+            for injected in instance.injected:
+                instance.fake.faults.remove(injected)
+            instance.injected.clear()
+            for fault in faults:
+                if self.by_client.get(fault.target) is instance:
+                    instance.fake.inject(_status(fault), UNTIL_CLEARED)
+                    instance.injected.append(instance.fake.faults[-1])
+
+
+def _status(fault: Fault) -> int:
+    if len(fault.args) != 1 or not fault.args[0].isdigit() or not 400 <= int(fault.args[0]) <= 599:
+        raise FaultError("glpi-error: give the HTTP STATUS to answer (400-599, e.g. 503 or 429)")
+    return int(fault.args[0])

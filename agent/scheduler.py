@@ -1,52 +1,95 @@
-"""Runs every (device, collector) poll on its own interval, with jitter and a hard timeout.
+"""Runs every (device, collector) poll on its own interval, at a stable phase, with a hard timeout
+and a bound on polls in flight.
 
-Why each poll is its own APScheduler job rather than one loop over devices: a slow or dead switch
-must never delay the others (Telegraf's SNMP input serialises agents and one dead one stalls a whole
-gather). Each run is bounded by `asyncio.timeout`; a run still going when its next turn comes is
-skipped and counted (APScheduler's `max_instances=1`), never stacked.
+Timing. Each poll runs at ``anchor + k * interval`` on the monotonic clock: the mean period is
+exactly the configured interval and nothing accumulates (a random delay added to every period, as
+APScheduler's ``jitter`` does, made a 60 s poll with 5 s of jitter run every 62.5 s on average).
+The anchor is a phase in [0, interval) laid on the wall clock: the polls sharing an interval are
+ordered by a hash of their keys and spaced evenly over it (see `phases`), so a restart keeps every
+device at the same second of the minute and adding a device barely moves the others (Prometheus
+offsets its scrapes by a hash of the target the same way, without the even spacing).
+
+Load. At most ``max_in_flight`` runs go at once; a turn that comes due while every slot is taken
+waits in a queue, oldest first. Why a bound: with no bound a saturated core shares itself between
+every poll in flight, each takes longer, more pile up, and all of them reach their timeout (1,000
+switches on one core: a third of the polls completed, a thousand false device-down tickets). A
+turn that cannot start within its lag budget (half its interval, at most ``max_lag_s``) is not run
+late: it ends in a `collection` sample with status ``overloaded`` saying how far behind the agent
+is, which the alert engine reads as "observed nothing", never as a device that is down. A run's
+hard timeout starts when it starts, so waiting for a slot never turns into a device timeout. A
+turn that comes while the previous run of the same poll is still going is ``skipped`` (counted,
+never stacked). The ``vigie_agent`` health sample says how far behind the agent is (``behind_s``),
+so a rule can alert on the agent itself.
+
+Why one timer loop rather than a task or job per poll: a slow or dead switch must still never delay
+the others (Telegraf's SNMP input serialises agents and one dead one stalls a whole gather), and the
+loop only starts runs; each run is its own task.
 
 Blocking libraries are run by collectors through ``asyncio.to_thread``; `start()` installs a bounded
 thread pool (``workers`` threads) as the loop's default executor so a burst of blocking calls queues
 instead of spawning a thread per device. A thread cannot be cancelled: after a hard timeout the run
 ends, but a blocking call without its own socket timeout keeps its worker busy until it returns.
 
-Every run ends in exactly one `collection` sample, so a device that does not answer shows up as an
-explicit `unreachable`/`timeout` status and never as silence.
+Every turn ends in exactly one `collection` sample (``ok``, ``partial``, ``error``, ``unreachable``,
+``timeout``, ``skipped`` or ``overloaded``), so a device that does not answer shows up as an
+explicit status and never as silence.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import heapq
 import logging
-import random
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from functools import partial
 
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobEvent
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
-
+from agent.api import CollectError, Collector, Sample, Sink, Unreachable
 from agent.inventory import Poll
-from agent.api import Sample, Sink
-from agent.api import CollectError, Collector, Unreachable
 
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[Sequence[Sample]], Awaitable[None]]
 CollectorFactory = Callable[[Poll], Collector]
+# (client, device name) -> that device's base tags, or None when the client has no such device.
+DeviceTags = Callable[[str, str], Mapping[str, str] | None]
 
 COLLECTION = "collection"
 AGENT_HEALTH = "vigie_agent"
 BLOCKING_THREAD_PREFIX = "vigie-blocking"
+# Statuses of turns that were not run: they say nothing about the device.
+NOT_RUN_STATUSES = frozenset({"skipped", "overloaded"})
+DEFAULT_MAX_IN_FLIGHT = 64
+DEFAULT_MAX_LAG_S = 30.0
 
 
 def poll_key(poll: Poll) -> str:
     client = poll.target.tags.get("client", "")
     return f"{client}/{poll.target.name}/{poll.collector}"
+
+
+def _hash_fraction(key: str) -> float:
+    # A cryptographic hash rather than ``hash()``, which Python seeds differently in each process.
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def phases(keys: Collection[str], interval_s: float) -> dict[str, float]:
+    """Each poll's offset in [0, interval) on the wall clock, for the polls sharing one interval.
+
+    The keys are ordered by a hash and given one equal slice of the interval each, so the polls
+    come evenly spaced (hashed offsets alone bunch up: 600 polls a minute gave 3 to 19 in a second)
+    and devices of one site do not come one after the other. The same inventory gets the same
+    phases on every start; adding or removing one poll moves each other one by less than
+    ``interval_s / len(keys)``.
+    """
+    ordered = sorted(keys, key=lambda key: (_hash_fraction(key), key))
+    return {key: (rank + 0.5) / len(ordered) * interval_s for rank, key in enumerate(ordered)}
 
 
 @dataclass
@@ -55,16 +98,53 @@ class Counters:
 
     runs: int = 0
     ok: int = 0
+    partial: int = 0
     errors: int = 0
     unreachable: int = 0
     timeouts: int = 0
     overruns: int = 0
+    overloaded: int = 0
     in_flight: int = 0
     latencies: list[float] = field(default_factory=list)
+    # The largest lag (start, or give-up, minus due time) of the turns due since the last
+    # health sample, in seconds.
+    max_lag_s: float | None = None
 
     def drain_latencies(self) -> list[float]:
         taken, self.latencies = self.latencies, []
         return taken
+
+    def lagged(self, lag_s: float) -> None:
+        self.max_lag_s = lag_s if self.max_lag_s is None else max(self.max_lag_s, lag_s)
+
+    def drain_max_lag(self) -> float | None:
+        taken, self.max_lag_s = self.max_lag_s, None
+        return taken
+
+
+@dataclass
+class _Schedule:
+    """One poll's place in time: its turns are due at ``anchor + k * interval_s``."""
+
+    key: str
+    poll: Poll
+    anchor: float
+    lag_budget_s: float
+    turn: int = 0
+
+    @property
+    def due(self) -> float:
+        return self.anchor + self.turn * self.poll.interval_s
+
+
+@dataclass
+class _Turn:
+    """A turn that came due and waits for a slot."""
+
+    schedule: _Schedule
+    due: float
+    given_up: bool = False
+    started: bool = False
 
 
 class Scheduler:
@@ -80,13 +160,20 @@ class Scheduler:
         clock_ns: Callable[[], int] = time.time_ns,
         monotonic: Callable[[], float] = time.monotonic,
         workers: int = 16,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_lag_s: float = DEFAULT_MAX_LAG_S,
+        device_tags: DeviceTags | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
+        if not max_lag_s > 0:
+            raise ValueError(f"max_lag_s must be positive, not {max_lag_s}")
         self.polls: dict[str, Poll] = {}
         for p in polls:
             key = poll_key(p)
-            if key in self.polls:  # two polls sharing a job id: one would silently never run
+            if key in self.polls:  # two polls sharing a key: one would silently never run
                 raise ValueError(f"duplicate poll {key!r}")
             self.polls[key] = p
         self._collectors = {key: make_collector(p) for key, p in self.polls.items()}
@@ -97,23 +184,41 @@ class Scheduler:
         self._clock_ns = clock_ns
         self._monotonic = monotonic
         self._workers = workers
+        self._max_in_flight = max_in_flight
+        self._max_lag_s = max_lag_s
+        self._device_tags = device_tags
         self.counters = Counters()
-        self._aps: AsyncIOScheduler | None = None
         self._executor: ThreadPoolExecutor | None = None
-        # Fire-and-forget deliveries (skipped samples) are kept referenced until done, or the event
-        # loop may garbage-collect them mid-flight.
-        self._background: set[asyncio.Task[None]] = set()
+        self._schedules: dict[str, _Schedule] = {}
+        self._timeline: list[tuple[float, str]] = []  # (due, key): each poll's next turn
+        self._waiting: deque[_Turn] = deque()  # oldest due first
+        self._expiries: list[tuple[float, int, _Turn]] = []  # (due + lag budget, tie-break, turn)
+        self._queued = 0
+        self._holding: set[str] = set()  # keys of the polls whose run holds a slot
+        self._runs: set[asyncio.Task[None]] = set()
+        # Samples of turns that were not run, delivered by one task: a pipeline that pushes back
+        # must not pile up one pending delivery per turn given up. One per poll is enough (the
+        # latest), and the counters keep the full count.
+        self._notices: dict[str, Sample] = {}
+        self._notice_task: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
-    async def run_poll(self, poll: Poll) -> list[Sample]:
-        """One collection of one poll, bounded by its timeout; always ends in a `collection` sample."""
+    # -- one run -------------------------------------------------------------------------------
+
+    async def run_poll(self, poll: Poll, lag_s: float | None = None) -> list[Sample]:
+        """One collection of one poll, bounded by its timeout; always ends in a `collection` sample.
+
+        ``lag_s``: how long after its due time the scheduler started it (None when run by hand).
+        """
         collector = self._collectors[poll_key(poll)]
-        sink = Sink(poll.target.tags, self._clock_ns)
+        sink = self._sink(poll)
         started = self._monotonic()
         status, error = "ok", None
         bug = False
         self.counters.runs += 1
         self.counters.in_flight += 1
-        deadline = asyncio.timeout(poll.timeout_s)
+        deadline = asyncio.timeout(poll.timeout_s)  # from now: time spent queued is not the device's
         try:
             async with deadline:
                 await collector.collect(poll.target, sink)
@@ -137,9 +242,12 @@ class Scheduler:
             self.counters.errors += 1
         finally:
             self.counters.in_flight -= 1
-        duration = self._monotonic() - started
-        if status == "ok":
+        if status == "ok" and sink.errors:
+            status, error = "partial", "; ".join(sink.errors)
+            self.counters.partial += 1
+        elif status == "ok":
             self.counters.ok += 1
+        duration = self._monotonic() - started
         self.counters.latencies.append(duration)
         produced = len(sink.samples)
         sink.emit(
@@ -147,108 +255,249 @@ class Scheduler:
             {
                 "status": status,
                 # answered at all, whatever it said; unknown (None) when the collector itself crashed
-                "reachable": None if bug else status in ("ok", "error"),
+                "reachable": None if bug else status in ("ok", "partial", "error"),
                 "duration_s": round(duration, 6),
                 "samples": produced,
                 "error": error,
+                "lag_s": None if lag_s is None else round(lag_s, 6),
             },
             tags={"collector": poll.collector},
         )
         return sink.samples
 
-    async def _job(self, key: str) -> None:
-        try:
-            samples = await self.run_poll(self.polls[key])
-            await self._deliver(samples)
-        except asyncio.CancelledError:
-            # `stop()` cancels runs in progress; APScheduler would log that as a job failure.
-            log.debug("%s: run cancelled by shutdown", key)
+    def _sink(self, poll: Poll) -> Sink:
+        if self._device_tags is None:
+            return Sink(poll.target.tags, self._clock_ns)
+        client = poll.target.tags.get("client", "")
+        return Sink(poll.target.tags, self._clock_ns, device_tags=partial(self._device_tags, client))
 
-    def _on_overrun(self, event: JobEvent) -> None:
-        poll = self.polls.get(event.job_id)
-        if poll is None:
-            return
-        self.counters.overruns += 1
-        log.warning("%s: previous run still going after %g s, this run skipped", event.job_id, poll.interval_s)
-        sink = Sink(poll.target.tags, self._clock_ns)
-        sink.emit(
+    def _not_run(self, schedule: _Schedule, status: str, error: str, lag_s: float | None) -> None:
+        """A turn that was not run still ends in its `collection` sample."""
+        sample = Sample(
             COLLECTION,
+            {**schedule.poll.target.tags, "collector": schedule.poll.collector},
             {
-                "status": "skipped",
+                "status": status,
                 "reachable": None,
                 "duration_s": None,
                 "samples": 0,
-                "error": "previous run overran its interval",
+                "error": error,
+                "lag_s": None if lag_s is None else round(lag_s, 6),
             },
-            tags={"collector": poll.collector},
+            self._clock_ns(),
         )
-        task = asyncio.get_running_loop().create_task(self._deliver_skipped(event.job_id, sink.samples))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._notices[schedule.key] = sample
+        if self._notice_task is None or self._notice_task.done():
+            self._notice_task = asyncio.get_running_loop().create_task(self._deliver_notices())
 
-    async def _deliver_skipped(self, key: str, samples: Sequence[Sample]) -> None:
+    async def _deliver_notices(self) -> None:
+        while self._notices:
+            batch = list(self._notices.values())
+            self._notices.clear()
+            try:
+                await self._deliver(batch)
+            except Exception:
+                log.exception("could not deliver %d sample(s) of turns not run", len(batch))
+
+    # -- the timeline --------------------------------------------------------------------------
+
+    def plan(self) -> None:
+        """Lay every poll's phase on the wall clock from now; the first turns come within one
+        interval. Called by `start()`; a test driving the clock calls it, then `step()`."""
+        now = self._monotonic()
+        wall = self._clock_ns() / 1e9
+        self._schedules.clear()
+        self._timeline.clear()
+        by_interval: dict[float, list[str]] = {}
+        for key, poll in self.polls.items():
+            by_interval.setdefault(poll.interval_s, []).append(key)
+        for interval_s, keys in by_interval.items():
+            for key, phase in phases(keys, interval_s).items():
+                # The next wall-clock instant congruent to the poll's phase, on the monotonic clock.
+                anchor = now + (phase - wall) % interval_s
+                schedule = _Schedule(key, self.polls[key], anchor, min(interval_s / 2, self._max_lag_s))
+                self._schedules[key] = schedule
+                self._timeline.append((schedule.due, key))
+        heapq.heapify(self._timeline)
+
+    def step(self) -> float | None:
+        """Start what is due now, give up turns waiting past their lag budget; returns when to
+        step again (monotonic), or None when nothing is scheduled. Never waits."""
+        now = self._monotonic()
+        while self._timeline and self._timeline[0][0] <= now:
+            due, key = heapq.heappop(self._timeline)
+            schedule = self._schedules[key]
+            schedule.turn += 1
+            heapq.heappush(self._timeline, (schedule.due, key))
+            self._come_due(schedule, due, now)
+        while self._expiries and self._expiries[0][0] <= now:
+            turn = heapq.heappop(self._expiries)[2]
+            if not turn.started:
+                self._give_up(turn, now)
+        while self._waiting and len(self._holding) < self._max_in_flight:
+            turn = self._waiting.popleft()
+            if not turn.given_up:
+                self._queued -= 1
+                self._start(turn)
+        wake = [self._timeline[0][0]] if self._timeline else []
+        while self._expiries and (self._expiries[0][2].started or self._expiries[0][2].given_up):
+            heapq.heappop(self._expiries)
+        if self._expiries:
+            wake.append(self._expiries[0][0])
+        return min(wake, default=None)
+
+    def _come_due(self, schedule: _Schedule, due: float, now: float) -> None:
+        if schedule.key in self._holding:
+            self.counters.overruns += 1
+            log.warning("%s: previous run still going after %g s, this turn skipped", schedule.key,
+                        schedule.poll.interval_s)
+            self._not_run(schedule, "skipped", "previous run overran its interval", None)
+            return
+        turn = _Turn(schedule, due)
+        self._waiting.append(turn)
+        self._queued += 1
+        heapq.heappush(self._expiries, (due + schedule.lag_budget_s, id(turn), turn))
+
+    def _give_up(self, turn: _Turn, now: float) -> None:
+        turn.given_up = True
+        self._queued -= 1
+        lag = now - turn.due
+        self.counters.overloaded += 1
+        self.counters.lagged(lag)
+        error = (
+            f"agent behind by {lag:.1f} s: not run ({len(self._holding)} poll(s) in flight, "
+            f"{self._queued} waiting)"
+        )
+        self._not_run(turn.schedule, "overloaded", error, lag)
+
+    def _start(self, turn: _Turn) -> None:
+        turn.started = True
+        key = turn.schedule.key
+        self._holding.add(key)
+        task = asyncio.get_running_loop().create_task(self._run_turn(turn), name=f"poll {key}")
+        self._runs.add(task)
+        task.add_done_callback(partial(self._run_done, key))
+
+    async def _run_turn(self, turn: _Turn) -> None:
+        lag = self._monotonic() - turn.due
+        self.counters.lagged(lag)
         try:
+            samples = await self.run_poll(turn.schedule.poll, lag_s=lag)
+            # The slot is held until the pipeline takes the samples: a pipeline that pushes back
+            # slows polling down, and turns it cannot absorb are given up as overloaded.
             await self._deliver(samples)
         except Exception:
-            log.exception("%s: could not deliver the skipped-run sample", key)
+            log.exception("%s: could not deliver the run's samples", turn.schedule.key)
+        finally:
+            self._release(turn.schedule.key)
+
+    def _run_done(self, key: str, task: asyncio.Task[None]) -> None:
+        self._runs.discard(task)
+        self._release(key)  # a run cancelled before it began never reached its `finally`
+
+    def _release(self, key: str) -> None:
+        if key in self._holding:
+            self._holding.discard(key)
+            if self._wakeup is not None:
+                self._wakeup.set()  # a slot is free
+
+    @property
+    def queued(self) -> int:
+        """Turns due and waiting for a slot."""
+        return self._queued
+
+    @property
+    def running(self) -> int:
+        """Runs holding a slot (collecting, or handing their samples to the pipeline)."""
+        return len(self._holding)
+
+    async def drain(self) -> None:
+        """Wait until the runs started so far, and the turns not run, have delivered their samples."""
+        while pending := {t for t in (*self._runs, self._notice_task) if t is not None and not t.done()}:
+            await asyncio.wait(pending)
+
+    async def _loop(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            self._wakeup.clear()
+            wake = self.step()
+            delay = None if wake is None else max(0.0, wake - self._monotonic())
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                pass
+
+    # -- health --------------------------------------------------------------------------------
 
     def health_sample(self) -> Sample:
         latencies = self.counters.drain_latencies()
+        behind = self.counters.drain_max_lag()
         fields: dict[str, float | int | None] = {
             "polls": len(self.polls),
             "runs": self.counters.runs,
             "ok": self.counters.ok,
+            "partial": self.counters.partial,
             "errors": self.counters.errors,
             "unreachable": self.counters.unreachable,
             "timeouts": self.counters.timeouts,
             "overruns": self.counters.overruns,
+            "overloaded": self.counters.overloaded,
             "in_flight": self.counters.in_flight,
+            "queued": self.queued,
             "latency_avg_s": round(sum(latencies) / len(latencies), 6) if latencies else None,
             "latency_max_s": round(max(latencies), 6) if latencies else None,
+            # The largest lag of the turns due since the last health sample (given-up ones included).
+            "behind_s": None if behind is None else round(behind, 6),
         }
         for name, depth in self._queue_depths().items():
             fields[f"queue_{name}"] = depth
         return Sample(AGENT_HEALTH, {"agent": self._agent_name}, fields, self._clock_ns())
 
-    async def _health_job(self) -> None:
-        await self._deliver([self.health_sample()])
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._health_interval_s)
+            try:
+                await self._deliver([self.health_sample()])
+            except Exception:
+                log.exception("could not deliver the agent's health sample")
+
+    # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Schedule every poll on the running event loop (call from inside it)."""
+        """Plan every poll and run the timeline on the running event loop (call from inside it)."""
         loop = asyncio.get_running_loop()
         if self._executor is None:
             # Bounds asyncio.to_thread / run_in_executor(None, ...) for every blocking collector.
             self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix=BLOCKING_THREAD_PREFIX)
             loop.set_default_executor(self._executor)
-        aps = AsyncIOScheduler(event_loop=loop)
-        aps.add_listener(self._on_overrun, EVENT_JOB_MAX_INSTANCES)
-        now = time.time()
-        for key, poll in self.polls.items():
-            # Spread first runs over the jitter window so a restart does not burst every device at once.
-            first = now + random.uniform(0, poll.jitter_s) if poll.jitter_s else now
-            aps.add_job(
-                self._job,
-                IntervalTrigger(seconds=poll.interval_s, jitter=poll.jitter_s or None),
-                args=[key],
-                id=key,
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=max(1, int(poll.interval_s)),
-                next_run_time=datetime.fromtimestamp(first, UTC),
-            )
-        aps.add_job(
-            self._health_job,
-            IntervalTrigger(seconds=self._health_interval_s),
-            id="__health__",
-            max_instances=1,
-            coalesce=True,
-        )
-        aps.start()
-        self._aps = aps
+        self._wakeup = asyncio.Event()
+        self.plan()
+        self._tasks = [
+            loop.create_task(self._loop(), name="scheduler"),
+            loop.create_task(self._health_loop(), name="scheduler-health"),
+        ]
+        for task in self._tasks:
+            task.add_done_callback(_report_crash)
 
     def stop(self) -> None:
-        """Stop scheduling; runs in progress are cancelled. The thread pool stays the loop's default
-        executor (stores may still need it while the pipeline drains); the loop shuts it down."""
-        if self._aps is not None:
-            self._aps.shutdown(wait=False)
-            self._aps = None
+        """Stop at once: runs in progress are cancelled, waiting turns dropped (nothing is waited
+        for). The thread pool stays the loop's default executor (stores may still need it while
+        the pipeline drains); the loop shuts it down."""
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+        for task in list(self._runs):
+            task.cancel()
+        if self._notice_task is not None:
+            self._notice_task.cancel()
+        self._waiting.clear()
+        self._expiries.clear()
+        self._queued = 0
+        self._timeline.clear()
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("%s stopped: no poll runs any more", task.get_name(), exc_info=task.exception())
+

@@ -1,8 +1,10 @@
 """Scheduler: one `collection` sample per run, hard timeouts, independent devices, overruns, health.
 
-Collectors here are plain fakes implementing the collector contract. Tests that run the real
-APScheduler loop use short intervals but assert only on counts and ordering observed through events
-("the fast device ran N times while the slow one was stuck"), never on elapsed wall-clock time.
+Collectors here are plain fakes implementing the collector contract. Tests that run the real timer
+loop use short intervals but assert only on counts and ordering observed through events ("the fast
+device ran N times while the slow one was stuck"), never on elapsed wall-clock time. The timing
+properties (phase, period, lag, overload) are tested on a driven clock, stepping the scheduler as
+its loop would: see tests/agent/test_schedule_timing.py.
 """
 
 from __future__ import annotations
@@ -11,16 +13,14 @@ import asyncio
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from agent.api import CollectError, Sink, Target, Unreachable
 from agent.inventory import Poll
 from agent.pipeline import Pipeline
-from agent.api import Sink
-from agent.scheduler import AGENT_HEALTH, BLOCKING_THREAD_PREFIX, COLLECTION, Scheduler, poll_key
-from agent.api import CollectError, Target, Unreachable
+from agent.scheduler import AGENT_HEALTH, BLOCKING_THREAD_PREFIX, COLLECTION, NOT_RUN_STATUSES, Scheduler
 from tests.agent.helpers import SAFETY_S, Changes, FakeClock, Recorder
 
 # --------------------------------------------------------------------------------------- fakes
@@ -210,7 +210,14 @@ async def test_ok_run_returns_collector_samples_then_one_collection_sample():
     assert [s.measurement for s in samples] == ["fake_metric", "fake_metric", COLLECTION]
     collection = samples[-1]
     assert collection.tags == {"client": "acme", "site": "paris", "device": "sw-core-1", "collector": "fake"}
-    assert collection.fields == {"status": "ok", "reachable": True, "duration_s": 0.25, "samples": 2, "error": None}
+    assert collection.fields == {
+        "status": "ok",
+        "reachable": True,
+        "duration_s": 0.25,
+        "samples": 2,
+        "error": None,
+        "lag_s": None,  # run by hand, not on the schedule
+    }
     assert collection.timestamp_ns == clock.now_ns
     assert (sched.counters.runs, sched.counters.ok, sched.counters.in_flight) == (1, 1, 0)
 
@@ -283,9 +290,12 @@ def test_duplicate_polls_are_rejected_rather_than_silently_dropped():
         Scheduler([make_poll("sw-1"), make_poll("sw-1")], lambda p: FastCollector(), Recorder())
 
 
-def test_workers_must_be_positive():
-    with pytest.raises(ValueError, match="workers"):
-        Scheduler([], lambda p: FastCollector(), Recorder(), workers=0)
+@pytest.mark.parametrize(
+    ("option", "value"), [("workers", 0), ("max_in_flight", 0), ("max_lag_s", 0.0)]
+)
+def test_bounds_must_be_positive(option, value):
+    with pytest.raises(ValueError, match=option):
+        Scheduler([], lambda p: FastCollector(), Recorder(), **{option: value})
 
 
 # -------------------------------------------------------------------------------- health sample
@@ -325,13 +335,17 @@ async def test_health_sample_reports_counters_latency_and_queue_depths():
         "polls": 3,
         "runs": 3,
         "ok": 1,
+        "partial": 0,
         "errors": 0,
         "unreachable": 1,
         "timeouts": 0,
         "overruns": 0,
+        "overloaded": 0,
         "in_flight": 1,
+        "queued": 0,
         "latency_avg_s": pytest.approx(0.3),
         "latency_max_s": pytest.approx(0.4),
+        "behind_s": None,  # runs by hand are on no schedule
         "queue_store": 3,
         "queue_alerts": 0,
     }
@@ -369,25 +383,7 @@ async def test_started_scheduler_emits_health_samples_with_pipeline_depths():
     assert health.fields["polls"] == 0
 
 
-# ------------------------------------------------------------------ scheduling under APScheduler
-
-
-async def test_jitter_spreads_first_runs_and_is_kept_on_the_interval():
-    polls = [make_poll(f"sw-{i}", interval_s=300, jitter_s=30) for i in range(20)]
-    sched = Scheduler(polls, lambda p: FastCollector(), Recorder())
-    before = datetime.now(UTC)
-    with running(sched):
-        after = datetime.now(UTC)
-        # White-box: read the APScheduler jobs the scheduler configured (nothing is patched).
-        jobs = [sched._aps.get_job(poll_key(p)) for p in polls]
-    first_runs = [job.next_run_time for job in jobs]
-
-    assert all(before <= t <= after + timedelta(seconds=30) for t in first_runs)
-    assert len(set(first_runs)) > 1, "a restart must not burst every device at the same instant"
-    for job in jobs:
-        assert job.trigger.interval.total_seconds() == 300
-        assert job.trigger.jitter == 30
-        assert job.max_instances == 1
+# -------------------------------------------------------------------- the timer loop, real time
 
 
 async def test_hung_device_times_out_while_the_others_keep_their_schedule():
@@ -398,7 +394,7 @@ async def test_hung_device_times_out_while_the_others_keep_their_schedule():
     fast = FastCollector(changes=changes, log=log)
     dead, buggy = DeadCollector(), BuggyCollector()
     polls = [
-        make_poll("sw-hung", interval_s=3600, timeout_s=1.0),
+        make_poll("sw-hung", interval_s=0.5, timeout_s=0.25),
         make_poll("sw-fast", interval_s=0.02, timeout_s=1.0),
         make_poll("sw-dead", interval_s=0.05, timeout_s=1.0),
         make_poll("srv-buggy", interval_s=0.05, timeout_s=1.0),
@@ -407,19 +403,21 @@ async def test_hung_device_times_out_while_the_others_keep_their_schedule():
     sched = Scheduler(polls, by_device(collectors), recorder)
 
     with running(sched):
-        await recorder.until(lambda: recorder.collections("sw-hung"))
+        await recorder.until(lambda: recorder.collections("sw-hung", "timeout"))
         # Every fast run is atomic (no suspension point), so at any observation every run started
         # has delivered its sample.
         assert fast.runs == len(recorder.collections("sw-fast", "ok"))
         await recorder.until(lambda: recorder.collections("sw-dead") and recorder.collections("srv-buggy"))
 
-    (hung,) = recorder.collections("sw-hung")
+    hung, *_ = recorder.collections("sw-hung")
     assert hung.fields["status"] == "timeout" and hung.fields["reachable"] is False
-    assert slow.cancelled == 1
+    assert slow.cancelled >= len(recorder.collections("sw-hung", "timeout")) >= 1
     stuck = log[log.index("sw-hung:start") : log.index("sw-hung:cancelled")]
     assert stuck.count("sw-fast:done") >= 3, f"fast device starved while the slow one hung: {log}"
-    assert {s.fields["status"] for s in recorder.collections("sw-dead")} == {"unreachable"}
-    assert {s.fields["status"] for s in recorder.collections("srv-buggy")} == {"error"}
+    # At 50 ms intervals a busy test box can leave a turn past its 25 ms lag budget: not run, and
+    # said so (overloaded), which is no outcome of the device.
+    assert {s.fields["status"] for s in recorder.collections("sw-dead")} - NOT_RUN_STATUSES == {"unreachable"}
+    assert {s.fields["status"] for s in recorder.collections("srv-buggy")} - NOT_RUN_STATUSES == {"error"}
 
 
 async def test_overrunning_run_is_skipped_counted_and_never_stacked():
@@ -454,6 +452,7 @@ async def test_overrunning_run_is_skipped_counted_and_never_stacked():
             "duration_s": None,
             "samples": 0,
             "error": "previous run overran its interval",
+            "lag_s": None,
         }
     # Skipped turns are not runs: no run outcome is counted for them.
     assert sched.counters.ok == len(recorder.collections(status="ok"))
@@ -462,7 +461,9 @@ async def test_overrunning_run_is_skipped_counted_and_never_stacked():
 async def test_stop_cancels_runs_in_progress():
     changes = Changes()
     slow = SlowCollector(changes=changes)
-    sched = Scheduler([make_poll("sw-hung", timeout_s=30)], by_device({"sw-hung": slow}), Recorder(changes))
+    sched = Scheduler(
+        [make_poll("sw-hung", interval_s=0.05, timeout_s=30)], by_device({"sw-hung": slow}), Recorder(changes)
+    )
     sched.start()
     await changes.until(lambda: slow.started == 1)
     sched.stop()
@@ -503,7 +504,7 @@ async def test_blocking_collectors_run_in_a_bounded_pool():
             await asyncio.to_thread(blocking_call)
             sink.emit("fake_metric", {"value": 1.0})
 
-    blocking = [make_poll(f"legacy-{i}") for i in range(5)]
+    blocking = [make_poll(f"legacy-{i}", interval_s=0.2) for i in range(5)]
     fast = FastCollector(changes=changes)
     polls = [*blocking, make_poll("sw-fast", interval_s=0.02)]
     collectors: dict[str, Any] = {p.target.name: BlockingCollector() for p in blocking} | {"sw-fast": fast}

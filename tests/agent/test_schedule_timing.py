@@ -1,0 +1,442 @@
+"""When the scheduler runs each poll, on a clock the tests drive: phase, period, slots, overload.
+
+The scheduler is stepped as its own loop would step it (`plan()`, then `step()` at each wake-up
+time it returns), with the fake clock jumped straight to that time; collectors are fakes that never
+wait unless a test holds them on an event. Nothing here sleeps or reads the real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from agent.api import Sink, Target, UnknownDevice, Unreachable
+from agent.scheduler import COLLECTION, NOT_RUN_STATUSES, Scheduler, phases, poll_key
+from tests.agent.helpers import Changes, FakeClock, Recorder
+from tests.agent.test_scheduler import by_device, make_poll
+
+# ----------------------------------------------------------------------------------------- fakes
+
+
+class Stamped:
+    """Answers at once and notes the clock (monotonic and wall, in s) at each start."""
+
+    name = "fake"
+
+    def __init__(self, clock: FakeClock, starts: list[tuple[str, float, float]]) -> None:
+        self.clock, self.starts = clock, starts
+
+    async def collect(self, target: Target, sink: Sink) -> None:
+        self.starts.append((target.name, self.clock.mono, self.clock.now_ns / 1e9))
+        sink.emit("fake_metric", {"value": 1.0})
+
+
+class Held:
+    """Its first run waits until released; later runs answer at once."""
+
+    name = "fake"
+
+    def __init__(self, changes: Changes, active: list[int]) -> None:
+        self.changes, self.active = changes, active
+        self.release = asyncio.Event()
+        self.runs = 0
+
+    async def collect(self, target: Target, sink: Sink) -> None:
+        self.runs += 1
+        self.active[0] += 1
+        self.active[1] = max(self.active[1], self.active[0])
+        self.changes.bump()
+        try:
+            if self.runs == 1:
+                await self.release.wait()
+        finally:
+            self.active[0] -= 1
+            self.changes.bump()
+
+
+async def drive(sched: Scheduler, clock: FakeClock, until_mono: float) -> None:
+    """Step the scheduler at each wake-up time it asks for, up to (not including) ``until_mono``."""
+    wake = sched.step()
+    await sched.drain()
+    while wake is not None and wake < until_mono:
+        clock.advance(wake - clock.mono)
+        wake = sched.step()
+        await sched.drain()
+
+
+def step_until(sched: Scheduler, clock: FakeClock, done) -> None:
+    """Step at each wake-up time until ``done()``, without waiting for any run (some are held)."""
+    wake = sched.step()
+    while not done():
+        assert wake is not None, "nothing left to step to"
+        clock.advance(wake - clock.mono)
+        wake = sched.step()
+
+
+def scheduler(polls, collectors, clock: FakeClock, recorder: Recorder | None = None, **options: Any) -> Scheduler:
+    make = collectors if callable(collectors) else by_device(collectors)
+    return Scheduler(
+        polls, make, recorder or Recorder(), clock_ns=clock.time_ns, monotonic=clock.monotonic, **options
+    )
+
+
+def stamped(polls, clock: FakeClock, starts: list, **options: Any) -> Scheduler:
+    return scheduler(polls, lambda poll: Stamped(clock, starts), clock, **options)
+
+
+# ------------------------------------------------------------------------------- phase and period
+
+
+async def test_each_interval_is_spread_evenly_over_it():
+    clock = FakeClock()
+    starts: list[tuple[str, float, float]] = []
+    polls = [make_poll(f"sw-{i}", interval_s=60) for i in range(600)]
+    sched = stamped(polls, clock, starts)
+    begin = clock.mono
+    sched.plan()
+
+    await drive(sched, clock, begin + 60)
+
+    assert Counter(name for name, _, _ in starts) == {p.target.name: 1 for p in polls}
+    # 600 polls a minute: ten in every second, one every 100 ms.
+    per_second = Counter(int(mono - begin) for _, mono, _ in starts)
+    assert sorted(per_second) == list(range(60))
+    assert set(per_second.values()) <= {9, 10, 11}  # a second's edge may fall between two polls
+    walls = sorted(wall % 60 for _, _, wall in starts)
+    gaps = [b - a for a, b in zip(walls, walls[1:], strict=False)]
+    assert min(gaps) == pytest.approx(0.1, abs=1e-3) and max(gaps) == pytest.approx(0.1, abs=1e-3)
+
+
+async def first_minute(inventory, now_ns: int) -> dict[str, float]:
+    """Second of the minute (wall clock) at which each poll first ran, for a start at ``now_ns``."""
+    clock = FakeClock(now_ns)
+    starts: list[tuple[str, float, float]] = []
+    sched = stamped(inventory, clock, starts)
+    sched.plan()
+    await drive(sched, clock, clock.mono + 60)
+    return {name: wall % 60 for name, _, wall in starts}
+
+
+async def test_phase_is_stable_across_restarts_and_barely_moves_when_a_device_is_added():
+    polls = [make_poll(f"sw-{i}", interval_s=60) for i in range(50)]
+    first = await first_minute(polls, 1_700_000_000_000_000_000)
+    # A restart at an unrelated wall-clock time: every device at the same second of the minute.
+    again = await first_minute(polls, 1_700_000_123_456_789_000)
+    assert again == pytest.approx(first, abs=1e-3)
+    # The documented phases, laid on the wall clock.
+    expected = phases([poll_key(p) for p in polls], 60)
+    assert first == pytest.approx({p.target.name: expected[poll_key(p)] for p in polls}, abs=1e-3)
+
+    grown = await first_minute([*polls, make_poll("sw-new", interval_s=60)], 1_700_086_400_250_000_000)
+    moved = {name: abs(grown[name] - second) for name, second in first.items()}
+    assert max(moved.values()) < 60 / 50
+
+
+async def test_mean_period_is_exactly_the_interval_without_drift():
+    clock = FakeClock()
+    starts: list[tuple[str, float, float]] = []
+    intervals = {"fast": 30.0, "minute": 60.0, "five": 300.0}
+    polls = [make_poll(f"{label}-{i}", interval_s=s) for label, s in intervals.items() for i in range(10)]
+    sched = stamped(polls, clock, starts)
+    begin = clock.mono
+    sched.plan()
+
+    await drive(sched, clock, begin + 6000)  # 200, 100 and 20 intervals
+
+    by_poll: dict[str, list[float]] = {}
+    for name, mono, _ in starts:
+        by_poll.setdefault(name, []).append(mono)
+    for poll in polls:
+        runs = by_poll[poll.target.name]
+        assert len(runs) == 6000 / poll.interval_s, poll.target.name
+        # Every run k intervals after the first: no period is stretched, nothing accumulates.
+        for k, started in enumerate(runs):
+            assert started == pytest.approx(runs[0] + k * poll.interval_s, abs=1e-6)
+    assert sched.counters.max_lag_s == 0.0  # every run started at its due time
+
+
+# ------------------------------------------------------------------------------ slots and overload
+
+
+async def test_polls_in_flight_are_bounded_and_the_others_wait_their_turn():
+    clock = FakeClock()
+    changes = Changes()
+    recorder = Recorder(changes)
+    active = [0, 0]  # in progress now, most ever
+    held = {f"sw-{i}": Held(changes, active) for i in range(5)}
+    polls = [make_poll(name, interval_s=60, timeout_s=10) for name in held]
+    sched = scheduler(polls, held, clock, recorder, max_in_flight=2)
+    begin = clock.mono
+    sched.plan()
+
+    step_until(sched, clock, lambda: sched.running + sched.queued == 5)  # every poll came due
+    await changes.until(lambda: active[0] == 2)
+    assert (sched.running, sched.queued) == (2, 3)
+    health = sched.health_sample()
+    assert (health.fields["in_flight"], health.fields["queued"]) == (2, 3)
+
+    # Each release frees a slot; the next step starts the oldest waiting turn, within its budget.
+    for released in range(1, 6):
+        holder = next(h for h in held.values() if h.runs == 1 and active[0] and not h.release.is_set())
+        holder.release.set()
+        await changes.until(lambda n=released: len(recorder.collections()) == n)
+        sched.step()
+        await changes.until(lambda n=released: active[0] == min(2, 5 - n))
+
+    assert active[1] == 2
+    assert [h.runs for h in held.values()] == [1] * 5
+    assert [s.fields["status"] for s in recorder.collections()] == ["ok"] * 5
+    assert clock.mono < begin + 60  # all within the first interval: nobody waited a turn out
+
+
+def one_running_one_waiting(clock: FakeClock, changes: Changes, recorder: Recorder):
+    active = [0, 0]
+    held = {"sw-a": Held(changes, active), "sw-b": Held(changes, active)}
+    polls = [make_poll(name, interval_s=60, timeout_s=10) for name in held]
+    sched = scheduler(polls, held, clock, recorder, max_in_flight=1)
+    sched.plan()
+    step_until(sched, clock, lambda: sched.queued == 1)  # one holds the only slot, the other waits
+    return sched, held, active
+
+
+async def test_a_turn_that_cannot_start_in_time_is_overloaded_not_run_late():
+    clock = FakeClock()
+    changes = Changes()
+    recorder = Recorder(changes)
+    begin = clock.mono
+    sched, held, active = one_running_one_waiting(clock, changes, recorder)
+    await changes.until(lambda: active[0] == 1)
+    running = next(name for name, h in held.items() if h.runs)
+    waiting = next(name for name in held if name != running)
+    held[waiting].release.set()  # when it gets to run, it answers at once
+
+    # The agent stays stuck past the waiting turn's lag budget (half the 60 s interval).
+    clock.advance(31)
+    sched.step()
+    await recorder.until(lambda: recorder.collections(waiting))
+
+    (overloaded,) = recorder.collections(waiting)
+    assert overloaded.tags == {"client": "acme", "site": "paris", "device": waiting, "collector": "fake"}
+    fields = dict(overloaded.fields)
+    lag = fields.pop("lag_s")
+    assert 31 <= lag < 60
+    assert fields == {
+        "status": "overloaded",
+        "reachable": None,  # nothing is known about the device: the agent did not ask it
+        "duration_s": None,
+        "samples": 0,
+        "error": f"agent behind by {lag:.1f} s: not run (1 poll(s) in flight, 0 waiting)",
+    }
+    assert overloaded.fields["status"] in NOT_RUN_STATUSES
+    assert held[waiting].runs == 0, "a given-up turn is not run late"
+    health = sched.health_sample()
+    assert health.fields["overloaded"] == 1
+    assert health.fields["behind_s"] == pytest.approx(lag)
+
+    # Once the stuck run ends, the next turns run on time again.
+    held[running].release.set()
+    await sched.drain()
+    await drive(sched, clock, begin + 180)
+    later = recorder.collections(waiting)[1:]
+    assert len(later) >= 2
+    assert [s.fields["status"] for s in later] == ["ok"] * len(later)
+    assert [s.fields["lag_s"] for s in later] == [0.0] * len(later)
+
+
+async def test_time_spent_waiting_for_a_slot_is_not_counted_against_the_device():
+    clock = FakeClock()
+    changes = Changes()
+    recorder = Recorder(changes)
+    sched, held, active = one_running_one_waiting(clock, changes, recorder)
+    await changes.until(lambda: active[0] == 1)
+    running = next(name for name, h in held.items() if h.runs)
+    waiting = next(name for name in held if name != running)
+    held[waiting].release.set()
+
+    # Waiting longer than its 10 s timeout, but within its 30 s lag budget.
+    clock.advance(20)
+    sched.step()
+    assert sched.queued == 1, "still within its lag budget: it waits"
+    held[running].release.set()
+    await changes.until(lambda: sched.running == 0)
+    sched.step()
+    await sched.drain()
+
+    (ran,) = recorder.collections(waiting)
+    assert ran.fields["status"] == "ok"
+    assert ran.fields["lag_s"] >= 20 > 10
+    assert sched.counters.timeouts == 0
+
+
+async def test_turns_missed_while_the_loop_itself_was_stuck_are_not_run_to_catch_up():
+    clock = FakeClock()
+    starts: list[tuple[str, float, float]] = []
+    recorder = Recorder()
+    polls = [make_poll(f"sw-{i}", interval_s=60) for i in range(20)]
+    sched = scheduler(polls, lambda poll: Stamped(clock, starts), clock, recorder)
+    sched.plan()
+
+    clock.advance(150)  # the event loop was blocked for 2.5 intervals
+    sched.step()
+    await sched.drain()
+
+    # Every poll had two turns due more than 30 s ago: given up, not run. Its third, if already
+    # due, is under 30 s late and runs once.
+    assert sched.counters.overloaded == 2 * len(polls)
+    ran = Counter(name for name, _, _ in starts)
+    assert set(ran.values()) <= {1}
+    for poll in polls:
+        name = poll.target.name
+        statuses = [s.fields["status"] for s in recorder.collections(name)]
+        # Turns not run that pile up before the pipeline takes them fold into the latest word.
+        assert statuses == ["overloaded"] + ["ok"] * ran[name]
+
+
+# -------------------------------------------------------------------------- partial and for_device
+
+
+class Partial:
+    name = "fake"
+
+    def __init__(self, then_raise: Exception | None = None) -> None:
+        self.then_raise = then_raise
+
+    async def collect(self, target: Target, sink: Sink) -> None:
+        sink.emit("snmp_system", {"uptime_s": 12.0})
+        sink.error("ifXTable: no answer after 1.3.6.1.2.1.31.1.1.1.6.12")
+        sink.error("entPhysicalTable: tooBig")
+        if self.then_raise is not None:
+            raise self.then_raise
+
+
+async def test_collection_with_errors_is_partial_and_keeps_its_samples():
+    clock = FakeClock()
+    poll = make_poll("sw-1")
+    sched = scheduler([poll], {"sw-1": Partial()}, clock)
+
+    samples = await sched.run_poll(poll)
+
+    assert [s.measurement for s in samples] == ["snmp_system", COLLECTION]
+    assert samples[-1].fields == {
+        "status": "partial",
+        "reachable": True,
+        "duration_s": 0.0,
+        "samples": 1,
+        "error": "ifXTable: no answer after 1.3.6.1.2.1.31.1.1.1.6.12; entPhysicalTable: tooBig",
+        "lag_s": None,
+    }
+    assert (sched.counters.partial, sched.counters.ok) == (1, 0)
+    assert sched.health_sample().fields["partial"] == 1
+
+
+async def test_a_failure_after_partial_errors_is_the_failure():
+    clock = FakeClock()
+    poll = make_poll("sw-1")
+    sched = scheduler([poll], {"sw-1": Partial(Unreachable("192.0.2.1: no answer"))}, clock)
+
+    (*_, collection) = await sched.run_poll(poll)
+
+    assert collection.fields["status"] == "unreachable"
+    assert collection.fields["error"] == "192.0.2.1: no answer"
+    assert sched.counters.partial == 0
+
+
+class Controller:
+    """An organization-wide call: the controller reports itself and two of its access points."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.unknown: list[str] = []
+
+    async def collect(self, target: Target, sink: Sink) -> None:
+        sink.emit("ctl_status", {"aps": 2})
+        for ap in ("ap-1", "ap-gone"):
+            try:
+                sink.for_device(ap).emit("ap_status", {"clients": 7})
+            except UnknownDevice as exc:
+                self.unknown.append(str(exc))
+
+
+async def test_samples_for_other_devices_carry_their_tags_through_the_lookup():
+    clock = FakeClock()
+    asked: list[tuple[str, str]] = []
+    inventory: Mapping[tuple[str, str], Mapping[str, str]] = {
+        ("acme", "ap-1"): {"client": "acme", "site": "lyon", "device": "ap-1"},
+    }
+
+    def device_tags(client: str, name: str) -> Mapping[str, str] | None:
+        asked.append((client, name))
+        return inventory.get((client, name))
+
+    poll = make_poll("ctl-1")
+    controller = Controller()
+    sched = scheduler([poll], {"ctl-1": controller}, clock, device_tags=device_tags)
+
+    samples = await sched.run_poll(poll)
+
+    assert [(s.measurement, s.tags["device"]) for s in samples] == [
+        ("ctl_status", "ctl-1"),
+        ("ap_status", "ap-1"),
+        (COLLECTION, "ctl-1"),
+    ]
+    assert samples[1].tags == {"client": "acme", "site": "lyon", "device": "ap-1"}
+    assert asked == [("acme", "ap-1"), ("acme", "ap-gone")]
+    assert controller.unknown == ["no device 'ap-gone' in client 'acme'"]
+    assert samples[-1].fields["samples"] == 2
+
+
+async def test_without_a_lookup_no_other_device_is_known():
+    clock = FakeClock()
+    poll = make_poll("ctl-1")
+    controller = Controller()
+    sched = scheduler([poll], {"ctl-1": controller}, clock)
+
+    samples = await sched.run_poll(poll)
+
+    assert [s.measurement for s in samples] == ["ctl_status", COLLECTION]
+    assert len(controller.unknown) == 2
+
+
+# --------------------------------------------------------------------------------------- shutdown
+
+
+class Hung:
+    name = "fake"
+
+    def __init__(self, changes: Changes, tally: dict[str, int]) -> None:
+        self.changes, self.tally = changes, tally
+
+    async def collect(self, target: Target, sink: Sink) -> None:
+        self.tally["started"] += 1
+        self.changes.bump()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.tally["cancelled"] += 1
+            self.changes.bump()
+            raise
+
+
+async def test_stop_cancels_runs_and_drops_waiting_turns_without_waiting_for_them():
+    clock = FakeClock()
+    changes = Changes()
+    tally = {"started": 0, "cancelled": 0}
+    polls = [make_poll(f"sw-{i}", interval_s=60, timeout_s=30) for i in range(3)]
+    sched = scheduler(polls, lambda poll: Hung(changes, tally), clock, Recorder(changes), max_in_flight=1)
+    sched.plan()
+    step_until(sched, clock, lambda: sched.queued == 2)
+    await changes.until(lambda: tally["started"] == 1)
+
+    sched.stop()  # synchronous: returns before anything it cancels has even unwound
+    assert sched.queued == 0
+    await changes.until(lambda: tally["cancelled"] == 1)
+    await sched.drain()
+
+    assert tally == {"started": 1, "cancelled": 1}
+    assert (sched.counters.in_flight, sched.running) == (0, 0)
+    assert sched.step() is None, "a stopped scheduler has nothing left to run"

@@ -117,3 +117,16 @@ async def test_connection_refused_names_the_url(unused_tcp_port):
         await store.write([sample(1)])
     await store.close()
     assert url in str(caught.value) and caught.value.retryable and caught.value.status is None
+
+
+async def test_unrepresentable_fields_are_counted_once_sent_not_per_attempt(fake_influx):
+    fake, url = await fake_influx([(400, {"code": "invalid", "message": "refused"})])
+    store = InfluxStore(url, "org", "vigie", "tok", sleep=RecordingSleep())
+    nan = Sample("cpu", {"device": "d"}, {"load": float("nan"), "ok": 1.0}, T0)
+    with pytest.raises(StoreError):
+        await store.write([nan])
+    assert store.unrepresentable_fields == 0
+    await store.write([nan])
+    await store.close()
+    assert store.unrepresentable_fields == 1
+    assert fake.bodies == [f"cpu,device=d ok=1.0 {T0}"] * 2

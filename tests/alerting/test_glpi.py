@@ -119,7 +119,7 @@ async def test_429_honours_retry_after(glpi, connector):
 
 
 async def test_400_is_not_retried(glpi, connector):
-    from alerting.ticketing import TicketRef
+    from agent.api.tickets import TicketRef
 
     with pytest.raises(GlpiError) as err:
         await connector.add_followup(TicketRef("glpi", "999"), "no such ticket")
@@ -242,7 +242,8 @@ async def test_fake_state_survives_a_restart(tmp_path):
 
 
 def test_connectors_load_by_entry_point(tmp_path):
-    from alerting.ticketing import TicketConnector, load_connector
+    from agent.api.tickets import TicketConnector
+    from alerting.ticketing import load_connector
     from alerting.ticketing.log import TicketLog
 
     log = load_connector("log", {"path": str(tmp_path / "t.sqlite")})
@@ -253,3 +254,88 @@ def test_connectors_load_by_entry_point(tmp_path):
         load_connector("glpi", {"url": "http://x/apirest.php", "user_token": "u", "entity": 3})
     with pytest.raises(ValueError, match="unknown ticket connector 'jira'"):
         load_connector("jira")
+
+
+async def test_ticket_texts_are_in_the_clients_language_and_timezone(glpi, connector):
+    alert = firing_alert("critical")
+    ref = await connector.open(alert)  # default: French, Europe/Paris
+    content = glpi.tickets[int(ref.id)]["content"]
+    for line in ("Gravité : critique (critical)", "Règle : interface_down", "device : sw-core-1"):
+        assert f"<p>{line}</p>" in content
+    # T0 = 2023-11-14 22:13:20 UTC, 23:13:20 in Paris (CET)
+    assert "<p>Début : 2023-11-14 23:13:20 CET</p>" in content
+    assert "<p>Déclenchement : 2023-11-14 23:14:20 CET</p>" in content
+    assert "Severity" not in content and "UTC" not in content
+    alert.resolved_at = alert.fired_at + 600
+    await connector.solve(ref, alert)
+    assert glpi.solutions[0]["content"].startswith("Rétabli : sw-core-1 Gi0/1 down. Fin : 2023-11-14 23:24:20 CET.")
+
+    english = GlpiConnector(glpi.url, "app-token", "user-token", timezone="America/Montreal", language="en")
+    ref = await english.open(firing_alert("major", fp="fedcba9876543210"))
+    content = glpi.tickets[int(ref.id)]["content"]
+    assert "<p>Severity: major</p>" in content and "<p>Started: 2023-11-14 17:13:20 EST</p>" in content
+    await english.close()
+
+
+def test_ticket_text_options_are_checked_when_the_connector_is_built():
+    with pytest.raises(ValueError, match="ticket language 'de'"):
+        GlpiConnector.from_options({"url": "http://g/apirest.php", "user_token": "u", "language": "de"})
+    with pytest.raises(Exception, match="Mars/Olympus"):
+        GlpiConnector.from_options({"url": "http://g/apirest.php", "user_token": "u", "timezone": "Mars/Olympus"})
+
+
+async def test_the_built_in_log_writes_each_client_in_its_own_language(tmp_path):
+    from alerting.ticketing.log import TicketLog
+
+    log = TicketLog.from_options(
+        {"path": str(tmp_path / "t.sqlite"), "clients": {"abroad": {"language": "en", "timezone": "UTC"}}}
+    )
+    here = firing_alert()
+    away = firing_alert(fp="fedcba9876543210")
+    away.labels["client"] = "abroad"
+    await log.open(here)
+    await log.open(away)
+    rows = dict(log._db.execute("SELECT client, content FROM tickets").fetchall())
+    assert "Règle : interface_down" in rows["vsgp"] and "23:13:20 CET" in rows["vsgp"]
+    assert "Rule: interface_down" in rows["abroad"] and "22:13:20 UTC" in rows["abroad"]
+    await log.close()
+
+
+async def test_a_session_invalid_again_right_after_reinit_is_retryable(clock):
+    from lab.glpi_fake import FakeGlpi
+
+    fake = FakeGlpi(session_lifetime_s=-1, clock=clock)  # every session is gone by its first use
+    await fake.start()
+    conn = GlpiConnector(fake.url, "app-token", "user-token", sleep=Sleeps())
+    with pytest.raises(GlpiError) as err:
+        await conn.find_open("vigie:x:1")
+    await conn.close()
+    await fake.stop()
+    assert (err.value.status, err.value.code, err.value.retryable) == (401, "ERROR_SESSION_TOKEN_INVALID", True)
+    assert fake.count("GET", "initSession") == 2  # re-initialised once, not in a loop
+
+
+async def test_retry_after_as_an_http_date(glpi, clock):
+    sleeps = Sleeps()
+    conn = GlpiConnector(glpi.url, "app-token", "user-token", sleep=sleeps, clock=clock)
+    clock.t = 1_700_000_000.0  # Tue, 14 Nov 2023 22:13:20 GMT
+    glpi.inject(503, times=1, path="search", retry_after="Tue, 14 Nov 2023 22:13:32 GMT")
+    assert await conn.find_open("vigie:x:1") is None
+    assert sleeps == [12.0]
+    await conn.close()
+
+
+async def test_a_retry_after_longer_than_max_backoff_is_handed_up_not_slept(glpi, connector):
+    glpi.inject(429, times=1, path="search", retry_after="3600")
+    with pytest.raises(GlpiError) as err:
+        await connector.find_open("vigie:x:1")
+    assert (err.value.status, err.value.retryable, err.value.retry_after_s) == (429, True, 3600.0)
+    assert connector.sleeps == [] and glpi.count("GET", "search/Ticket") == 1
+
+
+async def test_close_is_bounded_when_glpi_hangs(glpi):
+    conn = GlpiConnector(glpi.url, "app-token", "user-token", close_timeout_s=0.05)
+    await conn.find_open("vigie:x:1")  # a session to kill
+    glpi.hang(path="killSession")
+    await conn.close()  # returns: the session expires on GLPI's side
+    assert glpi.hanging == [("GET", "killSession")]

@@ -1,12 +1,18 @@
-"""Points per second into SqliteStore, as a ratio against bare SQLite measured in the same run.
+"""Points per second into SqliteStore, as a ratio against bare SQLite measured in the same run; and
+samples per second through the line-protocol encoder of the InfluxDB store, against the encoder of
+the official client.
 
 `python bench/bench_store.py [points] [batch]`
 
-The peer is the straightforward layout on the same engine: the same points inserted with
+The SQLite peer is the straightforward layout on the same engine: the same points inserted with
 `executemany` into one table keyed by (series text, field, timestamp), one transaction per batch,
 same WAL mode and synchronous setting, no thread hop, no retention step. The ratio says whether
 vigie's normalised schema (series and tag tables, integer series ids, numeric and string fields
 apart) and its worker thread earn their keep.
+
+The line-protocol peer is influxdb_client's `Point(...).tag(...).field(...).to_line_protocol()` on
+the same samples: whether escaping every line break and backslash case (agent/stores/
+line_protocol.py) costs more than the client's own escaping.
 """
 
 import asyncio
@@ -16,7 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from influxdb_client import Point, WritePrecision
+
 from agent.api import Sample
+from agent.stores.line_protocol import encode
 from agent.stores.sqlite import SqliteStore
 
 T0 = 1_700_000_000_000_000_000
@@ -69,6 +78,25 @@ def bare_sqlite(path: Path, samples: list[Sample], batch: int) -> float:
     return elapsed
 
 
+def vigie_line_protocol(samples: list[Sample]) -> float:
+    start = time.perf_counter()
+    for sample in samples:
+        encode(sample)
+    return time.perf_counter() - start
+
+
+def client_line_protocol(samples: list[Sample]) -> float:
+    start = time.perf_counter()
+    for sample in samples:
+        point = Point(sample.measurement)
+        for key, value in sample.tags.items():
+            point.tag(key, value)
+        for key, value in sample.fields.items():
+            point.field(key, value)
+        point.time(sample.timestamp_ns, WritePrecision.NS).to_line_protocol()
+    return time.perf_counter() - start
+
+
 async def main(points: int, batch: int) -> None:
     samples = workload(points)
     total = len(samples) * FIELDS_PER_SAMPLE
@@ -79,6 +107,11 @@ async def main(points: int, batch: int) -> None:
     print(f"  vigie SqliteStore : {total / ours:>10,.0f} points/s")
     print(f"  bare SQLite (peer): {total / peer:>10,.0f} points/s")
     print(f"  ratio vigie / peer: x{peer / ours:.2f} points/s (>1: vigie writes faster)")
+    ours, peer = vigie_line_protocol(samples), client_line_protocol(samples)
+    print(f"{len(samples)} samples to line protocol ({len(samples[0].tags)} tags, {FIELDS_PER_SAMPLE} fields):")
+    print(f"  vigie encode                : {len(samples) / ours:>10,.0f} samples/s")
+    print(f"  influxdb_client Point (peer): {len(samples) / peer:>10,.0f} samples/s")
+    print(f"  ratio vigie / peer: x{peer / ours:.2f} samples/s (>1: vigie encodes faster)")
 
 
 if __name__ == "__main__":

@@ -2,19 +2,22 @@
 
 Used when a client has no ITSM of its own (or for the demo); ``vigie tickets`` lists it with
 :meth:`TicketLog.list`. One log may serve several clients: each ticket is written in its client's
-language and timezone (``locale_for``).
+language and timezone (``locale_for``). Its writes run in a worker thread, not on the event loop
+the agent's polls share.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from alerting.models import Alert
-from alerting.ticketing import TicketRef
+from agent.api.alerts import Alert
+from agent.api.tickets import TicketRef
 from alerting.ticketing.text import DEFAULT_LOCALE, TicketLocale, solution_text, ticket_body, ticket_title
 
 _SCHEMA = """
@@ -42,6 +45,9 @@ CREATE TABLE IF NOT EXISTS followups (
 """
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
 class TicketRecord:
     id: int
@@ -53,6 +59,7 @@ class TicketRecord:
     opened_at: float
     solved_at: float | None
     idempotency_key: str
+    content: str
 
 
 class TicketLog:
@@ -69,10 +76,12 @@ class TicketLog:
         self.path = path
         self.clock = clock
         self.locale_for = locale_for
-        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> TicketLog:
@@ -94,7 +103,17 @@ class TicketLog:
             str(options.get("path", "tickets.sqlite")), locale_for=lambda client: per_client.get(client, default)
         )
 
+    def _locked(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._lock:
+            return fn(*args)
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(self._locked, fn, *args)
+
     async def open(self, alert: Alert) -> TicketRef:
+        return await self._in_thread(self._open, alert)
+
+    def _open(self, alert: Alert) -> TicketRef:
         cur = self._db.execute(
             "INSERT INTO tickets(idempotency_key, client, alert, fingerprint, severity, title, content, "
             "status, opened_at) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -113,22 +132,28 @@ class TicketLog:
         return TicketRef(self.name, str(cur.lastrowid))
 
     async def add_followup(self, ref: TicketRef, text: str) -> None:
-        self._db.execute(
-            "INSERT INTO followups(ticket_id, at, content) VALUES (?,?,?)", (int(ref.id), self.clock(), text)
+        await self._in_thread(
+            self._db.execute,
+            "INSERT INTO followups(ticket_id, at, content) VALUES (?,?,?)",
+            (int(ref.id), self.clock(), text),
         )
 
     async def solve(self, ref: TicketRef, alert: Alert) -> None:
-        self._db.execute(
+        await self._in_thread(
+            self._db.execute,
             "UPDATE tickets SET status='solved', solved_at=?, solution=? WHERE id=? AND status='open'",
             (self.clock(), solution_text(alert, self.locale_for(alert.client)), int(ref.id)),
         )
 
     async def find_open(self, idempotency_key: str) -> TicketRef | None:
-        row = self._db.execute(
+        row = await self._in_thread(self._find_open, idempotency_key)
+        return TicketRef(self.name, str(row["id"])) if row else None
+
+    def _find_open(self, idempotency_key: str) -> sqlite3.Row | None:
+        return self._db.execute(
             "SELECT id FROM tickets WHERE idempotency_key=? AND status='open' ORDER BY id LIMIT 1",
             (idempotency_key,),
         ).fetchone()
-        return TicketRef(self.name, str(row["id"])) if row else None
 
     def list(self, client: str | None = None, status: str | None = None) -> list[TicketRecord]:
         sql = "SELECT * FROM tickets WHERE 1=1"
@@ -150,13 +175,18 @@ class TicketLog:
                 opened_at=r["opened_at"],
                 solved_at=r["solved_at"],
                 idempotency_key=r["idempotency_key"],
+                content=r["content"],
             )
-            for r in self._db.execute(sql + " ORDER BY id", args)
+            for r in self._locked(lambda: self._db.execute(sql + " ORDER BY id", args).fetchall())
         ]
 
     def followups(self, ticket_id: int) -> list[str]:
-        rows = self._db.execute("SELECT content FROM followups WHERE ticket_id=? ORDER BY id", (ticket_id,))
+        rows = self._locked(
+            lambda: self._db.execute(
+                "SELECT content FROM followups WHERE ticket_id=? ORDER BY id", (ticket_id,)
+            ).fetchall()
+        )
         return [r["content"] for r in rows]
 
     async def close(self) -> None:
-        self._db.close()
+        self._locked(self._db.close)

@@ -295,7 +295,7 @@ async def test_the_built_in_log_writes_each_client_in_its_own_language(tmp_path)
     away.labels["client"] = "abroad"
     await log.open(here)
     await log.open(away)
-    rows = dict(log._db.execute("SELECT client, content FROM tickets").fetchall())
+    rows = {ticket.client: ticket.content for ticket in log.list()}
     assert "Règle : interface_down" in rows["vsgp"] and "23:13:20 CET" in rows["vsgp"]
     assert "Rule: interface_down" in rows["abroad"] and "22:13:20 UTC" in rows["abroad"]
     await log.close()

@@ -14,15 +14,16 @@ VictoriaMetrics (lib/protoparser/influx/parser.go) and a real server in tests/st
   exact text. InfluxDB 1.x and 2.x OSS do not undo a doubled backslash in names, so there, in those
   places only, a name shows one backslash more; the line stays valid, and a name ending with a
   backslash has no other way in.
-- Line protocol has no escape for a line break. A raw newline ends the line for VictoriaMetrics and
-  InfluxDB 1.x even inside a quoted string (InfluxDB 2 takes it there; nobody does in a name), so
-  the safe route is taken everywhere, string fields included: CR, LF, tab and the other C0 controls
-  and DEL become visible text, `\n`, `\r`, `\t`, `\x00`, as Telegraf writes them. A multi-line
-  sysDescr stays one line, and a crafted ifAlias cannot start a line of its own.
+- Line protocol has no escape for a line break, and the reference says it does not support one in
+  tag or field values. VictoriaMetrics splits the body on every newline, quoted strings included
+  (some InfluxDB versions take one inside a quoted string, none in a name), so the safe route is
+  taken everywhere, string fields included: CR, LF, tab and the other C0 controls and DEL become
+  visible text, `\n`, `\r`, `\t`, `\x00`, as Telegraf's serializer does for the first three. A
+  multi-line sysDescr stays one line, and a crafted ifAlias cannot start a line of its own.
 - Lone surrogates (text decoded with ``surrogateescape``) are not UTF-8: they become U+FFFD.
 - What line protocol cannot carry is left out and reported in ``EncodedLine.left_out``: NaN and
   infinite floats, ints outside int64 (written as floats they would clash with the field's integer
-  type and get the whole batch refused), fields with an empty key. Empty tag keys and values are
+  type and could get the whole batch refused), fields with an empty key. Empty tag keys and values are
   skipped (line protocol has no empty tag: an absent tag is how "unknown" reads). A sample with no
   field left, or with an empty measurement, gives no line.
 """

@@ -21,10 +21,12 @@ The spool is bounded: past ``max_bytes`` the oldest segments are dropped with a 
 counted in ``dropped_points``. When the server refuses a chunk as data (``StoreError.data_rejected``:
 a malformed line, a field type conflict, a point outside retention), the chunk is split in halves
 and each half sent again, down to the single lines the server refuses: only those are quarantined
-(appended to ``quarantine.jsonl`` with the server's message, counted in ``quarantined_lines``),
-every other point is delivered. Bisecting works on any server; a chunk with k bad lines costs about
-2·k·log2(chunk) extra requests. Any other failure keeps the points and retries after an exponential
-backoff measured on ``clock`` and waited with ``sleep``.
+(appended to ``quarantine.jsonl`` with the server's message, counted in ``quarantined_lines``; the
+file stops growing at ``quarantine_max_bytes``, the count does not), every other point is
+delivered. A spool line that cannot be read back is quarantined the same way. Bisecting works on
+any server; a chunk with k bad lines costs about 2·k·log2(chunk) extra requests. Any other failure
+keeps the points and retries after an exponential backoff measured on ``clock`` and waited with
+``sleep``.
 
 All file work runs on one dedicated thread, so the event loop never waits on fsync and the spool's
 index needs no lock.
@@ -264,7 +266,11 @@ class SpooledStore:
         await self._run(self._commit, seq, ends[-1], len(lines))
 
     async def _send(self, lines: list[str]) -> None:
-        samples = [sample_from_json(line) for line in lines]
+        try:
+            samples = [sample_from_json(line) for line in lines]
+        except (ValueError, KeyError, TypeError) as exc:
+            # Refused like bad data: halving isolates the line, and the sender is not stuck on it.
+            raise StoreError(str(self.spool_dir), f"unreadable spool line ({exc})", data_rejected=True) from None
         try:
             async with asyncio.timeout(self.request_timeout_s):
                 await self.inner.write(samples)
@@ -408,7 +414,7 @@ class SpooledStore:
                 "status": error.status,
                 "error": error.server_message,
                 "url": error.url,
-                "sample": json.loads(line),
+                "sample": _json_or_text(line),
             },
             ensure_ascii=False,
         )
@@ -461,6 +467,13 @@ class SpooledStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.spool_dir / CURSOR_FILE)
+
+
+def _json_or_text(line: str) -> object:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return line
 
 
 def _fsync_dir(path: Path) -> None:

@@ -314,6 +314,24 @@ async def test_influxdb2_refusing_a_batch_loses_only_the_refused_lines(tmp_path,
     assert fake.requests < 60
 
 
+async def test_a_spool_line_that_cannot_be_read_back_is_quarantined_not_a_stuck_sender(tmp_path):
+    first = SpooledStore(Down(), tmp_path / "spool", close_timeout_s=0)
+    await first.write([sample(i) for i in range(4)])
+    await first.close()
+    (segment,) = (tmp_path / "spool").glob("*.seg")
+    lines = segment.read_text().splitlines()
+    lines[1] = '{"measurement": "spooltest"}'
+    segment.write_text("\n".join(lines) + "\n")
+
+    remote = RefusesData(set())
+    again = SpooledStore(remote, tmp_path / "spool")
+    assert await again.flush() is True
+    assert remote.sent == [0.0, 2.0, 3.0] and again.quarantined_lines == 1
+    (record,) = quarantined(tmp_path / "spool")
+    assert record["sample"] == {"measurement": "spooltest"} and "unreadable spool line" in record["error"]
+    await again.close()
+
+
 async def test_lone_surrogates_survive_the_spool(tmp_path):
     text = b"caf\xe9".decode("utf-8", "surrogateescape")
     odd = Sample("spooltest", {"device": text}, {"seq": 0.0}, T0)

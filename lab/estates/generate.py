@@ -122,6 +122,11 @@ POSTCODES = {
     "Sceaux": "92330",
 }
 
+# Devices no recording plays (vCenter, the cloud APIs) point at loopback too, where their lab fakes
+# answer once written: a lab estate never reaches a vendor's real host (vcenter.vsgp.example.org,
+# api.meraki.com, login.microsoftonline.com in production).
+LOOPBACK = "127.0.0.1"
+
 UPS_WALKS = ["apc_smt750x-nmc2", "apc_smtl1000-nmc3", "eaton-mgeups_9pxle", "netmanplus_mct20"]
 
 # vsgp-demo.yaml: the devices `make demo` plays (closed under `parent`).
@@ -220,17 +225,17 @@ def vsgp_devices() -> list[Device]:
             None,
             {"role": "management"},
             "tor-siege-1",
-            address="vcenter.vsgp.example.org",
+            address=LOOPBACK,
             collectors={"vsphere": {}},
         )
     )
     devices.append(
         Device(
-            "m365", "cloud", None, {"role": "saas"}, None, address="login.microsoftonline.com", collectors={"m365": {}}
+            "m365", "cloud", None, {"role": "saas"}, None, address=LOOPBACK, collectors={"m365": {}}
         )
     )
     devices.append(
-        Device("meraki", "cloud", None, {"role": "wifi"}, None, address="api.meraki.com", collectors={"meraki": {}})
+        Device("meraki", "cloud", None, {"role": "wifi"}, None, address=LOOPBACK, collectors={"meraki": {}})
     )
     return devices
 
@@ -251,7 +256,7 @@ HEADER = """\
 # iosxe_c9300, S5212F-ON -> dell-os10, TP-Link switches -> jetstream_t1600g-28ts, VxRail P570F
 # (PowerEdge R640 inside) -> drac_r640 + vmware-esxi, Data Domain and DNA Center -> linux_lsi.
 # vCenter, Veeam, Meraki (115 cloud-managed APs) and M365 need collectors not written yet: they load
-# with a warning, not an error.
+# with a warning, not an error. Every device points at loopback, those too (their lab fakes to come).
 
 x-lab: &lab {{address: 127.0.0.1, port: "${{VIGIE_LAB_SNMP_PORT:-1161}}"}}
 

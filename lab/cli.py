@@ -6,7 +6,7 @@
     vigie lab status [--json]
 
 `vigie` loads this through its ``vigie.commands`` entry point (``lab = "lab.cli:register"``);
-``python -m lab.cli lab ...`` runs the same commands without it.
+``python -m lab.cli lab ...`` runs the same commands where that entry point is not installed.
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     status = commands.add_parser("status", help="what the running lab serves, its environment and active faults")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--devices", action="store_true", help="also every device and how to reach it")
     with_runtime(status)
     status.set_defaults(func=_status)
 
@@ -153,6 +154,9 @@ def _status(args: argparse.Namespace) -> int:
             print(f"  {service:<6} {endpoint}")
     for line in answer["status"]:  # type: ignore[attr-defined]
         print(f"  {line}")
+    if args.devices:
+        for key, where in answer["devices"].items():  # type: ignore[attr-defined]
+            print(f"  {key:<40} {where}")
     for name, entry in answer["environment"].items():  # type: ignore[attr-defined]
         if entry["service"]:
             print(f"  export {name}={entry['value']}")

@@ -22,6 +22,8 @@ from lab.services import Context, Fault, FaultError, FaultKind, LabService
 # glpi-error holds until cleared: as many answers as any lab session will ask for.
 UNTIL_CLEARED = 10**9
 SOLVED = (5, 6)  # GLPI ticket statuses "solved" and "closed"
+STATUS_NAMES = {1: "new", 2: "assigned", 3: "planned", 4: "waiting", 5: "solved", 6: "closed"}
+LISTED_TICKETS = 5  # the latest ones, in `vigie lab status`
 
 
 @dataclass
@@ -131,9 +133,13 @@ class GlpiService(LabService):
     def status(self) -> list[str]:
         lines = []
         for i in self.instances:
-            tickets = list(i.fake.tickets.values()) if i.fake is not None else []
+            tickets = sorted(i.fake.tickets.values(), key=lambda t: t["id"]) if i.fake is not None else []
             open_ = sum(1 for t in tickets if t.get("status") not in SOLVED)
             lines.append(f"GLPI of {', '.join(i.clients)}: {len(tickets)} tickets, {open_} not solved ({i.url()})")
+            lines += [
+                f"  #{t['id']} {STATUS_NAMES.get(t.get('status'), t.get('status'))}: {t.get('name')}"
+                for t in tickets[-LISTED_TICKETS:]
+            ]
         return lines
 
     def check_fault(self, fault: Fault) -> str:

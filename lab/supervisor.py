@@ -25,6 +25,7 @@ from lab.services import TARGET_USAGE, Context, Fault, FaultError, FaultKind, La
 
 EXIT_FAILED = 1
 EXIT_ESTATE = 2
+LISTED_DEVICES = 12  # more are only counted: the 173 of vsgp would bury the rest of the listing
 
 
 class Supervisor:
@@ -254,7 +255,10 @@ class Supervisor:
             lines += [f"  {name:<6} {endpoint}" for endpoint in service.endpoints()]
         played = {key: where for s in self.services.values() for key, where in s.devices()}
         lines.append(f"devices ({len(played)}):")
-        lines += [f"  {key:<40} {where}" for key, where in played.items()]
+        shown = list(played.items()) if len(played) <= LISTED_DEVICES else list(played.items())[:3]
+        lines += [f"  {key:<40} {where}" for key, where in shown]
+        if len(shown) < len(played):
+            lines.append(f"  ... and {len(played) - len(shown)} more: vigie lab status --devices")
         unplayed = [f"{d.key} ({', '.join(d.collectors)})" for d in estate.devices() if d.key not in played]
         if unplayed:
             lines.append(f"not played by any lab service yet ({len(unplayed)}): {', '.join(unplayed)}")

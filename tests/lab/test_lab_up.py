@@ -13,7 +13,7 @@ import pytest
 from collectors.snmp.client import SnmpAuth, SnmpClient
 from lab.walks import read_records, recording
 
-from .helpers import RunningLab, children_of, parent_of, wait_gone
+from .helpers import RunningLab, children_of, lab, parent_of, wait_gone
 
 
 def free_udp_port() -> int:
@@ -56,7 +56,9 @@ def test_listing_says_what_listens_where_and_what_to_export(tmp_path: Path) -> N
         glpi = running.info["environment"]["VIGIE_VSGP_GLPI_URL"]["value"]
         assert f"udp 127.0.0.1:{port}  SNMPv2c, 173 devices" in out
         assert f"http {glpi}  fake GLPI of vsgp" in out
-        assert f"snmp://vsgp%2Fdist-siege@127.0.0.1:{port}  (iosxe_c9300)" in out
+        assert "  ... and 170 more: vigie lab status --devices" in out
+        devices = lab("status", "--devices", runtime_dir=running.runtime_dir).stdout
+        assert f"  vsgp/dist-siege{' ' * 25} snmp://vsgp%2Fdist-siege@127.0.0.1:{port}  (iosxe_c9300)" in devices
         assert f"export VIGIE_LAB_SNMP_PORT={port}   # snmp, NOT the estate's default" in out
         assert f"export VIGIE_VSGP_GLPI_URL={glpi}   # glpi, NOT the estate's default" in out
         assert "VIGIE_STATE_DIR: not the lab's; the agent reads 'var/vsgp'" in out

@@ -68,8 +68,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from alerting.models import FIRING, RESOLVED, Alert, AlertTransition
-from alerting.ticketing import TicketConnector, TicketError, TicketRef
+from agent.api.alerts import FIRING, RESOLVED, Alert, AlertTransition
+from agent.api.tickets import TicketConnector, TicketError, TicketRef
 from alerting.ticketing.text import DEFAULT_LOCALE, TicketLocale, after_the_fact_text, reattached_text
 
 log = logging.getLogger(__name__)
@@ -313,8 +313,13 @@ class TicketDispatcher:
                 )
                 for task in busy:
                     task.cancel()
-                await asyncio.wait(busy, timeout=self.stop_timeout_s)
-        await asyncio.gather(*tasks, *([self._reconciler] if self._reconciler else []), return_exceptions=True)
+                _, stuck = await asyncio.wait(busy, timeout=self.stop_timeout_s)
+                for task in stuck:  # a connector that swallows cancellation: not waited for
+                    log.error("tickets: %s did not stop when cancelled", task.get_name())
+        if self._reconciler is not None:
+            tasks.append(self._reconciler)  # cancelled above; it only sleeps or waits for the worker
+            await asyncio.wait([self._reconciler])
+        await asyncio.gather(*(task for task in tasks if task.done()), return_exceptions=True)
         self._closed = True
         await asyncio.to_thread(self._worker.shutdown)  # the writes asked for before are done
         with self._lock:

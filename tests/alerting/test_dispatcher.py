@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.api.tickets import TicketRef
 from alerting.engine import AlertEngine
 from alerting.notifier import BACKOFF_S, CRASH_ENV, TicketDispatcher
-from alerting.ticketing import TicketRef
 from alerting.ticketing.glpi import GlpiConnector
 from alerting.ticketing.log import TicketLog
 
@@ -153,6 +153,24 @@ async def test_crash_between_engine_and_dispatcher_is_reconciled(state, clock):
         await disp.reconcile()
         res = await disp.settle()
         assert len(res.solved) == 1 and log.list()[0].status == "solved"
+
+
+async def test_reconciliation_also_runs_periodically(state, clock):
+    log = TicketLog(str(state / "log.sqlite"), clock=clock)
+    eng = engine(state, [T0])
+    done = asyncio.Event()
+    disp = TicketDispatcher(
+        str(state / "links.sqlite"),
+        {"vsgp": log},
+        clock=clock,
+        reconcile_interval_s=0.01,
+        on_result=lambda r: done.set(),
+    )
+    async with running(disp, eng.firing):
+        clock.t = T0 + 60
+        await fire(eng)  # fired after the start-up reconciliation, its transitions lost
+        await done.wait()  # the next periodic pass queues it and the lane opens it
+        assert [(link.state, link.ticket_id) for link in disp.links()] == [("open", "1")]
 
 
 async def test_resolved_while_create_outcome_unknown_solves_the_ticket_if_it_exists(state, clock):

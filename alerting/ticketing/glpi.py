@@ -37,8 +37,8 @@ from typing import Any
 
 import aiohttp
 
-from alerting.models import Alert
-from alerting.ticketing import TicketError, TicketRef
+from agent.api.alerts import Alert
+from agent.api.tickets import TicketError, TicketRef
 from alerting.ticketing.priority import DEFAULT_GLPI_MAPPING
 from alerting.ticketing.text import DEFAULT_LOCALE, TicketLocale, solution_text, ticket_body, ticket_title
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from alerting.models import Alert
+from agent.api.alerts import Alert
 
 LANGUAGES = ("fr", "en")
 

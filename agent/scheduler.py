@@ -66,6 +66,8 @@ BLOCKING_THREAD_PREFIX = "vigie-blocking"
 NOT_RUN_STATUSES = frozenset({"skipped", "overloaded"})
 DEFAULT_MAX_IN_FLIGHT = 64
 DEFAULT_MAX_LAG_S = 30.0
+# The pace of the first turns after a start, per interval (see `Scheduler.plan`).
+STARTUP_POLLS_PER_S = 10.0
 
 
 def poll_key(poll: Poll) -> str:
@@ -302,8 +304,15 @@ class Scheduler:
     # -- the timeline --------------------------------------------------------------------------
 
     def plan(self) -> None:
-        """Lay every poll's phase on the wall clock from now; the first turns come within one
-        interval. Called by `start()`; a test driving the clock calls it, then `step()`."""
+        """Lay every poll's phase on the wall clock from now, and its first turn. Called by
+        `start()`; a test driving the clock calls it, then `step()`.
+
+        First turns: waiting for its phase would leave an hourly check unseen for up to an hour
+        after a restart, and running every poll at once is the burst the phases avoid. So the
+        first turns of the polls sharing an interval come in phase order, evenly, no faster than
+        `STARTUP_POLLS_PER_S` and never later than their phase: a few devices are polled within
+        seconds, a fleet large enough to fill its interval at that rate starts on its phases.
+        """
         now = self._monotonic()
         wall = self._clock_ns() / 1e9
         self._schedules.clear()
@@ -312,12 +321,17 @@ class Scheduler:
         for key, poll in self.polls.items():
             by_interval.setdefault(poll.interval_s, []).append(key)
         for interval_s, keys in by_interval.items():
+            squeeze = min(1.0, len(keys) / STARTUP_POLLS_PER_S / interval_s)
             for key, phase in phases(keys, interval_s).items():
                 # The next wall-clock instant congruent to the poll's phase, on the monotonic clock.
                 anchor = now + (phase - wall) % interval_s
+                first = now + (anchor - now) * squeeze
                 schedule = _Schedule(key, self.polls[key], anchor, min(interval_s / 2, self._max_lag_s))
+                # The phase's own turn follows the first one, unless it is under half an interval
+                # away: then the one after it does.
+                schedule.turn = -1 if anchor - first >= interval_s / 2 else 0
                 self._schedules[key] = schedule
-                self._timeline.append((schedule.due, key))
+                self._timeline.append((first, key))
         heapq.heapify(self._timeline)
 
     def step(self) -> float | None:

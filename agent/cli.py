@@ -1,4 +1,5 @@
-"""The `vigie` command line: check-config, run, collect, tickets, alerts, demo."""
+"""The `vigie` command line: check-config, run, collect, tickets, alerts, and the subcommands other
+distributions register (`vigie lab`, `vigie demo` from the lab)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import NoReturn
 
 from agent.api import Sample
 
 EXIT_CONFIG = 2
+EXIT_LOCKED = 75  # EX_TEMPFAIL: another agent holds the state directory
 EXIT_USAGE = 64
+COMMANDS = "vigie.commands"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,7 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         # APScheduler logs every job run at INFO: noise next to the agent's own messages.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SystemExit as exit_:  # a refused config ends the command with its status, not a traceback
+        return exit_.code if isinstance(exit_.code, int) else EXIT_CONFIG
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("collect", help="run one collection and print its samples (like telegraf --test)")
-    p.add_argument("url", nargs="?", help="snmp://COMMUNITY@HOST[:PORT] or snmpv3://USER:AUTH:PRIV@HOST[:PORT]?...")
+    p.add_argument("url", nargs="?", help="a target URL in a scheme an installed collector takes "
+                   "(the SNMP collector: snmp://COMMUNITY@HOST[:PORT], snmpv3://USER:AUTH:PRIV@HOST[:PORT]?...)")
     with_config(p, required=False)
     p.add_argument("--device", help="device name, or CLIENT/DEVICE, from --config")
     p.add_argument("--collector", default=None, help="only this collector of the device")
@@ -73,28 +82,57 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_alerts)
 
-    p = sub.add_parser("demo", help="lab + agent + injected fault: alert, ticket, recovery, solved")
-    p.add_argument("--keep-running", action="store_true", help="keep the agent and lab running after the demo")
-    p.add_argument("--state-dir", type=Path, default=None)
-    p.add_argument("--glpi", action="store_true", help="open tickets in the lab's fake GLPI, not the built-in log")
-    p.set_defaults(func=_cmd_demo)
+    _register_commands(sub)
     return parser
 
 
-def _load(args: argparse.Namespace, path: Path | None = None):
+def _register_commands(sub: argparse._SubParsersAction) -> None:
+    """Subcommands other distributions add (`vigie lab`, `vigie demo` from the lab): entry points
+    of `vigie.commands`, each a `register(subparsers)` function. One that cannot load is reported
+    and left out; the built-in commands still work."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=COMMANDS):
+        try:
+            entry.load()(sub)
+        except Exception as exc:  # noqa: BLE001 - a broken extension must not break the CLI
+            print(f"vigie: command {entry.name!r} ({entry.value}) unavailable: {exc}", file=sys.stderr)
+
+
+def _plugins():
+    from agent.plugins import Plugins
+
+    plugins = Plugins.discover()
+    for problem in plugins.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    return plugins
+
+
+def _fail_config(path: Path, errors: Sequence[str]) -> NoReturn:
+    for line in errors:
+        print(line, file=sys.stderr)
+    print(f"{path}: {len(errors)} error(s)", file=sys.stderr)
+    raise SystemExit(EXIT_CONFIG)
+
+
+def _load(args: argparse.Namespace, plugins, path: Path | None = None):
     from agent.config import ConfigError, load_config
-    from agent.plugins import COLLECTORS, Registry, shipped_rules
 
     path = path or args.config
-    collectors = Registry(COLLECTORS)
     try:
-        return load_config(path, secrets_path=args.secrets, known_collectors=collectors.names(),
-                           shipped_rules=shipped_rules(collectors))
+        return load_config(path, secrets_path=args.secrets, plugins=plugins)
     except ConfigError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
-        print(f"{path}: {len(exc.errors)} error(s)", file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG) from None
+        _fail_config(path, exc.errors)
+
+
+def _polls(config, plugins, clients=None):
+    from agent.config import ConfigError
+    from agent.runner import checked_polls
+
+    try:
+        return checked_polls(config, plugins, clients)
+    except ConfigError as exc:
+        _fail_config(config.source, exc.errors)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -102,81 +140,116 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     if path is None:
         print("vigie check-config: give the config file", file=sys.stderr)
         return EXIT_USAGE
-    from agent.inventory import build_polls
-
-    config = _load(args, path)
-    from agent.runner import CollectorFactory, usable_polls
-
+    plugins = _plugins()
+    config = _load(args, plugins, path)
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    polls, problems = usable_polls(build_polls(config), CollectorFactory())
-    # Options of an installed collector are the collector's to judge (config only checks their shape).
-    for problem in problems.bad_options:
-        print(f"{path}: {problem}", file=sys.stderr)
-    if problems.bad_options:
-        print(f"{path}: {len(problems.bad_options)} error(s)", file=sys.stderr)
-        return EXIT_CONFIG
+    polls = _polls(config, plugins)
+    if not polls:
+        # an empty or entirely skipped config watches nothing: not an "OK"
+        _fail_config(path, [f"{path}: nothing to poll: no device with an installed collector"])
     print(f"{path}: OK — {len(config.clients)} client(s), {len(polls)} poll(s)")
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from agent.config import ConfigError
     from agent.runner import Agent
+    from agent.statedir import StateDirLocked
 
-    config = _load(args)
+    plugins = _plugins()
+    config = _load(args, plugins)
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     clients = {c.strip() for c in args.clients.split(",") if c.strip()} if args.clients else None
-    agent = Agent(config, clients=clients, state_dir=args.state_dir)
+    try:
+        agent = Agent(config, clients=clients, state_dir=args.state_dir, plugins=plugins)
+    except ConfigError as exc:
+        _fail_config(config.source, exc.errors)
+    if not agent.polls:
+        _fail_config(config.source, [f"{config.source}: nothing to poll: no device with an installed collector"])
     try:
         asyncio.run(agent.run_forever(duration_s=args.duration))
     except KeyboardInterrupt:
         pass
+    except StateDirLocked as exc:
+        print(f"vigie run: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     return 0
 
 
+def _redacted(url: str) -> str:
+    """``url`` without its user part: a community or a key must never reach a terminal or a log."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
+
+
 def _cmd_collect(args: argparse.Namespace) -> int:
-    from agent.inventory import Poll, build_polls
+    from agent.inventory import Poll
+    from agent.plugins import UnknownPlugin
 
+    plugins = _plugins()
     if args.url:
-        from collectors.snmp import target_from_url
-
+        scheme = args.url.partition("://")[0]
         try:
-            target, options = target_from_url(args.url)
-        except ValueError as exc:
-            print(f"vigie collect: {exc}", file=sys.stderr)
+            collector, parse = plugins.url_parser(scheme)
+            target, raw_options = parse(args.url)
+            spec = plugins.collector(collector)
+            options = spec.options.model_validate(raw_options)
+        except (UnknownPlugin, ValueError) as exc:
+            message = str(exc).replace(args.url, _redacted(args.url))
+            print(f"vigie collect: {_redacted(args.url)}: {message}", file=sys.stderr)
             return EXIT_USAGE
-        timeout = args.timeout or float(options.get("timeout_s", 5)) * (int(options.get("retries", 1)) + 1) + 5
-        polls = [Poll(target=target, collector="snmp", options=options, interval_s=60, timeout_s=timeout,
+        timeout = args.timeout or _default_timeout(options)
+        polls = [Poll(target=target, collector=collector, options=options, interval_s=60, timeout_s=timeout,
                       jitter_s=0)]
     elif args.config and args.device:
-        config = _load(args)
+        config = _load(args, plugins)
         client, _, device = args.device.rpartition("/")
+        devices = [
+            d for c in config.clients if not client or c.name == client
+            for _, d in c.devices() if d.name == device
+        ]
+        if not devices:
+            print(f"vigie collect: no device {args.device!r} in {args.config}", file=sys.stderr)
+            return EXIT_USAGE
         polls = [
-            p for p in build_polls(config)
+            p for p in _polls(config, plugins)
             if p.target.name == device and (not client or p.target.tags.get("client") == client)
             and (args.collector is None or p.collector == args.collector)
         ]
         if not polls:
-            print(f"vigie collect: no device {args.device!r} in {args.config}", file=sys.stderr)
+            wanted = args.collector or ", ".join(sorted({n for d in devices for n in d.collectors})) or "none"
+            installed = ", ".join(plugins.names("collectors")) or "none"
+            print(f"vigie collect: {args.device}: no installed collector to run (asked: {wanted}; "
+                  f"installed: {installed})", file=sys.stderr)
             return EXIT_USAGE
         if args.timeout:
-            polls = [p.__class__(**{**p.__dict__, "timeout_s": args.timeout}) for p in polls]
+            polls = [replace(p, timeout_s=args.timeout) for p in polls]
     else:
         print("vigie collect: give a URL, or --config FILE --device NAME", file=sys.stderr)
         return EXIT_USAGE
-    samples = asyncio.run(_collect_once(polls))
+    samples = asyncio.run(_collect_once(polls, plugins))
     _print_samples(samples, as_json=args.json)
     failed = [s for s in samples if s.measurement == "collection" and s.fields.get("status") != "ok"]
     return 1 if failed else 0
 
 
-async def _collect_once(polls) -> list[Sample]:
+def _default_timeout(options) -> float:
+    """Long enough for the collector's own timeouts and retries to play out first."""
+    timeout_s = float(getattr(options, "timeout_s", 5))
+    retries = int(getattr(options, "retries", 1))
+    return timeout_s * (retries + 1) + 5
+
+
+async def _collect_once(polls, plugins) -> list[Sample]:
     from agent.runner import CollectorFactory
     from agent.scheduler import Scheduler
 
     async def discard(_samples: Sequence[Sample]) -> None:
         return None
 
-    scheduler = Scheduler(polls, CollectorFactory(), discard)
+    scheduler = Scheduler(polls, CollectorFactory(plugins), discard)
     samples: list[Sample] = []
     for poll in polls:
         samples.extend(await scheduler.run_poll(poll))
@@ -201,10 +274,17 @@ def _print_samples(samples: Sequence[Sample], as_json: bool) -> None:
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
+    """The state directory a read-only view reads: ``--state-dir``, else the config's
+    ``agent.state_dir`` (read without secrets: a view needs none), else $VIGIE_STATE_DIR or var."""
+    from agent.config import ConfigError, state_dir_of
+
     if args.state_dir:
         return args.state_dir
     if args.config:
-        return Path(_load(args).agent.state_dir)
+        try:
+            return state_dir_of(args.config)
+        except ConfigError as exc:
+            _fail_config(args.config, exc.errors)
     return Path(os.environ.get("VIGIE_STATE_DIR", "var"))
 
 
@@ -218,12 +298,6 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
     from agent.views import print_alerts
 
     return print_alerts(_state_dir(args), include_resolved=args.all, as_json=args.json)
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from agent.demo import run_demo
-
-    return asyncio.run(run_demo(keep_running=args.keep_running, state_dir=args.state_dir, glpi=args.glpi))
 
 
 if __name__ == "__main__":

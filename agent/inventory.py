@@ -7,19 +7,20 @@ defaults -> built-in. Collector options are merged key by key along the same cha
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
 
+from pydantic import BaseModel
+
+from agent.api import DeviceInfo, Target
 from agent.config import Config
-from agent.api import Target
 
 
 @dataclass(frozen=True)
 class Poll:
     target: Target
     collector: str
-    options: Mapping[str, Any]
+    options: BaseModel  # validated by the collector's options model when the config loaded
     interval_s: float
     timeout_s: float
     jitter_s: float
@@ -27,21 +28,24 @@ class Poll:
 
 def build_polls(config: Config, clients: Collection[str] | None = None) -> list[Poll]:
     """The polls of the selected clients: ``clients`` (``vigie run --clients A,B``), else
-    ``agent.shard``, else every client. An unknown client name raises ConfigError."""
+    ``agent.shard``, else every client. An unknown client name raises ConfigError. A collector
+    that is not installed has no validated options (load_config warned about it): no poll."""
     polls: list[Poll] = []
     for client in config.select_clients(clients):
         for site, device in client.devices():
             settings = config.settings_for(client, site, device)
-            credentials = config.credentials(settings.credentials) if settings.credentials else {}
             tags = {**device.tags, "client": client.name, "site": site.name, "device": device.name}
             for collector in device.collectors:
-                options = config.collector_options(client, site, device, collector)
+                try:
+                    options = config.plugin_options("collector", client.name, device.name, collector)
+                except KeyError:
+                    continue
+                secret = config.credentials_name(client, site, device, collector)
                 target = Target(
                     name=device.name,
                     address=device.address,
                     port=device.port,
-                    credentials=credentials,
-                    options=options,
+                    credentials=config.credentials(secret) if secret else {},
                     tags=tags,
                 )
                 polls.append(
@@ -55,3 +59,42 @@ def build_polls(config: Config, clients: Collection[str] | None = None) -> list[
                     )
                 )
     return polls
+
+
+def device_tags(config: Config) -> Callable[[str, str], Mapping[str, str] | None]:
+    """``(client, device) -> base tags`` of an inventory device: what ``Sink.for_device`` stamps
+    on the samples a collector reports about another device."""
+    found: dict[tuple[str, str], Mapping[str, str]] = {
+        (client.name, device.name): {**device.tags, "client": client.name, "site": site.name, "device": device.name}
+        for client in config.clients
+        for site, device in client.devices()
+    }
+    return lambda client, name: found.get((client, name))
+
+
+class InventoryView:
+    """The inventory as services see it (read-only): devices by client, name or address."""
+
+    def __init__(self, config: Config, clients: Collection[str] | None = None) -> None:
+        self._devices = [
+            DeviceInfo(
+                client=client.name,
+                site=site.name,
+                name=device.name,
+                address=device.address,
+                tags=dict(device.tags),
+                collectors=tuple(device.collectors),
+                parent=device.parent,
+            )
+            for client in config.select_clients(clients)
+            for site, device in client.devices()
+        ]
+
+    def devices(self, client: str | None = None) -> list[DeviceInfo]:
+        return [d for d in self._devices if client is None or d.client == client]
+
+    def find(self, client: str, name: str) -> DeviceInfo | None:
+        return next((d for d in self._devices if d.client == client and d.name == name), None)
+
+    def by_address(self, address: str) -> list[DeviceInfo]:
+        return [d for d in self._devices if d.address == address]

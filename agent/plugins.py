@@ -1,42 +1,121 @@
-"""Plugin lookup by entry point: collectors, ticket connectors.
+"""The registry of installed plugins, built once at start-up from the entry points.
 
-Each call builds a fresh mapping (STYLE.md: registries are instances built at start-up, never
-mutable class attributes), so two agents in one process cannot leak plugins into each other.
+Every plugin kind is found the same way: an entry point in one of ``GROUPS`` naming a
+:class:`~agent.api.PluginSpec`. A plugin that cannot be loaded (import error, not a spec, written
+for another API version, a name already taken) does not stop the agent: it is left out and
+reported in :attr:`Plugins.problems`, which ``vigie check-config`` prints.
+
+A registry is an instance (STYLE.md: never a mutable class attribute), so two agents in one
+process, or a test building its own ``Plugins([...])``, cannot leak plugins into each other.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from importlib.metadata import EntryPoint, entry_points
 
-COLLECTORS = "vigie.collectors"
-TICKETING = "vigie.ticketing"
+from agent.api import API_VERSION, PluginSpec, Rule
+from agent.api.plugin import PluginKind, UrlParser
+
+# entry-point group -> the kind of the specs it holds
+GROUPS: Mapping[str, tuple[PluginKind, ...]] = {
+    "vigie.collectors": ("collector",),
+    "vigie.probes": ("probe",),
+    "vigie.ticketing": ("ticketing",),
+    "vigie.notifications": ("notification",),
+    "vigie.stores": ("store",),
+    "vigie.services": ("service",),
+}
+# Collectors and probes share one namespace: a device's `collectors:` names either.
+_NAMESPACE: Mapping[PluginKind, str] = {
+    "collector": "collectors",
+    "probe": "collectors",
+    "ticketing": "ticketing",
+    "notification": "notifications",
+    "store": "stores",
+    "service": "services",
+}
 
 
 class UnknownPlugin(LookupError):
     pass
 
 
-class Registry:
-    def __init__(self, group: str) -> None:
-        self.group = group
-        self._entries = {ep.name: ep for ep in entry_points(group=group)}
+class Plugins:
+    def __init__(self, specs: Iterable[PluginSpec], problems: Iterable[str] = ()) -> None:
+        self.problems = list(problems)
+        self._by_namespace: dict[str, dict[str, PluginSpec]] = {ns: {} for ns in set(_NAMESPACE.values())}
+        for spec in specs:
+            if spec.api_version != API_VERSION:
+                self.problems.append(
+                    f"plugin {spec.name!r} is written for plugin API {spec.api_version}, this vigie has {API_VERSION}"
+                )
+                continue
+            namespace = self._by_namespace[_NAMESPACE[spec.kind]]
+            if spec.name in namespace:
+                self.problems.append(f"two {_NAMESPACE[spec.kind]} plugins named {spec.name!r}: the second is ignored")
+                continue
+            namespace[spec.name] = spec
 
-    def names(self) -> list[str]:
-        return sorted(self._entries)
+    @classmethod
+    def discover(cls, find: Callable[[str], Iterable[EntryPoint]] = lambda g: entry_points(group=g)) -> Plugins:
+        specs: list[PluginSpec] = []
+        problems: list[str] = []
+        for group, kinds in GROUPS.items():
+            for entry in find(group):
+                where = f"plugin {entry.name!r} ({group} = {entry.value})"
+                try:
+                    spec = entry.load()
+                except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the others
+                    problems.append(f"{where}: cannot be loaded: {type(exc).__name__}: {exc}")
+                    continue
+                if not isinstance(spec, PluginSpec):
+                    problems.append(f"{where}: names a {type(spec).__name__}, not an agent.api.PluginSpec")
+                elif spec.kind not in kinds or spec.name != entry.name:
+                    declared = f"declares {spec.kind} {spec.name!r}"
+                    problems.append(f"{where}: {declared}, expected a {kinds[0]} {entry.name!r}")
+                else:
+                    specs.append(spec)
+        return cls(specs, problems)
 
-    def load(self, name: str) -> Any:
+    def extended(self, specs: Iterable[PluginSpec]) -> Plugins:
+        """A new registry with these plugins added (an embedding program's own, a test's)."""
+        return Plugins([*self.all(), *specs], self.problems)
+
+    # -- lookups ---------------------------------------------------------------------------------
+
+    def names(self, namespace: str) -> list[str]:
+        return sorted(self._by_namespace[namespace])
+
+    def get(self, namespace: str, name: str) -> PluginSpec:
         try:
-            entry = self._entries[name]
+            return self._by_namespace[namespace][name]
         except KeyError:
-            known = ", ".join(self.names()) or "none installed"
-            raise UnknownPlugin(f"no {self.group} plugin named {name!r} (known: {known})") from None
-        return entry.load()
+            known = ", ".join(self.names(namespace)) or "none installed"
+            kind = namespace.removesuffix("s")
+            raise UnknownPlugin(f"no {kind} plugin named {name!r} (installed: {known})") from None
 
+    def collector(self, name: str) -> PluginSpec:
+        return self.get("collectors", name)
 
-def shipped_rules(registry: Registry) -> list[dict[str, Any]]:
-    """The alert rules installed collectors ship (e.g. SNMP's per-family rules), as raw mappings."""
-    rules: list[dict[str, Any]] = []
-    for name in registry.names():
-        rules.extend(getattr(registry.load(name), "default_rules", lambda: [])())
-    return rules
+    def all(self) -> list[PluginSpec]:
+        return [spec for namespace in self._by_namespace.values() for spec in namespace.values()]
+
+    # -- what the kernel learns from the specs ---------------------------------------------------
+
+    def default_rules(self) -> list[Rule]:
+        return [rule for spec in self.all() for rule in spec.default_rules()]
+
+    def state_fields(self) -> frozenset[tuple[str, str]]:
+        return frozenset().union(*(spec.state_fields for spec in self.all()))
+
+    def descriptive_tags(self) -> frozenset[str]:
+        return frozenset().union(*(spec.descriptive_tags for spec in self.all()))
+
+    def url_parser(self, scheme: str) -> tuple[str, UrlParser]:
+        """The collector name and URL parser of ``vigie collect SCHEME://...``."""
+        for spec in self._by_namespace["collectors"].values():
+            if scheme in spec.url_schemes:
+                return spec.name, spec.url_schemes[scheme]
+        known = sorted(s for spec in self._by_namespace["collectors"].values() for s in spec.url_schemes)
+        raise UnknownPlugin(f"no collector takes {scheme}:// URLs (known: {', '.join(known) or 'none'})")

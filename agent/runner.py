@@ -11,24 +11,32 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.config import Config, RuleSpec, SqliteStoreSpec, StoreSpec
-from agent.inventory import Poll, build_polls
+from agent.api import (
+    AlertTransition,
+    ReceiverContext,
+    Rule,
+    Sample,
+    SecretRef,
+    ServiceContext,
+    StoreContext,
+    TicketConnector,
+)
+from agent.api.plugin import PluginSpec
+from agent.config import Config, ConfigError
+from agent.inventory import InventoryView, Poll, build_polls, device_tags
 from agent.pipeline import Pipeline
-from agent.plugins import COLLECTORS, TICKETING, Registry
-from agent.api import Sample
-from agent.scheduler import Scheduler
-from agent.state import StateDB, tz_by_client
-from agent.stores import Store, build_store
+from agent.plugins import Plugins
+from agent.scheduler import NOT_RUN_STATUSES, Scheduler
+from agent.services import ServiceHost, StateView
+from agent.state import STATE_FIELDS, StateDB, tz_by_client
+from agent.statedir import StateDir
+from agent.stores import Store
 from agent.stores.sqlite import DEFAULT_RETENTION_DAYS
 from alerting.engine import AlertEngine
-from alerting.models import AlertTransition
 from alerting.notifier import DispatchResult, TicketDispatcher
-from alerting.ticketing import TicketConnector
-from agent.api import Collector
 
 log = logging.getLogger(__name__)
 
@@ -36,60 +44,46 @@ AlertListener = Callable[[Sequence[AlertTransition], DispatchResult], None]
 
 
 class CollectorFactory:
-    """Builds one collector instance per poll from the `vigie.collectors` entry points."""
+    """Builds one collector per poll from its plugin's factory and the poll's validated options."""
 
-    def __init__(self) -> None:
-        self.registry = Registry(COLLECTORS)
+    def __init__(self, plugins: Plugins) -> None:
+        self.plugins = plugins
 
-    def __call__(self, poll: Poll) -> Collector:
-        return self.registry.load(poll.collector)(poll.options)
-
-
-@dataclass
-class PollProblems:
-    """Polls left out: collectors not installed (a warning: collectors are plugins) and collectors
-    that refuse their options (a configuration error)."""
-
-    not_installed: list[str] = field(default_factory=list)
-    bad_options: list[str] = field(default_factory=list)
+    def __call__(self, poll: Poll) -> Any:
+        return self.plugins.collector(poll.collector).factory(poll.options)
 
 
-def usable_polls(polls: Sequence[Poll], factory: CollectorFactory) -> tuple[list[Poll], PollProblems]:
-    """The polls whose collector is installed and accepts its options, and why the others are not.
-
-    One device naming a collector this installation lacks, or giving it a bad option, must not stop
-    the supervision of all the others: it is reported and left out.
-    """
-    installed = set(factory.registry.names())
-    usable: list[Poll] = []
-    problems = PollProblems()
+def checked_polls(config: Config, plugins: Plugins, clients: Collection[str] | None = None) -> list[Poll]:
+    """The polls of the selected clients, each collector built once to let it refuse its options;
+    raise ConfigError naming every refusal. ``check-config`` and ``run`` both go through here, so
+    they refuse the same configurations."""
+    polls = build_polls(config, clients)
+    factory = CollectorFactory(plugins)
+    problems: list[str] = []
     for poll in polls:
-        where = f"{poll.target.tags.get('client')}/{poll.target.name}: collector {poll.collector}"
-        if poll.collector not in installed:
-            problems.not_installed.append(f"{where}: not installed (known: {', '.join(sorted(installed))})")
-            continue
         try:
             factory(poll)
         except ValueError as exc:
-            problems.bad_options.append(f"{where}: {exc}")
-            continue
-        usable.append(poll)
-    return usable, problems
+            problems.append(f"{config.source}: {poll.target.tags.get('client')}/{poll.target.name}: "
+                            f"collector {poll.collector}: {exc}")
+    if problems:
+        raise ConfigError(problems)
+    return polls
 
 
-def rules_by_client(config: Config, clients: Collection[str]) -> list[RuleSpec]:
+def rules_by_client(config: Config, clients: Collection[str]) -> list[Rule]:
     """One rule list for the engine: each client's rules scoped to it with a `client` matcher."""
     return [
-        rule.model_copy(update={"match": {**rule.match, "client": client}})
+        rule.with_changes(match={**rule.match, "client": client})
         for client in sorted(clients)
         for rule in config.rules_for(client)
     ]
 
 
-def state_retention_days(spec: StoreSpec) -> float:
+def state_retention_days(config: Config) -> float:
     """The rollups' retention: the embedded store's, so reports cover what its points cover; with
     an external TSDB, whose retention is set on its side, the embedded store's default."""
-    return spec.retention_days if isinstance(spec, SqliteStoreSpec) else DEFAULT_RETENTION_DAYS
+    return float(getattr(config.plugin_options("store"), "retention_days", DEFAULT_RETENTION_DAYS))
 
 
 class Agent:
@@ -99,83 +93,73 @@ class Agent:
         clients: Collection[str] | None = None,
         state_dir: Path | None = None,
         *,
+        plugins: Plugins | None = None,
         clock: Callable[[], float] = time.time,
         health_interval_s: float = 60.0,
     ) -> None:
         self.config = config
-        self.collectors = CollectorFactory()
-        self.polls, problems = usable_polls(build_polls(config, clients), self.collectors)
-        for problem in problems.not_installed:
-            log.warning("not polled: %s", problem)
-        for problem in problems.bad_options:
-            log.error("not polled: %s", problem)
+        self.plugins = plugins or Plugins.discover()
+        self.collectors = CollectorFactory(self.plugins)
+        # raises ConfigError when a collector refuses its options: never run half-watched
+        self.polls = checked_polls(config, self.plugins, clients)
         self.clients = [c.name for c in config.select_clients(clients)]
         self.state_dir = Path(state_dir or config.agent.state_dir)
+        self.files = StateDir(self.state_dir)
         self.clock = clock
         self.health_interval_s = health_interval_s
         self.listeners: list[AlertListener] = []
         # Observers of every batch (the demo's live display); called on the alert lane.
         self.sample_listeners: list[Callable[[Sequence[Sample]], None]] = []
         # A last say on each rule before the engine compiles it (the demo's faster pace).
-        self.rule_filter: Callable[[RuleSpec], RuleSpec] | None = None
+        self.rule_filter: Callable[[Rule], Rule] | None = None
         self._connectors: list[TicketConnector] = []
         self._stop = asyncio.Event()
 
     # -- assembly ------------------------------------------------------------------------------
 
+    def _secret(self, ref: SecretRef) -> str:
+        return self.config.secret_text(ref)
+
     def _ticket_targets(self) -> dict[str, TicketConnector]:
-        registry = Registry(TICKETING)
-        shared_log: TicketConnector | None = None
+        """One receiver per client, built by its plugin in the client's timezone and language."""
         targets: dict[str, TicketConnector] = {}
         for name in self.clients:
-            ticketing = self.config.client(name).ticketing
-            if ticketing.kind == "log":
-                if shared_log is None:
-                    shared_log = registry.load("log").from_options({"path": str(self.state_dir / "tickets.sqlite")})
-                    self._connectors.append(shared_log)
-                targets[name] = shared_log
-                continue
-            options: dict[str, Any] = {
-                "url": ticketing.url,
-                "app_token": self.config.secret_text(ticketing.app_token),
-                "user_token": self.config.secret_text(ticketing.user_token),
-                "entities_id": ticketing.entity_id,
-            }
-            if ticketing.category_id is not None:
-                options["itilcategories_id"] = ticketing.category_id
-            if ticketing.requesttype_id is not None:
-                options["requesttypes_id"] = ticketing.requesttype_id
-            connector = registry.load(ticketing.kind).from_options(options)
+            client = self.config.client(name)
+            spec: PluginSpec = self.plugins.get("ticketing", client.ticketing.kind)
+            context = ReceiverContext(name, client.timezone, client.language, self.state_dir, self._secret)
+            connector = spec.factory(self.config.plugin_options("ticketing", name), context)
             self._connectors.append(connector)
             targets[name] = connector
         return targets
 
     async def start(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        spec = self.config.agent.store
-        store_config = spec.model_dump()
-        if spec.kind == "influxdb":
-            store_config["token"] = self.config.secret_text(spec.token)
-        self.store: Store = build_store(store_config, self.state_dir)
+        self._lock = self.files.lock()  # a second agent on this state directory stops here
+        store = self.plugins.get("stores", self.config.agent.store.kind)
+        context = StoreContext(self.state_dir, self._secret)
+        self.store: Store = store.factory(self.config.plugin_options("store"), context)
         zones = {name: self.config.client(name).timezone for name in self.clients}
         self.state = StateDB(
-            self.state_dir / "state.sqlite", tz_for=tz_by_client(zones), retention_days=state_retention_days(spec)
+            self.files.state_db,
+            tz_for=tz_by_client(zones),
+            retention_days=state_retention_days(self.config),
+            state_fields=STATE_FIELDS | self.plugins.state_fields(),
         )
         rules = rules_by_client(self.config, self.clients)
         if self.rule_filter is not None:
             rules = [self.rule_filter(rule) for rule in rules]
         self.engine = AlertEngine(
-            str(self.state_dir / "alerts.sqlite"),
+            str(self.files.alerts_db),
             rules,
             self.clock,
             parents=self.config.parents(),
+            non_identifying_tags=self.plugins.descriptive_tags(),
             # A hard timeout is a device that did not answer in time: for inhibition it is down.
             unreachable_statuses=("unreachable", "timeout"),
         )
         # What the ticket lanes did since the last batch: handed to the listeners with the next one.
         self._ticket_results = DispatchResult()
         self.dispatcher = TicketDispatcher(
-            str(self.state_dir / "ticket-outbox.sqlite"),
+            str(self.files.outbox_db),
             self._ticket_targets(),
             self.clock,
             on_result=self._ticket_results.extend,
@@ -189,14 +173,32 @@ class Agent:
             health_interval_s=self.health_interval_s,
             queue_depths=self._depths,
             workers=self.config.agent.threads,
+            device_tags=device_tags(self.config),
         )
         # The ticket lanes take up what the outbox holds (tickets to open or solve) beside the polls.
         await self.dispatcher.start(self.engine.firing)
         self.scheduler.start()
+        self.services = ServiceHost(
+            [(self.plugins.get("services", name), self.config.plugin_options("service", name))
+             for name in self.config.agent.services]
+        )
+        tags = device_tags(self.config)
+        await self.services.start(
+            ServiceContext(
+                clock=self.clock,
+                every=self.services.every,
+                inventory=InventoryView(self.config, self.clients),
+                state=StateView(self.state.latest, self.engine.alerts),
+                submit=self.pipeline.submit,
+                tags_for=tags,
+                state_dir=self.state_dir,
+            )
+        )
         log.info("vigie: %d poll(s) for client(s) %s, state in %s", len(self.polls), ", ".join(self.clients),
                  self.state_dir)
 
     async def stop(self) -> None:
+        await self.services.stop()
         self.scheduler.stop()
         await self.pipeline.stop()
         await self.dispatcher.stop()  # bounded: calls in flight are cancelled, retried at the next start
@@ -205,6 +207,7 @@ class Agent:
             await connector.close()
         self.engine.close()
         self.state.close()
+        self._lock.close()
 
     async def run_forever(self, duration_s: float | None = None) -> None:
         await self.start()
@@ -233,10 +236,12 @@ class Agent:
     async def _alert(self, samples: Sequence[Sample]) -> None:
         for listener in self.sample_listeners:
             listener(samples)
-        # A skipped run (the previous one overran its interval) observed nothing. Fed to the engine,
-        # its `collection` status would read as "not unreachable" and resolve a device_unreachable
-        # alert, solving its ticket, while the device is still down.
-        observed = [s for s in samples if not (s.measurement == "collection" and s.fields.get("status") == "skipped")]
+        # A run that did not happen (skipped: the previous one overran; overloaded: the agent itself
+        # was behind) observed nothing. Fed to the engine, its `collection` status would read as
+        # "not unreachable" and resolve a device_unreachable alert while the device is still down.
+        observed = [
+            s for s in samples if not (s.measurement == "collection" and s.fields.get("status") in NOT_RUN_STATUSES)
+        ]
         transitions = self.engine.evaluate(observed, self.clock())
         await self._dispatch(transitions)
 

@@ -6,7 +6,8 @@ or an external TSDB, and keep working while that TSDB is down. Three rollups, al
 
 - latest value per (measurement, series tags, field), ``None`` included: a field that became
   unknown must not keep showing its last known value (an error text after recovery, say);
-- state intervals for the fields named in ``STATE_FIELDS``: [start, end) of each value per series,
+- state intervals for the state fields (the kernel's ``STATE_FIELDS`` plus those plugins declare,
+  ``PluginSpec.state_fields``): [start, end) of each value per series,
   with explicit unknown (``None``) intervals where the series stopped reporting for longer than
   ``stale_after_ns`` or reported the state as unknown, so availability over any window can be
   computed;
@@ -42,14 +43,9 @@ from agent.stores.sqlite import (
     tag_filter_sql,
 )
 
-# (measurement, field) pairs whose values are states: each value holds until the next one.
-STATE_FIELDS: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("collection", "status"),
-        ("snmp_interface", "oper_status"),
-        ("snmp_sensor", "state"),
-    }
-)
+# (measurement, field) pairs whose values are states: each value holds until the next one. The
+# kernel's own is whether a device answered; plugins declare theirs (PluginSpec.state_fields).
+STATE_FIELDS: frozenset[tuple[str, str]] = frozenset({("collection", "status")})
 
 # A state is taken as still holding this long after it was last seen; past that it is unknown.
 # Generous against a 60 s poll with a few misses, short enough to show a dead agent within minutes.

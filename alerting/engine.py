@@ -9,7 +9,7 @@ Model (after Prometheus / Alertmanager):
   true starts a *pending* alert (``started_at`` = that sample's timestamp). When a bad sample is
   seen with ``now - started_at >= for_s`` it *fires* (``fired_at`` = now). A matching sample whose
   condition is false drops a pending alert silently and *resolves* a firing one (``resolved_at``
-  = now). An unknown condition (missing / None value, see :mod:`alerting.expressions`) changes
+  = now). An unknown condition (missing / None value, see :mod:`agent.api.expressions`) changes
   nothing.
 - **Staleness.** Transitions are driven by samples only: a firing alert whose series stops
   reporting (device removed, interface gone, collector failing) stays *firing* — it is neither
@@ -38,123 +38,18 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from agent.api import Sample
-from alerting.expressions import Expression, ExpressionError, compile_expression
-from alerting.models import (
-    FIRING,
-    PENDING,
-    RESOLVED,
-    SEVERITIES,
-    Alert,
-    AlertTransition,
-    RuleLike,
-    fingerprint,
-)
+from agent.api.alerts import FIRING, PENDING, RESOLVED, Alert, AlertTransition, fingerprint
+from agent.api.rules import Rule
 
 log = logging.getLogger(__name__)
 
 COLLECTION = "collection"
 DEFAULT_NON_IDENTIFYING_TAGS = frozenset({"if_alias", "if_descr", "description", "sys_descr", "location"})
-RESERVED_LABELS = frozenset({"alertname", "client", "site", "device"})
 
 ParentMap = Mapping[tuple[str, str], str]
-
-
-class RuleError(ValueError):
-    def __init__(self, errors: list[str]):
-        super().__init__("; ".join(errors))
-        self.errors = errors
-
-
-@dataclass(frozen=True)
-class TagMatcher:
-    """``value`` exact, ``~regex`` (unanchored ``re.search``; anchor with ^$), ``!`` negates either.
-
-    A missing tag is treated as the empty string (as in Alertmanager), so ``role: "!core"`` matches
-    a sample without a ``role`` tag and ``role: core`` does not."""
-
-    tag: str
-    raw: str
-    negate: bool
-    regex: re.Pattern[str] | None
-    value: str
-
-    @classmethod
-    def parse(cls, tag: str, raw: Any) -> TagMatcher:
-        text = str(raw)
-        negate = text.startswith("!")
-        body = text[1:] if negate else text
-        regex = None
-        if body.startswith("~"):
-            try:
-                regex = re.compile(body[1:])
-            except re.error as exc:
-                raise ValueError(f"match.{tag}: bad regex {body[1:]!r}: {exc}") from None
-        return cls(tag, text, negate, regex, body)
-
-    def matches(self, tags: Mapping[str, str]) -> bool:
-        value = str(tags.get(self.tag, "") or "")
-        hit = bool(self.regex.search(value)) if self.regex is not None else value == self.value
-        return hit != self.negate
-
-
-@dataclass(frozen=True)
-class CompiledRule:
-    spec: Any
-    name: str
-    measurement: str
-    expr: Expression
-    matchers: tuple[TagMatcher, ...]
-    for_s: float
-    severity: str
-    summary: str
-    labels: Mapping[str, str]
-
-
-def compile_rules(rules: Iterable[RuleLike]) -> list[CompiledRule]:
-    """Validate and compile; raise :class:`RuleError` listing every bad rule. Disabled rules
-    (``enabled: false``) are skipped. The same name may appear several times (the runner scopes one
-    copy per client with a ``client`` matcher); copies must not match the same samples, or they
-    would share a fingerprint and fight over one alert."""
-    out: list[CompiledRule] = []
-    errors: list[str] = []
-    for rule in rules:
-        name = getattr(rule, "name", None) or "?"
-        if getattr(rule, "enabled", True) is False:
-            continue
-        try:
-            severity = str(getattr(rule, "severity", "warning"))
-            if severity not in SEVERITIES:
-                raise ValueError(f"severity {severity!r} not in {SEVERITIES}")
-            for_s = float(getattr(rule, "for_s", 0) or 0)
-            if for_s < 0:
-                raise ValueError("for_s must be >= 0")
-            labels = {str(k): str(v) for k, v in (getattr(rule, "labels", None) or {}).items()}
-            clash = RESERVED_LABELS & labels.keys()
-            if clash:
-                raise ValueError(f"labels may not set {sorted(clash)}")
-            matchers = tuple(TagMatcher.parse(str(k), v) for k, v in (getattr(rule, "match", None) or {}).items())
-            out.append(
-                CompiledRule(
-                    spec=rule,
-                    name=name,
-                    measurement=str(rule.measurement),
-                    expr=compile_expression(rule.when),
-                    matchers=matchers,
-                    for_s=for_s,
-                    severity=severity,
-                    summary=str(getattr(rule, "summary", "") or name),
-                    labels=labels,
-                )
-            )
-        except (ExpressionError, ValueError, AttributeError, TypeError) as exc:
-            errors.append(f"rule {name}: {exc}")
-    if errors:
-        raise RuleError(errors)
-    return out
 
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -203,7 +98,7 @@ class AlertEngine:
     def __init__(
         self,
         db_path: str,
-        rules: Iterable[RuleLike],
+        rules: Iterable[Rule],
         clock: Callable[[], float] = time.time,
         *,
         parents: ParentMap | None = None,
@@ -211,8 +106,10 @@ class AlertEngine:
         unreachable_statuses: Iterable[str] = ("unreachable",),
         status_ttl_s: float = 3600.0,
     ) -> None:
-        self.rules = compile_rules(rules)
-        self._by_measurement: dict[str, list[CompiledRule]] = {}
+        # Rules arrive validated and compiled (agent.api.rules.Rule). The same name may appear several
+        # times: the runner scopes one copy per client with a `client` matcher.
+        self.rules = [rule for rule in rules if rule.enabled]
+        self._by_measurement: dict[str, list[Rule]] = {}
         for rule in self.rules:
             self._by_measurement.setdefault(rule.measurement, []).append(rule)
         self.clock = clock
@@ -277,14 +174,14 @@ class AlertEngine:
             (client, device, sample.tags.get("collector", ""), status, sample.timestamp_ns / 1e9),
         )
 
-    def _labels(self, rule: CompiledRule, sample: Sample) -> dict[str, str]:
+    def _labels(self, rule: Rule, sample: Sample) -> dict[str, str]:
         labels = {k: str(v) for k, v in sample.tags.items() if k not in self.non_identifying_tags}
         labels.update(rule.labels)
         labels["alertname"] = rule.name
         return labels
 
-    def _apply(self, rule: CompiledRule, sample: Sample, now: float, out: list[AlertTransition]) -> None:
-        cond = rule.expr.evaluate(sample.fields, sample.tags)
+    def _apply(self, rule: Rule, sample: Sample, now: float, out: list[AlertTransition]) -> None:
+        cond = rule.condition.evaluate(sample.fields, sample.tags)
         if cond is None:
             return
         labels = self._labels(rule, sample)
@@ -293,7 +190,7 @@ class AlertEngine:
         alert = self._active(fp)
         if cond:
             values = {**sample.tags, **sample.known_fields(), **labels}
-            summary = render(rule.summary, values)
+            summary = render(rule.summary or rule.name, values)
             if alert is None:
                 alert = Alert(fp, rule.name, labels, rule.severity, summary, PENDING, started_at=ts)
                 alert.last_sample_at = ts
@@ -324,7 +221,7 @@ class AlertEngine:
 
     # -- inhibition ---------------------------------------------------------------------------
 
-    def _inhibitor(self, alert: Alert, rule: CompiledRule, now: float) -> str | None:
+    def _inhibitor(self, alert: Alert, rule: Rule, now: float) -> str | None:
         client, device = alert.labels.get("client"), alert.labels.get("device")
         if not client or not device:
             return None

@@ -248,8 +248,7 @@ async def child_client(ports: list[int], inflight: int, seconds: float, transpor
 
 
 async def child_collector(ports: list[int], inflight: int, seconds: float, transport: str) -> dict:
-    from agent.api import Sink
-    from agent.api import Target
+    from agent.api import Sink, Target
     from collectors.snmp import SnmpCollector
     from collectors.snmp.profile import ProfileSet
 

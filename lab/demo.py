@@ -17,6 +17,7 @@ the production values are those of the estate file.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import shutil
@@ -26,19 +27,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import yaml
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from agent.config import LogTicketing, load_config
-from agent.plugins import COLLECTORS, Registry, shipped_rules
-from agent.runner import Agent
 from agent.api import Sample
-from alerting.models import AlertTransition
+from agent.api.alerts import AlertTransition
+from agent.config import load_config
+from agent.runner import Agent
 from alerting.notifier import DispatchResult
-from lab.snmpsim import SnmpLab, _free_udp_port
+from lab.snmpsim import SnmpLab, free_udp_port
 
-ESTATE = Path(__file__).resolve().parent.parent / "lab" / "estates" / "vsgp-demo.yaml"
+ESTATE = Path(__file__).resolve().parent / "estates" / "vsgp-demo.yaml"
 SECRETS = ESTATE.with_name("secrets.yaml")
 CLIENT = "vsgp"
 VICTIM = "dist-siege"
@@ -192,10 +193,23 @@ def _summary(story: Story, ok: bool) -> Table:
     return table
 
 
+def _demo_estate(work: Path, glpi: bool) -> Path:
+    """The demo estate, as written, or with the built-in ticket log in place of the client's GLPI
+    (the embedded default), written beside the demo's other files."""
+    if glpi:
+        return ESTATE
+    raw = yaml.safe_load(ESTATE.read_text(encoding="utf-8"))
+    for client in raw.get("clients", []):
+        client["ticketing"] = {"kind": "log"}
+    estate = work / ESTATE.name
+    estate.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return estate
+
+
 def _demo_pace(agent: Agent) -> None:
     agent.polls = [replace(p, interval_s=POLL_INTERVAL_S, timeout_s=POLL_TIMEOUT_S, jitter_s=1.0)
                    for p in agent.polls]
-    agent.rule_filter = lambda rule: rule.model_copy(update={"for_s": min(rule.for_s, FOR_S_CAP)})
+    agent.rule_filter = lambda rule: rule.with_changes(for_s=min(rule.for_s, FOR_S_CAP))
 
 
 async def run_demo(keep_running: bool = False, state_dir: Path | None = None, glpi: bool = False) -> int:
@@ -205,7 +219,7 @@ async def run_demo(keep_running: bool = False, state_dir: Path | None = None, gl
     secrets = work / "secrets.yaml"
     shutil.copy(SECRETS, secrets)
     secrets.chmod(0o600)  # git keeps no modes; load_config refuses a readable secrets file, on purpose
-    port = _free_udp_port()
+    port = free_udp_port()
     os.environ["VIGIE_LAB_SNMP_PORT"] = str(port)
     fake_glpi = None
     if glpi:
@@ -215,14 +229,7 @@ async def run_demo(keep_running: bool = False, state_dir: Path | None = None, gl
             app_token="lab-fake-vsgp-glpi-app-token", user_tokens={"lab-fake-vsgp-glpi-user-token": 2}
         )
         os.environ["VIGIE_VSGP_GLPI_URL"] = await fake_glpi.start()
-    collectors = Registry(COLLECTORS)
-    config = load_config(ESTATE, secrets_path=secrets, known_collectors=collectors.names(),
-                         shipped_rules=shipped_rules(collectors))
-    if not glpi:
-        # Embedded default: the built-in ticket log instead of the client's GLPI.
-        config = config.model_copy(update={"clients": [
-            c.model_copy(update={"ticketing": LogTicketing()}) for c in config.clients
-        ]})
+    config = load_config(_demo_estate(work, glpi), secrets_path=secrets)
     lab_devices = {
         f"{client.name}/{device.name}": device.lab.walk
         for client in config.clients for _, device in client.devices() if device.lab is not None
@@ -255,3 +262,14 @@ async def run_demo(keep_running: bool = False, state_dir: Path | None = None, gl
         if fake_glpi is not None:
             await fake_glpi.stop()
     return 0 if ok else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """`vigie demo`, provided by the lab (a development extra, not in the vigie wheel)."""
+    p = subparsers.add_parser("demo", help="lab + agent + injected fault: alert, ticket, recovery, solved")
+    p.add_argument("--keep-running", action="store_true", help="keep the agent and lab running after the demo")
+    p.add_argument("--state-dir", type=Path, default=None)
+    p.add_argument("--glpi", action="store_true", help="open tickets in the lab's fake GLPI, not the built-in log")
+    p.set_defaults(func=lambda args: asyncio.run(
+        run_demo(keep_running=args.keep_running, state_dir=args.state_dir, glpi=args.glpi)
+    ))

@@ -82,7 +82,7 @@ class SnmpLab:
     ) -> None:
         self.devices = {name: _as_path(src) for name, src in devices.items()}
         self.host = "127.0.0.1"
-        self.port = port or _free_udp_port()
+        self.port = port or free_udp_port()
         self.v3_users = list(v3_users)
         self.start_timeout_s = start_timeout_s
         self.log_level = log_level
@@ -249,7 +249,7 @@ def _write_runtime_file(source: Path, target: Path) -> dict[str, tuple[str, str]
     return values
 
 
-def _free_udp_port() -> int:
+def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

@@ -5,20 +5,53 @@ a contract here changes incompatibly; a plugin's ``PluginSpec.api_version`` says
 written for, and the registry refuses a plugin written for another.
 """
 
+from agent.api.alerts import FIRING, PENDING, RESOLVED, Alert, AlertTransition, fingerprint
 from agent.api.collector import CollectError, Collector, Target, Unreachable
+from agent.api.plugin import (
+    API_VERSION,
+    NoOptions,
+    PluginSpec,
+    ReceiverContext,
+    SecretLookup,
+    SecretRef,
+    StoreContext,
+)
+from agent.api.rules import RESERVED_LABELS, SEVERITIES, Rule, TagMatcher
 from agent.api.samples import BASE_TAGS, FieldValue, Sample, Sink, UnknownDevice
-
-API_VERSION = 1
+from agent.api.services import DeviceInfo, Service, ServiceContext
+from agent.api.tickets import TicketConnector, TicketError, TicketRef
 
 __all__ = [
     "API_VERSION",
     "BASE_TAGS",
+    "FIRING",
+    "PENDING",
+    "RESERVED_LABELS",
+    "RESOLVED",
+    "SEVERITIES",
+    "Alert",
+    "AlertTransition",
     "CollectError",
     "Collector",
+    "DeviceInfo",
     "FieldValue",
+    "NoOptions",
+    "PluginSpec",
+    "ReceiverContext",
+    "Rule",
     "Sample",
+    "SecretLookup",
+    "SecretRef",
+    "Service",
+    "ServiceContext",
     "Sink",
+    "StoreContext",
+    "TagMatcher",
     "Target",
+    "TicketConnector",
+    "TicketError",
+    "TicketRef",
     "UnknownDevice",
     "Unreachable",
+    "fingerprint",
 ]

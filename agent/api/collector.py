@@ -26,7 +26,8 @@ class Unreachable(CollectError):
 
 @dataclass(frozen=True)
 class Target:
-    """One device as a collector sees it: where it is, how to log in, which tags to stamp.
+    """One device as a collector sees it: where it is, how to log in, which tags to stamp (its
+    options are the collector's own, given when it was built).
 
     ``credentials`` are this collector's own (a device may give SNMP a community and SSH a key).
     """
@@ -35,7 +36,6 @@ class Target:
     address: str
     port: int | None = None
     credentials: Mapping[str, Any] = field(default_factory=dict)
-    options: Mapping[str, Any] = field(default_factory=dict)
     tags: Mapping[str, str] = field(default_factory=dict)
 
 

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.expressions import BINARY_OPS, COMPARE_OPS, parse
+from agent.api.safe_ast import BINARY_OPS, COMPARE_OPS, parse
 
 __all__ = ["ExpressionError", "Expression", "compile_expression", "UNKNOWN"]
 

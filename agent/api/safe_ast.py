@@ -1,6 +1,6 @@
 """The safe-AST core shared by vigie's two small expression languages.
 
-Alert rules' ``when`` (alerting/expressions.py: three-valued logic, unknown never transitions) and
+Alert rules' ``when`` (agent/api/expressions.py: three-valued logic, unknown never transitions) and
 SNMP profiles' expressions (collectors/snmp/expr.py: functions, a None guard) differ in meaning,
 not in what Python syntax they let through: both parse with :mod:`ast` (never ``eval``) and accept
 the same operators, listed once here. This module imports nothing of vigie, so a collector may use

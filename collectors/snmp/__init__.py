@@ -13,76 +13,152 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
-from agent.api import Sink
-from agent.api import Target
+from agent.api import PluginSpec, Rule, Sink, Target
 from collectors.snmp.client import SnmpAuth, SnmpClient, SnmpValue
 from collectors.snmp.engine import CounterStore, Row, evaluate, fetch
 from collectors.snmp.profile import Profile, ProfileSet
 
-__all__ = ["SnmpCollector", "target_from_url"]
+__all__ = ["PLUGIN", "SnmpCollector", "SnmpCredentials", "SnmpOptions", "target_from_url"]
 
 SYS_DESCR = "1.3.6.1.2.1.1.1.0"
 SYS_OBJECT_ID = "1.3.6.1.2.1.1.2.0"
 SYS_UPTIME = "1.3.6.1.2.1.1.3.0"
 DEFAULT_PORT = 161
 INTERFACE_MEASUREMENT = "snmp_interface"
-_OPTIONS = {"profile", "version", "timeout_s", "retries", "max_repetitions", "interfaces"}
-
-
 RULES_DIR = Path(__file__).resolve().parent / "profiles" / "rules"
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+def _not_bool(value: Any) -> Any:
+    # pydantic reads `retries: true` as 1: a typo must be an error
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not a boolean")
+    return value
+
+
+def _regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"bad regex {pattern!r}: {exc}") from None
+    return pattern
+
+
+# one regex may be written without the list
+Regexes = Annotated[
+    list[Annotated[str, AfterValidator(_regex)]], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)
+]
+
+
+class InterfaceFilter(BaseModel):
+    """Which interfaces are reported, by name (regexes, ``re.search``); none given = all."""
+
+    model_config = _STRICT
+    include: Regexes = []
+    exclude: Regexes = []
+
+
+def _known_profile(name: str) -> str:
+    if name != "auto":
+        try:
+            ProfileSet.load().get(name)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+    return name
+
+
+class SnmpOptions(BaseModel):
+    """The collector's options (docs/CONFIGURATION.md, collectors/snmp/README.md)."""
+
+    model_config = _STRICT
+    profile: Annotated[str, AfterValidator(_known_profile)] = "auto"
+    # YAML reads `version: 1` as an int
+    version: Annotated[Literal["1", "2c", "3"], BeforeValidator(lambda v: str(v) if isinstance(v, int) else v)] = "2c"
+    timeout_s: Annotated[float, Field(gt=0, le=60), BeforeValidator(_not_bool)] = 2.0
+    retries: Annotated[int, Field(ge=0, le=10), BeforeValidator(_not_bool)] = 1
+    max_repetitions: Annotated[int, Field(ge=1, le=200), BeforeValidator(_not_bool)] = 25
+    interfaces: InterfaceFilter = InterfaceFilter()
+
+
+Secret = Annotated[str, StringConstraints(min_length=8)]
+
+
+class SnmpCredentials(BaseModel):
+    """A device's SNMP login: ``{community}`` (v1/v2c) or a USM user (v3). Checked when the config
+    loads, so a bad secret fails there, not at the first poll."""
+
+    model_config = _STRICT
+    community: Annotated[str, StringConstraints(min_length=1)] | None = None
+    user: Annotated[str, StringConstraints(min_length=1)] | None = None
+    auth_protocol: Literal["md5", "sha", "sha224", "sha256", "sha384", "sha512"] | None = None
+    auth_key: Secret | None = None
+    priv_protocol: Literal["des", "3des", "aes", "aes128", "aes192", "aes256"] | None = None
+    priv_key: Secret | None = None
+    context: str = ""
+
+    @model_validator(mode="after")
+    def _one_login(self) -> SnmpCredentials:
+        if (self.community is None) == (self.user is None):
+            raise ValueError("give either community (v1/v2c) or user with its keys (v3)")
+        if (self.auth_protocol is None) != (self.auth_key is None):
+            raise ValueError("auth_protocol and auth_key go together")
+        if (self.priv_protocol is None) != (self.priv_key is None):
+            raise ValueError("priv_protocol and priv_key go together")
+        if self.priv_protocol is not None and self.auth_protocol is None:
+            raise ValueError("privacy (priv_*) requires authentication (auth_*)")
+        return self
+
+
+def default_rules() -> list[Rule]:
+    """The alert rules shipped beside the profiles: generic ones (profiles/rules/generic.yaml) and
+    each family's (profiles/rules/<family>.yaml). A rule of the config with the same name
+    replaces or disables one."""
+    rules: list[Rule] = []
+    for path in sorted(RULES_DIR.glob("*.yaml")):
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+        if not isinstance(loaded, list):
+            raise ValueError(f"{path}: expected a list of rules")
+        rules.extend(Rule.model_validate(rule) for rule in loaded)
+    return rules
 
 
 class SnmpCollector:
-    name: ClassVar[str] = "snmp"
-
-    @classmethod
-    def default_rules(cls) -> list[dict[str, Any]]:
-        """The per-family alert rules shipped beside the profiles (profiles/rules/<family>.yaml).
-
-        Raw mappings: the agent validates them with the same model as the config's rules, and a
-        rule of the config with the same name replaces the shipped one.
-        """
-        rules: list[dict[str, Any]] = []
-        for path in sorted(RULES_DIR.glob("*.yaml")):
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or []
-            if not isinstance(loaded, list):
-                raise ValueError(f"{path}: expected a list of rules")
-            rules.extend(loaded)
-        return rules
-
     def __init__(
         self,
-        options: Mapping[str, Any] | None = None,
+        options: SnmpOptions | Mapping[str, Any] | None = None,
         profiles: ProfileSet | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        options = dict(options or {})
-        unknown = set(options) - _OPTIONS
-        if unknown:
-            raise ValueError(f"snmp: unknown option(s) {', '.join(sorted(unknown))}")
+        """``options``: validated, or a mapping validated here (a bad one raises ValueError)."""
+        if not isinstance(options, SnmpOptions):
+            options = SnmpOptions.model_validate(dict(options or {}))
         self.profiles = profiles or ProfileSet.load()
-        self.profile_name = str(options.get("profile", "auto"))
+        self.profile_name = options.profile
         if self.profile_name != "auto":
             try:
                 self.profiles.get(self.profile_name)
             except KeyError as exc:
                 raise ValueError(f"profile: {exc.args[0]}") from None
-        self.version = str(options.get("version", "2c"))
-        if self.version not in ("1", "2c", "3"):
-            raise ValueError(f"version: {self.version!r} is not one of 1, 2c, 3")
-        self.timeout_s = _positive(options, "timeout_s", 2.0)
-        self.retries = int(_positive(options, "retries", 1, allow_zero=True))
-        self.max_repetitions = int(_positive(options, "max_repetitions", 25))
-        interfaces = options.get("interfaces") or {}
-        if not isinstance(interfaces, Mapping) or set(interfaces) - {"include", "exclude"}:
-            raise ValueError("interfaces: expected {include: [regex...], exclude: [regex...]}")
-        self.include = _regexes(interfaces.get("include"), "interfaces.include")
-        self.exclude = _regexes(interfaces.get("exclude"), "interfaces.exclude")
+        self.version = options.version
+        self.timeout_s = options.timeout_s
+        self.retries = options.retries
+        self.max_repetitions = options.max_repetitions
+        self.include = [re.compile(r) for r in options.interfaces.include]
+        self.exclude = [re.compile(r) for r in options.interfaces.exclude]
         self.clock = clock
         self.store = CounterStore()
         self._client: SnmpClient | None = None
@@ -90,8 +166,23 @@ class SnmpCollector:
         self._detected: tuple[str | None, Profile] | None = None
 
     async def collect(self, target: Target, sink: Sink) -> None:
-        for row in await self.poll(target):
-            sink.emit(row.measurement, row.fields, row.tags)
+        # poll()'s steps, plus what poll() cannot return: the tables a failed read left
+        # incomplete (the run is `partial`) and the client's counts of rejected replies.
+        client = self._client_for(target)
+        system = await client.get([SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME])  # Unreachable propagates
+        profile = await self._profile(client, system)
+        snapshot = await fetch(client, profile, known=system)  # raises when nothing else answered
+        for reason in snapshot.failed_tables(profile):
+            sink.error(reason)
+        rejected = client.rejected
+        for row in evaluate(profile, snapshot, self.store, self.clock()):
+            if not self._wanted(row):
+                continue
+            fields = row.fields
+            if row.measurement == "snmp_system":
+                fields = {**fields, "malformed_replies": rejected.malformed,
+                          "mismatched_replies": rejected.mismatched, "auth_failures": rejected.auth_failures}
+            sink.emit(row.measurement, fields, row.tags)
 
     async def poll(self, target: Target) -> list[Row]:
         """The rows of one poll (with the OIDs they were read from), before they become samples."""
@@ -208,23 +299,16 @@ def _text(value: SnmpValue | None) -> str | None:
     return None if value is None else str(value.value)
 
 
-def _positive(options: Mapping[str, Any], key: str, default: float, allow_zero: bool = False) -> float:
-    value = options.get(key, default)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key}: {value!r} is not a number") from None
-    if number < 0 or (number == 0 and not allow_zero):
-        raise ValueError(f"{key}: {value!r} must be {'>= 0' if allow_zero else '> 0'}")
-    return number
-
-
-def _regexes(values: Any, key: str) -> list[re.Pattern[str]]:
-    if values is None:
-        return []
-    if isinstance(values, str):
-        values = [values]
-    try:
-        return [re.compile(v) for v in values]
-    except re.error as exc:
-        raise ValueError(f"{key}: bad regex: {exc}") from None
+PLUGIN = PluginSpec(
+    name="snmp",
+    kind="collector",
+    factory=SnmpCollector,
+    options=SnmpOptions,
+    credentials=SnmpCredentials,
+    default_rules=default_rules,
+    state_fields=frozenset({("snmp_interface", "oper_status"), ("snmp_sensor", "state")}),
+    # descriptive, editable by an operator: an alert keeps its identity when an alias changes
+    descriptive_tags=frozenset({"if_alias", "if_descr", "description", "sys_descr", "location"}),
+    url_schemes={"snmp": target_from_url, "snmpv3": target_from_url},
+    description="SNMP v1/v2c/v3 with vendor profiles as data",
+)

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from agent.expressions import BINARY_OPS, COMPARE_OPS, check_operators, parse
+from agent.api.safe_ast import BINARY_OPS, COMPARE_OPS, check_operators, parse
 
 
 class ExprError(ValueError):

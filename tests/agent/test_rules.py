@@ -2,16 +2,17 @@
 
 from pathlib import Path
 
+from agent.api import PluginSpec, Rule
 from agent.config import load_config
-from agent.plugins import COLLECTORS, Registry, shipped_rules
+from agent.plugins import Plugins
 from agent.runner import rules_by_client
 
 SHIPPED = [
-    {"name": "ups_on_battery", "measurement": "snmp_ups", "when": "on_battery == True", "severity": "critical",
-     "summary": "{device} on battery"},
-    {"name": "ups_load_high", "measurement": "snmp_ups", "when": "load_percent > 90", "for_s": 300,
-     "severity": "major"},
+    Rule(name="ups_on_battery", measurement="snmp_ups", when="on_battery == True", severity="critical",
+         summary="{device} on battery"),
+    Rule(name="ups_load_high", measurement="snmp_ups", when="load_percent > 90", for_s=300, severity="major"),
 ]
+UPS = PluginSpec(name="ups", kind="collector", factory=lambda options: None, default_rules=lambda: SHIPPED)
 
 CONFIG = """
 rules:
@@ -35,7 +36,7 @@ clients:
 def _load(tmp_path: Path):
     path = tmp_path / "vigie.yaml"
     path.write_text(CONFIG)
-    return load_config(path, environ={}, shipped_rules=SHIPPED)
+    return load_config(path, environ={}, plugins=Plugins.discover().extended([UPS]))
 
 
 def test_a_config_rule_replaces_a_shipped_rule_of_the_same_name(tmp_path: Path) -> None:
@@ -61,7 +62,9 @@ def test_engine_rules_are_scoped_to_their_client(tmp_path: Path) -> None:
 def test_every_installed_collector_ships_valid_rules(tmp_path: Path) -> None:
     path = tmp_path / "vigie.yaml"
     path.write_text("clients: []\n")
-    rules = shipped_rules(Registry(COLLECTORS))
+    plugins = Plugins.discover()
+    assert not plugins.problems
+    rules = plugins.default_rules()  # each a validated Rule: an invalid shipped rule fails here
     assert rules, "the snmp collector ships per-family rules"
-    config = load_config(path, environ={}, shipped_rules=rules)
-    assert {r["name"] for r in rules} <= {r.name for r in config.global_rules} | {r["name"] for r in rules}
+    config = load_config(path, environ={}, plugins=plugins)
+    assert config.clients == [] and {r.name for r in rules} >= {"interface_down", "sensor_critical"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.api import Sample
-from alerting.models import Rule
+from agent.api.rules import Rule
 
 T0 = 1_700_000_000.0
 
@@ -47,7 +47,7 @@ def collection(t: float, status: str, *, device: str, client: str = "vsgp", coll
 
 
 def firing_alert(severity: str = "critical", fp: str = "0123456789abcdef", fired_at: float = T0 + 60):
-    from alerting.models import FIRING, Alert
+    from agent.api.alerts import FIRING, Alert
 
     return Alert(
         fingerprint=fp,

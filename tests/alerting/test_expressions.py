@@ -1,6 +1,6 @@
 import pytest
 
-from alerting.expressions import ExpressionError, compile_expression
+from agent.api.expressions import ExpressionError, compile_expression
 
 
 @pytest.mark.parametrize(

@@ -241,19 +241,28 @@ async def test_fake_state_survives_a_restart(tmp_path):
     assert again.next_id["Ticket"] == 2
 
 
-def test_connectors_load_by_entry_point(tmp_path):
+def test_receivers_load_by_entry_point_with_their_options_model(tmp_path):
+    from pydantic import ValidationError
+
+    from agent.api import ReceiverContext, SecretRef
     from agent.api.tickets import TicketConnector
-    from alerting.ticketing import load_connector
+    from agent.plugins import Plugins, UnknownPlugin
     from alerting.ticketing.log import TicketLog
 
-    log = load_connector("log", {"path": str(tmp_path / "t.sqlite")})
+    plugins = Plugins.discover()
+    context = ReceiverContext("vsgp", "Europe/Paris", "fr", tmp_path, secret=lambda ref: f"value-of-{ref.secret}")
+    log_spec = plugins.get("ticketing", "log")
+    log = log_spec.factory(log_spec.options(), context)
     assert isinstance(log, TicketLog) and isinstance(log, TicketConnector)
-    glpi = load_connector("glpi", {"url": "http://127.0.0.1:1/apirest.php", "user_token": "u", "app_token": None})
+    glpi_spec = plugins.get("ticketing", "glpi")
+    options = glpi_spec.options(url="http://127.0.0.1:1/apirest.php", user_token=SecretRef(secret="u"), entity_id=3)
+    glpi = glpi_spec.factory(options, context)
     assert isinstance(glpi, GlpiConnector) and isinstance(glpi, TicketConnector)
-    with pytest.raises(ValueError, match="unknown options"):
-        load_connector("glpi", {"url": "http://x/apirest.php", "user_token": "u", "entity": 3})
-    with pytest.raises(ValueError, match="unknown ticket connector 'jira'"):
-        load_connector("jira")
+    assert glpi.user_token == "value-of-u" and glpi.entities_id == 3
+    with pytest.raises(ValidationError, match="entity\n"):
+        glpi_spec.options.model_validate({"url": "http://x/apirest.php", "user_token": {"secret": "u"}, "entity": 3})
+    with pytest.raises(UnknownPlugin, match="no ticketing plugin named 'jira'"):
+        plugins.get("ticketing", "jira")
 
 
 async def test_ticket_texts_are_in_the_clients_language_and_timezone(glpi, connector):

@@ -1,14 +1,14 @@
 """The built-in `core_interface_down` pages only for ports that went down (`was_up`), end to end:
-IF-MIB rows from the SNMP engine -> samples -> AlertEngine with the agent's BUILTIN_RULES."""
+IF-MIB rows from the SNMP engine -> samples -> AlertEngine with the SNMP plugin's default rules."""
 
 from __future__ import annotations
 
 import pytest
 
-from agent.config import BUILTIN_RULES
 from agent.api import Sample
+from agent.api.alerts import FIRING, PENDING
 from alerting.engine import AlertEngine
-from alerting.models import FIRING, PENDING
+from collectors.snmp import PLUGIN as SNMP
 from collectors.snmp.client import SnmpValue
 from collectors.snmp.engine import CounterStore, Snapshot, evaluate
 from collectors.snmp.profile import ProfileSet
@@ -28,7 +28,7 @@ def if_mib():
 @pytest.fixture
 def engine(tmp_path):
     def make() -> AlertEngine:
-        rules = [r for r in BUILTIN_RULES if r.measurement == "snmp_interface"]
+        rules = [r for r in SNMP.default_rules() if r.name in ("interface_down", "core_interface_down")]
         return AlertEngine(str(tmp_path / "alerts.sqlite"), rules, clock=lambda: pytest.fail("time is passed"))
 
     return make

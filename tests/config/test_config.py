@@ -8,8 +8,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.config import BUILTIN_RULES, ConfigError, RuleSpec, easter_sunday, french_holidays, load_config
+from agent.api import Rule
+from agent.config import BUILTIN_RULES, ConfigError, easter_sunday, french_holidays, load_config
 from agent.inventory import build_polls
+from agent.plugins import Plugins
 
 Write = Callable[..., Path]
 
@@ -46,7 +48,9 @@ def test_minimal_config_loads(write: Write) -> None:
     assert poll.target.tags == {"client": "acme", "site": "hq", "device": "sw1"}
     assert poll.target.credentials == {"community": "s3cret"}
     assert (poll.interval_s, poll.timeout_s, poll.jitter_s) == (60.0, 10.0, 5.0)
-    assert config.rules_for("acme") == list(BUILTIN_RULES)
+    # no `rules:` key: the kernel's built-in rules, and under them the installed plugins' own
+    shipped = Plugins.discover().default_rules()
+    assert config.rules_for("acme") == [*shipped, *BUILTIN_RULES]
 
 
 def test_every_mistake_is_reported_with_its_line(write: Write) -> None:
@@ -136,7 +140,7 @@ def test_secrets_from_environment(write: Write) -> None:
     config = load_config(write("c.yaml", text), None, environ=environ)
     assert build_polls(config)[0].target.credentials == {"community": "from-env"}
     assert config.agent.store.kind == "influxdb"
-    assert config.secret_text(config.agent.store.token) == "tok-123"
+    assert config.secret_text(config.plugin_options("store").token) == "tok-123"
     assert "tok-123" not in repr(config)
 
 
@@ -153,7 +157,7 @@ def test_bad_snmp_credentials_are_refused_without_echoing_them(write: Write) -> 
     path = write("c.yaml", config_text(MINIMAL).replace("credentials: sw", "credentials: v3"))
     secrets = write("s.yaml", "v3: {user: noc, auth_protocol: sha, auth_key: short}\n")
     (error,) = errors_of(path, secrets)
-    assert "devices[sw1].credentials: secret 'v3' is not SNMP credentials: auth_key" in error
+    assert "devices[sw1].credentials: secret 'v3' is not snmp credentials: auth_key" in error
     assert "short" not in error
 
 
@@ -257,7 +261,11 @@ def test_lookup_order_device_site_client_global_builtin(write: Write) -> None:
               collectors:
                 snmp: {max_repetitions: 25}
             devices:
-              - {name: own, address: 10.0.0.1, interval_s: 30, credentials: v3, collectors: {snmp: {profile: cisco}}}
+              - name: own
+                address: 10.0.0.1
+                interval_s: 30
+                credentials: v3
+                collectors: {snmp: {profile: cisco_ios}}
               - {name: inherits, address: 10.0.0.2, collectors: {snmp: }}
     """)
     config = load_config(write("c.yaml", text), write("s.yaml", SECRETS), environ={})
@@ -267,8 +275,9 @@ def test_lookup_order_device_site_client_global_builtin(write: Write) -> None:
     assert (inherits.interval_s, inherits.timeout_s) == (120, 15)  # client, site
     assert own.target.credentials["user"] == "noc"  # device
     assert inherits.target.credentials == {"community": "s3cret"}  # global defaults
-    assert own.options == {"profile": "cisco", "retries": 2, "max_repetitions": 25}
-    assert inherits.options == {"profile": "auto", "retries": 2, "max_repetitions": 25}
+    lookup = ("profile", "retries", "max_repetitions")
+    assert [getattr(own.options, key) for key in lookup] == ["cisco_ios", 2, 25]
+    assert [getattr(inherits.options, key) for key in lookup] == ["auto", 2, 25]
 
 
 def test_timeout_longer_than_interval_is_an_error(write: Write) -> None:
@@ -324,7 +333,7 @@ clients:
     rules:
       - {name: cpu_high, for_s: 900}
       - {name: disk_full, enabled: false}
-      - name: ups_on_battery
+      - name: ups_site_on_battery
         measurement: snmp_ups
         when: "on_battery == True"
         match: {role: "~^ups$"}
@@ -337,11 +346,12 @@ clients:
 
 def test_client_rules_override_disable_and_add(write: Write) -> None:
     config = load_config(write("c.yaml", config_text(RULES)), None, environ={})
-    acme = {r.name: r for r in config.rules_for("acme")}
-    assert set(acme) == {"cpu_high", "ups_on_battery"}
+    written = {"cpu_high", "disk_full", "ups_site_on_battery"}  # the SNMP plugin ships others beside them
+    acme = {r.name: r for r in config.rules_for("acme") if r.name in written}
+    assert set(acme) == {"cpu_high", "ups_site_on_battery"}
     assert acme["cpu_high"].for_s == 900 and acme["cpu_high"].when == "usage_percent > 90"
-    assert [r.name for r in config.rules_for("other")] == ["cpu_high", "disk_full"]
-    assert isinstance(acme["ups_on_battery"], RuleSpec)
+    assert [r.name for r in config.rules_for("other") if r.name in written] == ["cpu_high", "disk_full"]
+    assert isinstance(acme["ups_site_on_battery"], Rule)
 
 
 @pytest.mark.parametrize(
@@ -364,7 +374,7 @@ def test_rule_when_is_a_restricted_expression(write: Write, when: str, message: 
 def test_new_client_rule_must_be_complete(write: Write) -> None:
     text = config_text(RULES).replace('        when: "on_battery == True"\n', "")
     (error,) = errors_of(write("c.yaml", text))
-    assert ":18: clients[acme].rules[ups_on_battery].when: required key missing" in error, error
+    assert ":18: clients[acme].rules[ups_site_on_battery].when: required key missing" in error, error
 
 
 def test_parents_mapping(write: Write) -> None:

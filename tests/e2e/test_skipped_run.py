@@ -14,10 +14,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from agent.api import Sample
+from agent.api.alerts import AlertTransition
 from agent.config import load_config
 from agent.runner import Agent
-from agent.api import Sample
-from alerting.models import AlertTransition
 from alerting.notifier import DispatchResult
 
 from .helpers import device, eventually, ticket_links, unreachable_rule, write_estate

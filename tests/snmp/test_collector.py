@@ -8,8 +8,7 @@ import time
 import pytest
 from pysnmp.proto import rfc1902
 
-from agent.api import Sink
-from agent.api import CollectError, Target, Unreachable
+from agent.api import CollectError, Sink, Target, Unreachable
 from collectors.snmp import SnmpCollector, target_from_url
 from collectors.snmp.client import SnmpAuth, SnmpClient, receive_buffer_bytes
 from tests.snmp.conftest import V3_USERS

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from alerting.expressions import compile_expression
+from agent.api.expressions import compile_expression
 from collectors.snmp.client import SnmpValue
 from collectors.snmp.engine import CounterStore, Row, Snapshot, evaluate
 from collectors.snmp.profile import PROFILES_DIR, ProfileSet
@@ -140,10 +140,10 @@ def test_crashed_service_is_crit_and_stopped_is_not(profiles: ProfileSet) -> Non
 
 
 def test_rules_files_are_valid_rule_specs() -> None:
-    from agent.config import RuleSpec
+    from agent.api import Rule
 
     for family in ("cisco_firewall", "sophos_xg"):
-        names = [RuleSpec.model_validate(rule).name for rule in _rules(family)]
+        names = [Rule.model_validate(rule).name for rule in _rules(family)]
         assert all(name.startswith(family + "_") for name in names)
         assert len(names) == len(set(names))
 

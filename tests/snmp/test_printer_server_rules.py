@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.config import RuleSpec
-from alerting.engine import TagMatcher
-from alerting.expressions import compile_expression
+from agent.api import Rule
+from agent.api.expressions import compile_expression
+from agent.api.rules import TagMatcher
 from collectors.snmp import SnmpCollector
 from collectors.snmp.client import SnmpValue
 from collectors.snmp.engine import CounterStore, Row, Snapshot, evaluate
@@ -45,7 +45,7 @@ def _firing(family: str, rows: list[Row]) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("family", ["printer_mib", "server"])
 def test_rules_files_are_valid_rule_specs(family: str) -> None:
-    names = [RuleSpec.model_validate(rule).name for rule in _rules(family)]
+    names = [Rule.model_validate(rule).name for rule in _rules(family)]
     prefix = "printer_" if family == "printer_mib" else "server_"
     assert names and all(name.startswith(prefix) for name in names)
     assert len(set(names)) == len(names)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.config import RuleSpec
-from alerting.expressions import compile_expression
+from agent.api import Rule
+from agent.api.expressions import compile_expression
 from collectors.snmp.client import SnmpValue
 from collectors.snmp.engine import CounterStore, Snapshot, evaluate
 from collectors.snmp.profile import ProfileError, ProfileSet
@@ -166,7 +166,7 @@ def test_family_rules_have_the_shared_shape() -> None:
         assert rules, family
         for rule in rules:
             # The same model the agent validates the config's rules with.
-            RuleSpec.model_validate(rule)
+            Rule.model_validate(rule)
             assert rule["name"].startswith(family + "_")
 
 

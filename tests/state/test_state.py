@@ -4,11 +4,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.config import InfluxStoreSpec, SqliteStoreSpec
-from agent.runner import state_retention_days
 from agent.api import Sample
-from agent.state import Interval, Latest, StateDB, tz_by_client
+from agent.config import load_config
+from agent.runner import state_retention_days
+from agent.state import STATE_FIELDS, Interval, Latest, StateDB, tz_by_client
 from agent.stores.sqlite import DEFAULT_RETENTION_DAYS
+from collectors.snmp import PLUGIN as SNMP
 
 S = 1_000_000_000
 MIN = 60 * S
@@ -22,7 +23,8 @@ def status(value, ts, device="sw1"):
 
 @pytest.fixture
 def db(tmp_path):
-    state = StateDB(tmp_path / "state.sqlite", stale_after_ns=10 * MIN)
+    # the kernel's state field and the SNMP plugin's, as the agent gives them
+    state = StateDB(tmp_path / "state.sqlite", stale_after_ns=10 * MIN, state_fields=STATE_FIELDS | SNMP.state_fields)
     yield state
     state.close()
 
@@ -230,7 +232,12 @@ def test_retention_drops_daily_rows_only_once_the_whole_local_day_is_past(tmp_pa
     db.close()
 
 
-def test_agent_keeps_rollups_as_long_as_the_embedded_store_keeps_points():
-    assert state_retention_days(SqliteStoreSpec(retention_days=30)) == 30
-    influx = InfluxStoreSpec(kind="influxdb", url="http://tsdb:8086", org="noc", bucket="vigie", token={"secret": "t"})
-    assert state_retention_days(influx) == DEFAULT_RETENTION_DAYS
+def test_agent_keeps_rollups_as_long_as_the_embedded_store_keeps_points(tmp_path):
+    def retention(store: str):
+        path = tmp_path / "vigie.yaml"
+        path.write_text(f"agent: {{store: {store}}}\n")
+        return state_retention_days(load_config(path, environ={"VIGIE_SECRET_T": "token"}))
+
+    assert retention("{kind: sqlite, retention_days: 30}") == 30
+    influx = "{kind: influxdb, url: 'http://tsdb:8086', org: noc, bucket: vigie, token: {secret: t}}"
+    assert retention(influx) == DEFAULT_RETENTION_DAYS

@@ -1,0 +1,92 @@
+"""Alerts and their transitions: what the engine produces and every receiver (ticketing,
+notifications, reports) reads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+PENDING = "pending"
+FIRING = "firing"
+RESOLVED = "resolved"
+
+
+def fingerprint(labels: Mapping[str, str]) -> str:
+    """Stable identity of an alert: sha256 of its sorted labels, 16 hex digits."""
+    blob = json.dumps(sorted((str(k), str(v)) for k, v in labels.items()), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Alert:
+    """One occurrence of an alert. ``fingerprint`` is the identity of the labels; a new occurrence
+    after resolution has the same fingerprint and a new ``started_at``/``fired_at``."""
+
+    fingerprint: str
+    rule: str
+    labels: dict[str, str]
+    severity: str
+    summary: str
+    state: str
+    started_at: float  # timestamp of the first bad sample (epoch seconds)
+    fired_at: float | None = None
+    resolved_at: float | None = None
+    last_sample_at: float | None = None
+    inhibited_by: str | None = None  # "client/device" holding it back while pending
+    id: int | None = None
+
+    @property
+    def client(self) -> str:
+        return self.labels.get("client", "")
+
+    @property
+    def device(self) -> str:
+        return self.labels.get("device", "")
+
+    @property
+    def idempotency_key(self) -> str:
+        """Carried by the ticket (name and content) so a ticket can be found again after a crash.
+
+        One key per firing occurrence: ``vigie:<fingerprint>:<fired_at as integer epoch seconds>``.
+        """
+        if self.fired_at is None:
+            raise ValueError(f"alert {self.fingerprint} has not fired")
+        return f"vigie:{self.fingerprint}:{int(self.fired_at)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "rule": self.rule,
+            "labels": dict(self.labels),
+            "severity": self.severity,
+            "summary": self.summary,
+            "state": self.state,
+            "started_at": self.started_at,
+            "fired_at": self.fired_at,
+            "resolved_at": self.resolved_at,
+            "last_sample_at": self.last_sample_at,
+            "inhibited_by": self.inhibited_by,
+            "id": self.id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Alert:
+        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class AlertTransition:
+    """A state change: pending (new), firing (pending -> firing) or resolved (firing -> resolved).
+
+    Dropped pending alerts (condition cleared before ``for_s``) produce no transition."""
+
+    alert: Alert
+    previous: str | None
+    state: str
+    at: float
+
+
+Transition = AlertTransition

@@ -1,0 +1,156 @@
+"""The one alert rule model: what the configuration's ``rules:``, a plugin's default rules and the
+alert engine all use (see docs/CONFIGURATION.md "Rules").
+
+A rule is validated once, here: its ``when`` is compiled by the rule language
+(:mod:`agent.api.expressions`), its tag matchers are parsed, its severity and labels checked. The
+engine then reads the compiled forms (``rule.condition``, ``rule.matchers``) without checking
+again.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    model_validator,
+)
+
+from agent.api.expressions import Expression, compile_expression
+
+SEVERITIES = ("critical", "major", "minor", "warning")
+Severity = Literal["critical", "major", "minor", "warning"]
+
+# Labels the alert engine sets itself from the rule and the sample; a rule may not set them.
+RESERVED_LABELS = frozenset({"alertname", "client", "site", "device"})
+
+
+@dataclass(frozen=True)
+class TagMatcher:
+    """``value`` exact, ``~regex`` (unanchored ``re.search``; anchor with ^$), ``!`` negates either.
+
+    A missing tag is treated as the empty string (as in Alertmanager), so ``role: "!core"`` matches
+    a sample without a ``role`` tag and ``role: core`` does not."""
+
+    tag: str
+    raw: str
+    negate: bool
+    regex: re.Pattern[str] | None
+    value: str
+
+    @classmethod
+    def parse(cls, tag: str, raw: str) -> TagMatcher:
+        negate = raw.startswith("!")
+        body = raw[1:] if negate else raw
+        regex = None
+        if body.startswith("~"):
+            try:
+                regex = re.compile(body[1:])
+            except re.error as exc:
+                raise ValueError(f"match.{tag}: invalid regular expression: {exc}") from None
+        return cls(tag, raw, negate, regex, body)
+
+    def matches(self, tags: Mapping[str, str]) -> bool:
+        value = str(tags.get(self.tag, "") or "")
+        hit = bool(self.regex.search(value)) if self.regex is not None else value == self.value
+        return hit != self.negate
+
+
+def _check_when(expression: str) -> str:
+    compile_expression(expression)
+    return expression
+
+
+def _check_matchers(matchers: dict[str, str]) -> dict[str, str]:
+    for tag, pattern in matchers.items():
+        TagMatcher.parse(tag, pattern)
+    return matchers
+
+
+def _check_template(template: str) -> str:
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"invalid format string: {exc}") from None
+    for name in fields:
+        if not name.isidentifier():
+            # `{0}`, `{x.y}` or `{x[0]}` would reach into Python objects; tags and fields are flat.
+            raise ValueError(f"placeholder {{{name}}} must be a plain tag or field name")
+    return template
+
+
+def stringify(value: Any) -> Any:
+    """Tag and label values are strings on the wire; accept `vlan: 10` or `core: true` in YAML."""
+    if isinstance(value, dict):
+        return {
+            k: str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, int | float) else v
+            for k, v in value.items()
+        }
+    return value
+
+
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=63)]
+Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
+TagKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
+Tags = Annotated[dict[TagKey, str], BeforeValidator(stringify)]
+WhenExpr = Annotated[str, StringConstraints(min_length=1, max_length=1000), AfterValidator(_check_when)]
+Matchers = Annotated[dict[str, str], BeforeValidator(stringify), AfterValidator(_check_matchers)]
+Template = Annotated[str, AfterValidator(_check_template)]
+
+
+class Rule(BaseModel):
+    """One alert rule.
+
+    ``when`` is evaluated over the sample's fields, then its tags; ``match`` filters on tags first.
+    A sample matching ``measurement`` and ``match`` whose ``when`` holds for ``for_s`` fires.
+    """
+
+    # extra="forbid": a typo (`for: 60`) must be an error, not a silently ignored key.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Slug
+    measurement: Identifier
+    when: WhenExpr
+    match: Matchers = {}
+    for_s: Annotated[float, Field(ge=0, le=7 * 86400)] = 0.0
+    severity: Severity = "warning"
+    summary: Template = ""
+    labels: Tags = {}
+    enabled: bool = True
+
+    _condition: Expression = PrivateAttr()
+    _matchers: tuple[TagMatcher, ...] = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _compile(self) -> Rule:
+        hidden = RESERVED_LABELS & set(self.labels)
+        if hidden:
+            raise ValueError(f"labels may not set {', '.join(sorted(hidden))} (set by the alert engine)")
+        self._condition = compile_expression(self.when)
+        self._matchers = tuple(TagMatcher.parse(tag, raw) for tag, raw in self.match.items())
+        return self
+
+    @property
+    def condition(self) -> Expression:
+        return self._condition
+
+    @property
+    def matchers(self) -> tuple[TagMatcher, ...]:
+        return self._matchers
+
+    def with_changes(self, **changes: Any) -> Rule:
+        """A validated copy with ``changes`` (``model_copy`` would keep the old compiled forms)."""
+        return Rule.model_validate({**self.model_dump(), **changes})
+
+    def applies_to(self, measurement: str, tags: Mapping[str, str]) -> bool:
+        return measurement == self.measurement and all(m.matches(tags) for m in self._matchers)

@@ -1,0 +1,71 @@
+"""Services: plugins with a lifecycle that run beside the polls (the SNMP trap receiver, the web
+app, the report scheduler).
+
+A service is declared by a :class:`~agent.api.plugin.PluginSpec` of kind ``service``, configured
+under ``agent.services.<name>`` and built with ``factory(options)``. The agent calls
+``await service.start(context)`` once it is running and ``await service.stop()`` on shutdown
+(bounded: a stop that takes longer than ``STOP_TIMEOUT_S`` is abandoned and logged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from agent.api.samples import Sample
+
+STOP_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One inventory device as a service sees it (read-only)."""
+
+    client: str
+    site: str
+    name: str
+    address: str
+    tags: Mapping[str, str]
+    collectors: tuple[str, ...]
+    parent: str | None
+
+
+class Inventory(Protocol):
+    def devices(self, client: str | None = None) -> Sequence[DeviceInfo]: ...
+
+    def find(self, client: str, name: str) -> DeviceInfo | None: ...
+
+    def by_address(self, address: str) -> Sequence[DeviceInfo]: ...
+
+
+class StateView(Protocol):
+    """Read-only access to the agent's state (latest values, alerts, tickets)."""
+
+    def latest(self, measurement: str, tags: Mapping[str, str] | None = None) -> list[dict[str, Any]]: ...
+
+    def alerts(self, states: Sequence[str] | None = None, client: str | None = None) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class ServiceContext:
+    """What a service is given at start: time, scheduling, the inventory, the state, and a way in.
+
+    ``submit`` feeds samples into the pipeline exactly as a poll's (store, state, alert engine):
+    a trap receiver submits the samples of a trap; ``tags_for(client, device)`` gives the base tags
+    of an inventory device, so submitted samples look like polled ones.
+    """
+
+    clock: Callable[[], float]
+    every: Callable[[float, Callable[[], Awaitable[None]], str], None]
+    inventory: Inventory
+    state: StateView
+    submit: Callable[[Sequence[Sample]], Awaitable[None]]
+    tags_for: Callable[[str, str], Mapping[str, str] | None]
+    state_dir: Any
+
+
+class Service(Protocol):
+    async def start(self, context: ServiceContext) -> None: ...
+
+    async def stop(self) -> None: ...

@@ -305,6 +305,28 @@ def _decode_response(buf: bytes) -> Response:
     return Response(version, community, request_id, error_status, error_index, varbinds)
 
 
+def structure_error(buf: bytes) -> str | None:
+    """Why ``buf`` is not one well-formed BER message (a SEQUENCE of TLVs whose definite lengths
+    nest exactly, no trailing bytes), or ``None``. For the SNMPv3 messages pysnmp decodes: it
+    drops a malformed one without telling the request that waits (its encrypted part is not
+    looked into)."""
+    size = len(buf)
+    try:
+        start, end = _expect(buf, 0, size, SEQUENCE, "message")
+        if end != size:
+            return f"{size - end} trailing bytes after the message"
+        spans = [(start, end)]
+        while spans:
+            i, end = spans.pop()
+            while i < end:
+                tag, start, i = _header(buf, i, end, "value")
+                if tag & 0x20:  # constructed: its content is TLVs too
+                    spans.append((start, i))
+    except BerError as exc:
+        return str(exc)
+    return None
+
+
 def _varbinds(buf: bytes, i: int, end: int) -> list[tuple[bytes, int, int | bytes | None]]:
     out: list[tuple[bytes, int, int | bytes | None]] = []
     append = out.append

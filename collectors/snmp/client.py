@@ -12,7 +12,13 @@ Values are decoded once, here, into :class:`SnmpValue`: ``int`` for every numeri
 ``kind`` kept (a Counter32 wraps at 2**32, a Counter64 at 2**64, a Gauge never wraps), ``str`` for
 printable OCTET STRINGs (hex otherwise), dotted ``str`` for OIDs. ``noSuchObject``,
 ``noSuchInstance`` and ``endOfMibView`` are not values: the OID is simply absent from the result.
-Nothing here imports from ``agent/``.
+
+What a device sends is bounded before it is kept: an OCTET STRING longer than
+:data:`MAX_VALUE_OCTETS`, or more than a :class:`ReadBudget` allows in one poll, is an
+:class:`AnswerTooLarge` error naming the OID. Replies that are not a valid answer (malformed,
+for no request in flight, failing authentication) are counted per client in
+:attr:`SnmpClient.rejected` and named in the timeout error they would otherwise leave
+unexplained. Nothing here imports from ``agent/``.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import socket
 import string
 import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pyasn1.type import univ
@@ -54,7 +60,131 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 # One request carries at most this many GET varbinds: small agents answer tooBig beyond that.
 GET_CHUNK = 32
 
+# The longest OCTET STRING (or Opaque) kept: 64 times the 255 octets of a DisplayString, room for
+# any port or VLAN bitmap. A longer value is no reading a profile can use; the stores and the
+# expressions (collectors/snmp/expr.py MAX_TEXT is four times this) never see one.
+MAX_VALUE_OCTETS = 16 * 1024
+# A text this short cannot exceed MAX_VALUE_OCTETS (4 octets per character at most in UTF-8, 2 hex
+# digits per octet), so only longer ones are measured.
+_MEASURED_ABOVE = MAX_VALUE_OCTETS // 4
+# What one poll may gather from one device: a full cisco_ios poll of a 48-port 2960X is 3,154
+# varbinds and about 200 KB, a chassis with a thousand ports tens of thousands of varbinds. The
+# bound is what keeps the agent's memory bounded against an agent answering an endless walk.
+MAX_READ_VARBINDS = 250_000
+MAX_READ_OCTETS = 32 * 1024 * 1024
+# A response whose request-id was issued among the last this many requests, and is no longer in
+# flight, is a late answer (a resend answered twice, an answer after its timeout), not a mismatch.
+_LATE_WINDOW = 1 << 20
+_REQUEST_IDS = 2**31 - 1
+
 _PRINTABLE = frozenset(string.printable)
+
+
+class ErrorStatus(CollectError):
+    """The agent answered with a non-zero error-status (``noSuchName``, ``genErr``, ...) at the
+    1-based varbind ``index``."""
+
+    def __init__(self, message: str, status: int, index: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.index = index
+
+
+class AnswerTooLarge(CollectError):
+    """The agent sent more than vigie keeps: an OCTET STRING above :data:`MAX_VALUE_OCTETS`, or
+    more than a poll's :class:`ReadBudget`."""
+
+
+@dataclass
+class RejectedReplies:
+    """Datagrams from the agent's address that were not a valid answer, since the client was
+    created. One that cannot be tied to a request (no readable request-id, or a request-id of no
+    request in flight) is counted by each client with a request waiting on that address."""
+
+    malformed: int = 0  # not a decodable SNMP message: truncated, garbage, BER out of spec
+    mismatched: int = 0  # a well-formed response to no request in flight (request-id, version)
+    auth_failures: int = 0  # v1/v2c: another community (dropped, RFC 3584); v3: USM failures
+
+
+class _Rejections:
+    """What one request saw from its agent's address that was not its answer: per kind, how many
+    and the last one's description (for the timeout's message), and the client's totals."""
+
+    __slots__ = ("seen", "totals")
+
+    def __init__(self, totals: RejectedReplies) -> None:
+        self.seen: dict[str, tuple[int, str]] = {}
+        self.totals = totals
+
+    def add(self, kind: str, detail: str) -> None:
+        count = self.seen.get(kind, (0, ""))[0] + 1
+        self.seen[kind] = (count, detail)
+        setattr(self.totals, kind, getattr(self.totals, kind) + 1)
+
+
+def _reject_for_all(waiting: Iterable[_Rejections], kind: str, detail: str) -> None:
+    """One datagram that no single request can claim: noted by each request waiting on its
+    address, counted once in each client's totals (a client has several requests in flight)."""
+    counted: set[int] = set()
+    for rejected in waiting:
+        if id(rejected.totals) in counted:
+            count = rejected.seen.get(kind, (0, ""))[0] + 1
+            rejected.seen[kind] = (count, detail)
+        else:
+            rejected.add(kind, detail)
+            counted.add(id(rejected.totals))
+
+
+_REJECTION_WORDS = {
+    "malformed": ("malformed reply", "malformed replies"),
+    "mismatched": ("reply to no request in flight", "replies to no request in flight"),
+    "auth_failures": ("authentication failure", "authentication failures"),
+}
+
+
+def _no_valid_answer(endpoint: str, timeout_s: float, attempts: int, rejected: _Rejections) -> Unreachable:
+    """The timeout error; it says what was received instead of an answer, if anything."""
+    waited = f"within {timeout_s:g}s x{attempts}"
+    if not rejected.seen:
+        return Unreachable(f"{endpoint}: no SNMP answer {waited}")
+    seen = "; ".join(
+        f"{count} {_REJECTION_WORDS[kind][count != 1]} received, last: {last}"
+        for kind, (count, last) in rejected.seen.items()
+    )
+    return Unreachable(f"{endpoint}: no valid SNMP answer {waited} ({seen})")
+
+
+class ReadBudget:
+    """What the reads of one poll may still gather: varbinds, and octets of OIDs and values (a
+    number counts 8). The engine gives one to every read of a poll; a read past it raises
+    :class:`AnswerTooLarge`, and so does every read after it."""
+
+    def __init__(self, varbinds: int = MAX_READ_VARBINDS, octets: int = MAX_READ_OCTETS) -> None:
+        self.limits = (varbinds, octets)
+        self.varbinds = varbinds
+        self.octets = octets
+        self.exceeded: AnswerTooLarge | None = None
+
+    def take(self, endpoint: str, oid: str, value: SnmpValue) -> None:
+        if self.exceeded is not None:
+            raise self.exceeded
+        self.varbinds -= 1
+        self.octets -= len(oid) + (len(value.value) if isinstance(value.value, str) else 8)
+        if self.varbinds < 0 or self.octets < 0:
+            varbinds, octets = self.limits
+            self.exceeded = AnswerTooLarge(
+                f"{endpoint}: more than {varbinds:,} varbinds or {octets // 2**20} MiB in one poll (at {oid})"
+            )
+            raise self.exceeded
+
+
+@dataclass
+class WalkResult:
+    """The values a walk read, and the error that ended it before the end of the subtree (the
+    values read before it are kept)."""
+
+    values: dict[str, SnmpValue] = field(default_factory=dict)
+    error: CollectError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,10 +326,11 @@ class _Pending:
     """One request in flight: its future, where it went, and what to resend on timeout."""
 
     __slots__ = ("future", "address", "endpoint", "version", "community", "message", "retries_left",
-                 "timeout_s", "attempts", "timer")
+                 "timeout_s", "attempts", "timer", "rejected")
 
     def __init__(self, future: asyncio.Future[ber.Response], address: tuple[str, int], endpoint: str,
-                 version: int, community: bytes, message: bytes, retries: int, timeout_s: float) -> None:
+                 version: int, community: bytes, message: bytes, retries: int, timeout_s: float,
+                 rejected: _Rejections) -> None:
         self.future = future
         self.address = address
         self.endpoint = endpoint
@@ -210,14 +341,18 @@ class _Pending:
         self.timeout_s = timeout_s
         self.attempts = retries + 1
         self.timer: asyncio.TimerHandle | None = None
+        self.rejected = rejected
 
 
 class _SnmpSocket(asyncio.DatagramProtocol):
     """The event loop's one UDP socket for SNMPv1/v2c: every client's requests go out through it
-    and replies are handed to the waiting request by request-id. A reply from another address
-    than the request went to, or with another version or community, or for no request in flight
-    is ignored (logged at debug level); a malformed reply to a request in flight fails that
-    request with a CollectError naming the agent."""
+    and replies are handed to the waiting request by request-id. A malformed reply to a request in
+    flight fails that request with a CollectError naming the agent. Other replies that are not a
+    valid answer are dropped and counted against the requests waiting on their source address
+    (:class:`RejectedReplies`): malformed ones without a readable request-id, responses to no
+    request in flight to that address, and responses with another version or community (RFC 3584
+    drops those; an agent, a proxy or a NAT that answers so is worth seeing). A reply from an
+    address no request went to, and a late answer to a finished request, are only logged."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         self.loop = loop
@@ -226,7 +361,8 @@ class _SnmpSocket(asyncio.DatagramProtocol):
         self.closed = False
         self.opening: asyncio.Task[object] | None = None
         self._pending: dict[int, _Pending] = {}
-        self._next_id = random.randrange(1, 2**31 - 1)
+        self._waiting: dict[tuple[str, int], set[_Pending]] = {}  # by agent address
+        self._next_id = random.randrange(1, _REQUEST_IDS)
 
     # asyncio callbacks: none of them may raise (an exception here would close the socket).
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -244,33 +380,46 @@ class _SnmpSocket(asyncio.DatagramProtocol):
         log.debug("SNMP socket error: %s", exc)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        source = addr[:2]
         try:
             response = ber.decode_response(data)
         except ber.BerError as exc:
+            detail = f"{len(data)} bytes, {exc}"
             pending = self._pending.get(exc.request_id) if exc.request_id is not None else None
-            if pending is not None and pending.address == addr[:2] and not pending.future.done():
-                pending.future.set_exception(CollectError(f"{pending.endpoint}: malformed SNMP response: {exc}"))
+            if pending is not None and pending.address == source:
+                pending.rejected.add("malformed", detail)
+                if not pending.future.done():
+                    pending.future.set_exception(
+                        CollectError(f"{pending.endpoint}: malformed SNMP response: {exc} ({len(data)} bytes)")
+                    )
             else:
-                log.debug("ignored a malformed datagram from %s:%s: %s", addr[0], addr[1], exc)
+                self._reject_from(source, "malformed", detail)
             return
         pending = self._pending.get(response.request_id)
-        if (
-            pending is None
-            or pending.address != addr[:2]
-            or pending.version != response.version
-            or pending.community != response.community
-        ):
-            log.debug("ignored an unexpected SNMP response (request-id %d) from %s:%s",
-                      response.request_id, addr[0], addr[1])
-            return
-        if not pending.future.done():
+        if pending is None and 0 < (self._next_id - response.request_id) % _REQUEST_IDS <= _LATE_WINDOW:
+            log.debug("late SNMP response (request-id %d) from %s:%s", response.request_id, addr[0], addr[1])
+        elif pending is None or pending.address != source:
+            self._reject_from(source, "mismatched", f"request-id {response.request_id}")
+        elif pending.version != response.version:
+            pending.rejected.add("mismatched", f"SNMP version field {response.version}, not {pending.version}")
+        elif pending.community != response.community:
+            pending.rejected.add("auth_failures", "another community")
+        elif not pending.future.done():
             pending.future.set_result(response)
+
+    def _reject_from(self, source: tuple[str, int], kind: str, detail: str) -> None:
+        waiting = self._waiting.get(source)
+        if not waiting:
+            log.debug("ignored a datagram from %s:%s, where no request waits (%s: %s)", *source, kind, detail)
+            return
+        _reject_for_all((pending.rejected for pending in waiting), kind, detail)
 
     async def request(self, address: tuple[str, int], endpoint: str, version: int, community: bytes,
                       pdu_type: int, oids: list[bytes], max_repetitions: int, timeout_s: float,
-                      retries: int) -> ber.Response:
+                      retries: int, rejected: RejectedReplies) -> ber.Response:
         """Send one request, resend it ``retries`` times ``timeout_s`` apart (same request-id, so a
-        late answer to an earlier attempt still counts), then raise Unreachable."""
+        late answer to an earlier attempt still counts), then raise Unreachable saying what was
+        received instead, if anything; replies rejected meanwhile are counted in ``rejected``."""
         if self.transport is None:
             try:
                 await asyncio.shield(self.opening)  # type: ignore[arg-type]
@@ -281,8 +430,10 @@ class _SnmpSocket(asyncio.DatagramProtocol):
         request_id = self._new_id()
         message = ber.encode_request(version, community, pdu_type, request_id, oids, 0, max_repetitions)
         pending = _Pending(self.loop.create_future(), address, endpoint, version, community, message,
-                           retries, timeout_s)
+                           retries, timeout_s, _Rejections(rejected))
         self._pending[request_id] = pending
+        waiting = self._waiting.setdefault(address, set())
+        waiting.add(pending)
         try:
             self.transport.sendto(message, address)  # type: ignore[union-attr]
             pending.timer = self.loop.call_later(timeout_s, self._expired, pending)
@@ -291,6 +442,9 @@ class _SnmpSocket(asyncio.DatagramProtocol):
             if pending.timer is not None:
                 pending.timer.cancel()
             del self._pending[request_id]
+            waiting.discard(pending)
+            if not waiting:
+                del self._waiting[address]
 
     def _expired(self, pending: _Pending) -> None:
         if pending.future.done():
@@ -301,14 +455,14 @@ class _SnmpSocket(asyncio.DatagramProtocol):
             pending.timer = self.loop.call_later(pending.timeout_s, self._expired, pending)
             return
         pending.future.set_exception(
-            Unreachable(f"{pending.endpoint}: no SNMP answer within {pending.timeout_s:g}s x{pending.attempts}")
+            _no_valid_answer(pending.endpoint, pending.timeout_s, pending.attempts, pending.rejected)
         )
 
     def _new_id(self) -> int:
         request_id = self._next_id
         while request_id in self._pending:
-            request_id = request_id % (2**31 - 1) + 1
-        self._next_id = request_id % (2**31 - 1) + 1
+            request_id = request_id % _REQUEST_IDS + 1
+        self._next_id = request_id % _REQUEST_IDS + 1
         return request_id
 
 
@@ -358,6 +512,16 @@ class _BigBufferUdpTransport(udp.UdpAsyncioTransport):
             set_receive_buffer(sock, RECEIVE_BUFFER_BYTES)
         super().connection_made(transport)
 
+    def datagram_received(self, datagram: bytes, transportAddress) -> None:  # type: ignore[no-untyped-def] # noqa: N803
+        # pysnmp drops a malformed message silently (it only counts snmpInASNParseErrs for the
+        # whole engine): check the BER structure of what comes from an address a request waits on.
+        waiting = _PYSNMP_WAITING.get(self.loop, {}).get(tuple(transportAddress[:2]))
+        if waiting:
+            problem = ber.structure_error(datagram)
+            if problem is not None:
+                _reject_for_all(waiting, "malformed", f"{len(datagram)} bytes, {problem}")
+        super().datagram_received(datagram, transportAddress)
+
 
 class _UdpTarget(hlapi.UdpTransportTarget):
     PROTO_TRANSPORT = _BigBufferUdpTransport
@@ -366,6 +530,26 @@ class _UdpTarget(hlapi.UdpTransportTarget):
 # One SnmpEngine per event loop: pysnmp binds its dispatcher to the loop it first runs in.
 _ENGINES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, hlapi.SnmpEngine] = (
     weakref.WeakKeyDictionary()
+)
+
+
+# The pysnmp requests in flight, by event loop and agent address (see _BigBufferUdpTransport).
+_PYSNMP_WAITING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], set[_Rejections]]] = (
+    weakref.WeakKeyDictionary()
+)
+# pysnmp's error indications for a failed USM (or community) check: the agent's usmStats* report,
+# or the response failing pysnmp's own check.
+_AUTH_FAILURES = (
+    errind.UnknownUserName,
+    errind.WrongDigest,
+    errind.DecryptionError,
+    errind.AuthenticationFailure,
+    errind.AuthenticationError,
+    errind.UnknownSecurityName,
+    errind.UnsupportedSecurityLevel,
+    errind.NotInTimeWindow,
+    errind.UnknownEngineID,
+    errind.UnknownCommunityName,
 )
 
 
@@ -387,8 +571,10 @@ class SnmpClient:
     """``get`` / ``walk`` against one agent.
 
     ``timeout_s`` is per request, ``retries`` the number of resends after the first one; a request
-    that never gets an answer raises :class:`Unreachable` naming ``address:port``. A ``tooBig``
-    answer halves the GETBULK max-repetitions (kept for the client's later walks) or splits a GET.
+    that never gets an answer raises :class:`Unreachable` naming ``address:port`` (and what came
+    instead: see :attr:`rejected`). A ``tooBig`` answer halves the GETBULK max-repetitions (kept for
+    the client's later walks) or splits a GET. Values are bounded (:data:`MAX_VALUE_OCTETS`, a
+    :class:`ReadBudget` per call unless the caller shares one over several).
     ``transport`` is ``"ber"`` for SNMPv1/v2c and ``"pysnmp"`` for SNMPv3 unless forced (pysnmp
     can serve every version; BER cannot do SNMPv3). ``engine`` is the pysnmp engine to use.
     """
@@ -418,6 +604,7 @@ class SnmpClient:
         if transport not in ("ber", "pysnmp"):
             raise ValueError(f"transport: {transport!r} is not one of ber, pysnmp")
         self.transport: Transport = transport
+        self.rejected = RejectedReplies()
         # pysnmp
         self._engine = engine
         self._target: _UdpTarget | None = None
@@ -433,21 +620,52 @@ class SnmpClient:
     def endpoint(self) -> str:
         return f"{self.address}:{self.port}"
 
-    async def get(self, oids: Iterable[str]) -> dict[str, SnmpValue]:
+    async def get(self, oids: Iterable[str], budget: ReadBudget | None = None) -> dict[str, SnmpValue]:
+        """The values of ``oids`` the agent has (an absent one is left out, for SNMPv1 too)."""
+        budget = budget or ReadBudget()
         wanted = [_strip(oid) for oid in oids]
         result: dict[str, SnmpValue] = {}
         for start in range(0, len(wanted), GET_CHUNK):
-            chunk = wanted[start : start + GET_CHUNK]
-            for _, oid, value, _ in await self._request("get", chunk):
+            for _, oid, value, _ in await self._get_present(wanted[start : start + GET_CHUNK]):
                 if value is not None:
+                    self._keep(oid, value, budget)
                     result[oid] = value
         return result
 
-    async def walk(self, base_oid: str) -> dict[str, SnmpValue]:
+    async def _get_present(self, oids: list[str]) -> list[_VarBind]:
+        while True:
+            try:
+                return await self._request("get", oids)
+            except ErrorStatus as exc:
+                # SNMPv1 has no noSuchObject: the agent answers noSuchName naming the first absent
+                # OID, and the others are asked again without it (as net-snmp's snmpget does).
+                if exc.status != ber.NO_SUCH_NAME or not 1 <= exc.index <= len(oids):
+                    raise
+                oids = oids[: exc.index - 1] + oids[exc.index :]
+                if not oids:
+                    return []
+
+    async def walk(self, base_oid: str, budget: ReadBudget | None = None) -> dict[str, SnmpValue]:
         """Every OID strictly under ``base_oid`` (GETBULK, or GETNEXT for SNMPv1)."""
-        base = _strip(base_oid)
+        walked = await self.walk_partial(base_oid, budget)
+        if walked.error is not None:
+            raise walked.error
+        return walked.values
+
+    async def walk_partial(self, base_oid: str, budget: ReadBudget | None = None) -> WalkResult:
+        """Like :meth:`walk`, but an error that ends the walk early comes with the values read
+        before it (an agent that answers the first rows of a table, then goes silent)."""
+        walked = WalkResult()
+        try:
+            await self._walk_into(_strip(base_oid), walked.values, budget or ReadBudget())
+        except CollectError as exc:
+            walked.error = exc
+        return walked
+
+    async def _walk_into(self, base: str, result: dict[str, SnmpValue], budget: ReadBudget) -> None:
+        if budget.exceeded is not None:
+            raise budget.exceeded
         prefix = base + "."
-        result: dict[str, SnmpValue] = {}
         cursor = base
         last_key = self._order_key(base)
         after = ber.oid_after if self.transport == "ber" else operator.gt
@@ -456,16 +674,29 @@ class SnmpClient:
             last = cursor
             for key, oid, value, end in var_binds:
                 if end or not oid.startswith(prefix):
-                    return result
+                    return
                 if not after(key, last_key):
                     # A broken agent looping on the same OID would keep us here forever.
-                    return result
+                    return
                 if value is not None:
+                    self._keep(oid, value, budget)
                     result[oid] = value
                 last, last_key = oid, key
             if not var_binds or last == cursor:
-                return result
+                return
             cursor = last
+
+    def _keep(self, oid: str, value: SnmpValue, budget: ReadBudget) -> None:
+        """Raise :class:`AnswerTooLarge` unless ``value`` is within the bounds, else count it."""
+        text = value.value
+        if isinstance(text, str) and len(text) > _MEASURED_ABOVE and value.kind in ("string", "hex"):
+            octets = len(text) // 2 if value.kind == "hex" else len(text.encode())
+            if octets > MAX_VALUE_OCTETS:
+                raise AnswerTooLarge(
+                    f"{self.endpoint}: {oid}: an OCTET STRING of {octets:,} octets, more than the "
+                    f"{MAX_VALUE_OCTETS:,} kept"
+                )
+        budget.take(self.endpoint, oid, value)
 
     def _order_key(self, oid: str) -> object:
         if self.transport == "ber":
@@ -532,14 +763,15 @@ class SnmpClient:
             raise CollectError(f"{self.endpoint}: cannot open the SNMP socket: {exc}") from exc
         return await shared.request(
             self._resolved, self.endpoint, self._version, self._community, pdu_type, bodies,  # type: ignore[arg-type]
-            max_repetitions, self.timeout_s, self.retries,
+            max_repetitions, self.timeout_s, self.retries, self.rejected,
         )
 
     def _check_status(self, response: ber.Response, op: str) -> None:
         status = response.error_status
         if status:
             name = ber.ERROR_STATUS[status] if 0 <= status < len(ber.ERROR_STATUS) else str(status)
-            raise CollectError(f"{self.endpoint}: {name} at varbind {response.error_index}")
+            raise ErrorStatus(f"{self.endpoint}: {name} at varbind {response.error_index}", status,
+                              response.error_index)
 
     async def _resolve(self) -> tuple[str, int]:
         with contextlib.suppress(OSError):
@@ -567,38 +799,50 @@ class SnmpClient:
             except Exception as exc:  # pysnmp raises PySnmpError for unresolvable names
                 raise Unreachable(f"{self.endpoint}: {exc}") from exc
         objects = [hlapi.ObjectType(hlapi.ObjectIdentity(oid)) for oid in oids]
-        if op == "get":
-            reply = await hlapi.get_cmd(
-                engine, self._auth_data, self._target, self._context, *objects, lookupMib=False
-            )
-        elif self.auth.version == "1":
-            reply = await hlapi.next_cmd(
-                engine, self._auth_data, self._target, self._context, *objects, lookupMib=False
-            )
-        else:
-            reply = await hlapi.bulk_cmd(
-                engine,
-                self._auth_data,
-                self._target,
-                self._context,
-                0,
-                self.max_repetitions,
-                *objects,
-                lookupMib=False,
-            )
+        rejected = _Rejections(self.rejected)
+        by_address = _PYSNMP_WAITING.setdefault(asyncio.get_running_loop(), {})
+        address = tuple(self._target.transport_address[:2])
+        waiting = by_address.setdefault(address, set())  # type: ignore[arg-type]
+        waiting.add(rejected)
+        try:
+            if op == "get":
+                reply = await hlapi.get_cmd(
+                    engine, self._auth_data, self._target, self._context, *objects, lookupMib=False
+                )
+            elif self.auth.version == "1":
+                reply = await hlapi.next_cmd(
+                    engine, self._auth_data, self._target, self._context, *objects, lookupMib=False
+                )
+            else:
+                reply = await hlapi.bulk_cmd(
+                    engine,
+                    self._auth_data,
+                    self._target,
+                    self._context,
+                    0,
+                    self.max_repetitions,
+                    *objects,
+                    lookupMib=False,
+                )
+        finally:
+            waiting.discard(rejected)
+            if not waiting:
+                del by_address[address]  # type: ignore[arg-type]
         error_indication, error_status, error_index, var_binds = reply
         if error_indication is not None:
             if isinstance(error_indication, errind.RequestTimedOut):
-                raise Unreachable(
-                    f"{self.endpoint}: no SNMP answer within {self.timeout_s:g}s x{self.retries + 1}"
-                )
+                raise _no_valid_answer(self.endpoint, self.timeout_s, self.retries + 1, rejected)
+            if isinstance(error_indication, _AUTH_FAILURES):
+                self.rejected.auth_failures += 1
+                raise CollectError(f"{self.endpoint}: authentication failure: {error_indication}")
             raise CollectError(f"{self.endpoint}: {error_indication}")
         if int(error_status):
             status = error_status.prettyPrint() if hasattr(error_status, "prettyPrint") else error_status
             # SNMPv1 signals a missing OID with noSuchName: the walk/get simply ends there.
             if op != "get" and str(status) == "noSuchName":
                 return []
-            raise CollectError(f"{self.endpoint}: {status} at varbind {int(error_index)}")
+            raise ErrorStatus(f"{self.endpoint}: {status} at varbind {int(error_index)}", int(error_status),
+                              int(error_index))
         return [
             (tuple(name), str(name), decode(value), isinstance(value, rfc1905.EndOfMibView))
             for name, value in var_binds

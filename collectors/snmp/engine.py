@@ -2,22 +2,28 @@
 
 ``fetch`` walks each column OID the profile declares once (a column shared by two tables, e.g.
 hrStorage for memory and for disks, or entPhysicalName joined by several tables, is walked once)
-and GETs the scalar ones. ``evaluate`` turns the snapshot into :class:`Row` s: columns -> fields
-(in declared order, each may use the previous ones) -> filter -> tags, with rates computed from the
-engine-owned :class:`CounterStore`.
+and GETs the scalar ones, within one :class:`ReadBudget` per poll. ``Snapshot.failed_tables`` says
+which tables lost columns to a failed read (the collector reports them: the poll is ``partial``).
+``evaluate`` turns the snapshot into :class:`Row` s: columns -> fields (in declared order, each may
+use the previous ones) -> filter -> tags, with rates computed from the engine-owned
+:class:`CounterStore`.
+
+A table the device does not implement is not a failure: its walk ends at once (noSuchObject,
+endOfMibView, or the next subtree) and the table has no rows. A failure is a read that got no
+valid answer, an error-status, a malformed or oversized answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.api import FieldValue
-from agent.api import CollectError, Unreachable
-from collectors.snmp.client import SnmpClient, SnmpValue, oid_key
+from agent.api import CollectError, FieldValue, Unreachable
+from collectors.snmp.client import ReadBudget, SnmpClient, SnmpValue, oid_key
 from collectors.snmp.profile import Profile, ResolvedTable, ResolvedValue
 
 # The tag naming the profile that polled the device, on every sample of the SNMP collector.
@@ -30,6 +36,9 @@ WALKS_IN_FLIGHT = 4
 FORGET_AFTER_POLLS = 10
 _TIMETICKS_WRAP = 2**32
 _ONE_DAY_TICKS = 86400 * 100
+# The integers a field may hold: Integer32 to Counter64. Beyond is arithmetic on hostile values,
+# not a reading, and no store holds it.
+_FIELD_INT_RANGE = (-(2**63), 2**64 - 1)
 
 
 @dataclass
@@ -38,9 +47,28 @@ class Snapshot:
 
     columns: dict[str, dict[str, SnmpValue]] = field(default_factory=dict)
     scalars: dict[str, SnmpValue] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)  # OID -> why it is missing
+    # OID -> why it is missing, or incomplete: a walk that failed half way keeps the rows it read
+    # in ``columns``.
+    errors: dict[str, str] = field(default_factory=dict)
     # Wall-clock time the poll started (epoch s): expressions see it as `now` (days to a date).
     read_at: float | None = None
+
+    def failed_tables(self, profile: Profile) -> list[str]:
+        """One line per table of ``profile`` that lost columns to a failed read, in profile order:
+        how many, which (the first three), and the first one's reason. A fallback table that was
+        not needed was not read and has none."""
+        lines = []
+        for table in profile.tables:
+            failed = [column for column in table.columns if column.oid in self.errors]
+            if not failed:
+                continue
+            how = "GET" if table.scalar and not failed[0].walk else "walk"
+            named = ", ".join(f"{column.name} {column.oid}" for column in failed[:3])
+            if len(failed) > 3:
+                named += f", +{len(failed) - 3} more"
+            lines.append(f"{how} of table {table.id} failed for {len(failed)} of {len(table.columns)} "
+                         f"columns ({named}): {self.errors[failed[0].oid]}")
+        return lines
 
 
 @dataclass(frozen=True)
@@ -148,51 +176,83 @@ async def fetch(client: SnmpClient, profile: Profile, known: Mapping[str, SnmpVa
     """Read everything ``profile`` declares. ``known`` are scalars already read this poll.
 
     A fallback table is fetched only when the table it stands in for came back empty. A column
-    that fails is recorded in ``errors`` and left absent; once the device stops answering
-    mid-poll the remaining columns are not tried (each would wait for its own timeout).
+    that fails is recorded in ``errors`` (with the rows read before the failure, if any); once the
+    device stops answering mid-poll the remaining columns are not tried (each would wait for its
+    own timeout). When every read failed, so that nothing but ``known`` answered, the poll has
+    nothing to report: :class:`Unreachable` when no read got an answer (a device answering its
+    system GET and nothing else), else :class:`CollectError`.
     """
     snapshot = Snapshot(scalars=dict(known or {}), read_at=time.time())
+    budget = ReadBudget()
+    failures: list[CollectError] = []
     primary = tuple(t for t in profile.tables if not t.fallback_for)
-    await _fetch_tables(client, primary, snapshot)
+    await _fetch_tables(client, primary, snapshot, budget, failures)
     by_id = {t.id: t for t in profile.tables}
     fallbacks = tuple(
         t for t in profile.tables if t.fallback_for and not _has_rows(by_id[t.fallback_for], snapshot)
     )
     if fallbacks:
-        await _fetch_tables(client, fallbacks, snapshot)
+        await _fetch_tables(client, fallbacks, snapshot, budget, failures)
+    if failures and not snapshot.columns and len(snapshot.scalars) == len(known or {}):
+        first = failures[0]
+        cause = Unreachable if all(isinstance(exc, Unreachable) for exc in failures) else CollectError
+        raise cause(f"{first} (the system GET was answered, none of the {len(snapshot.errors)} reads of "
+                    f"profile {profile.name} were)")
     return snapshot
 
 
-async def _fetch_tables(client: SnmpClient, tables: tuple[ResolvedTable, ...], snapshot: Snapshot) -> None:
+async def _fetch_tables(
+    client: SnmpClient,
+    tables: tuple[ResolvedTable, ...],
+    snapshot: Snapshot,
+    budget: ReadBudget,
+    failures: list[CollectError],
+) -> None:
+    """Read ``tables`` into ``snapshot``, recording each failed read in ``failures``; after an
+    :class:`Unreachable` one (here or in an earlier pass of the poll) nothing more is tried."""
     walks, gets = planned_oids(tables)
+
+    def silence() -> Unreachable | None:
+        return next((exc for exc in failures if isinstance(exc, Unreachable)), None)
+
+    def not_tried(oids: list[str], after: Unreachable) -> None:
+        snapshot.errors.update({oid: f"not tried after {after}" for oid in oids if oid not in snapshot.columns})
+
     missing = [oid for oid in gets if oid not in snapshot.scalars and oid not in snapshot.errors]
     if missing:
+        gone = silence()
+        if gone is not None:
+            not_tried([*missing, *walks], gone)
+            return
         try:
-            snapshot.scalars.update(await client.get(missing))
+            snapshot.scalars.update(await client.get(missing, budget))
         except CollectError as exc:
+            failures.append(exc)
             snapshot.errors.update({oid: str(exc) for oid in missing})
             if isinstance(exc, Unreachable):
-                snapshot.errors.update({oid: str(exc) for oid in walks})
+                not_tried(walks, exc)
                 return
     gate = asyncio.Semaphore(WALKS_IN_FLIGHT)
-    gone: list[Unreachable] = []
 
     async def walk(oid: str) -> None:
         if oid in snapshot.columns or oid in snapshot.errors:
             return
         async with gate:
-            if gone:
-                snapshot.errors[oid] = str(gone[0])
+            gone = silence()
+            if gone is not None:
+                not_tried([oid], gone)
                 return
-            try:
-                found = await client.walk(oid)
-            except CollectError as exc:
-                snapshot.errors[oid] = str(exc)
-                if isinstance(exc, Unreachable):
-                    gone.append(exc)
+            found = await client.walk_partial(oid, budget)
+        if found.error is not None:
+            failures.append(found.error)
+            snapshot.errors[oid] = str(found.error)
+            if found.values:
+                kept = len(found.values)
+                snapshot.errors[oid] += f" ({kept} {'row' if kept == 1 else 'rows'} read before it kept)"
+            else:
                 return
         prefix_len = len(oid) + 1
-        snapshot.columns[oid] = {full[prefix_len:]: value for full, value in found.items()}
+        snapshot.columns[oid] = {full[prefix_len:]: value for full, value in found.values.items()}
 
     await asyncio.gather(*(walk(oid) for oid in walks))
 
@@ -258,8 +318,9 @@ def _evaluate_row(
     for column in table.columns:
         if column.walk:
             # The whole column as a tuple in index order: () when the table is empty, None when
-            # it could not be read.
-            found = snapshot.columns.get(column.oid)
+            # it could not be read entirely (a summary of half a column, "is this alarm in the
+            # alarm table", would be wrong).
+            found = None if column.oid in snapshot.errors else snapshot.columns.get(column.oid)
             raw[column.name] = None
             env[column.name] = None if found is None else tuple(found[k].value for k in sorted(found, key=oid_key))
             oids[column.name] = column.oid
@@ -348,9 +409,12 @@ def _compute(spec: ResolvedValue, env: Mapping[str, Any], stateful: Mapping[str,
 
 
 def _field_value(value: Any) -> FieldValue:
-    """Only sample-safe types leave the engine; a tuple or anything odd becomes unknown."""
-    if value is None or isinstance(value, (bool, int, str)):
+    """Only sample-safe values leave the engine; a tuple, an integer beyond 64 bits, a non-finite
+    float or anything odd becomes unknown."""
+    if value is None or isinstance(value, (bool, str)):
         return value
+    if isinstance(value, int):
+        return value if _FIELD_INT_RANGE[0] <= value <= _FIELD_INT_RANGE[1] else None
     if isinstance(value, float):
-        return round(value, 6)
+        return round(value, 6) if math.isfinite(value) else None
     return None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.api import (
+    Alert,
     AlertTransition,
     ReceiverContext,
     Rule,
@@ -25,6 +26,7 @@ from agent.api import (
     TicketConnector,
 )
 from agent.api.plugin import PluginSpec
+from agent.api.ticket_text import TicketLocale
 from agent.config import Config, ConfigError
 from agent.inventory import InventoryView, Poll, build_polls, device_tags
 from agent.pipeline import Pipeline
@@ -120,6 +122,13 @@ class Agent:
     def _secret(self, ref: SecretRef) -> str:
         return self.config.secret_text(ref)
 
+    def _ticket_locale(self, client: str) -> TicketLocale:
+        found = self.config.client(client)
+        return TicketLocale(found.timezone, found.language)
+
+    def _ticket_after_outage(self, alert: Alert) -> bool:
+        return alert.severity in self.config.client(alert.client).ticket_after_outage
+
     def _ticket_targets(self) -> dict[str, TicketConnector]:
         """One receiver per client, built by its plugin in the client's timezone and language."""
         targets: dict[str, TicketConnector] = {}
@@ -163,6 +172,8 @@ class Agent:
             self._ticket_targets(),
             self.clock,
             on_result=self._ticket_results.extend,
+            locale_for=self._ticket_locale,
+            ticket_resolved_during_outage=self._ticket_after_outage,
         )
         self.pipeline = Pipeline({"store": self.store.write, "state": self._update_state, "alerts": self._alert})
         self.pipeline.start()
@@ -203,8 +214,8 @@ class Agent:
         await self.pipeline.stop()
         await self.dispatcher.stop()  # bounded: calls in flight are cancelled, retried at the next start
         await self.store.close()
-        for connector in self._connectors:
-            await connector.close()
+        # each close is bounded by its receiver; together, so ten hung ITSMs cost one bound
+        await asyncio.gather(*(connector.close() for connector in self._connectors), return_exceptions=True)
         self.engine.close()
         self.state.close()
         self._lock.close()

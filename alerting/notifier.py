@@ -69,8 +69,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from agent.api.alerts import FIRING, RESOLVED, Alert, AlertTransition
+from agent.api.ticket_text import DEFAULT_LOCALE, TicketLocale, after_the_fact_text, reattached_text
 from agent.api.tickets import TicketConnector, TicketError, TicketRef
-from alerting.ticketing.text import DEFAULT_LOCALE, TicketLocale, after_the_fact_text, reattached_text
 
 log = logging.getLogger(__name__)
 

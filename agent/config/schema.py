@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from agent.api import SecretRef
-from agent.api.rules import Rule, Slug, Tags
+from agent.api.rules import Rule, Severity, Slug, Tags
 from agent.config.calendar import HOLIDAY_CALENDARS, WEEKDAYS, Weekday
 from agent.config.errors import ConfigError
 from agent.secrets import SecretStore
@@ -219,6 +219,10 @@ class Client(_Model):
     ticketing: PluginChoice = PluginChoice(kind="log")
     # the language of tickets and reports
     language: Literal["fr", "en"] = "fr"
+    # Alerts of these severities that fired and resolved while the ITSM was unreachable are
+    # ticketed once it is back (opened, then solved), so the client's ticket statistics and SLA
+    # count them.
+    ticket_after_outage: list[Severity] = ["critical"]
     defaults: Defaults = Defaults()
     rules: list[RuleOverride] = []
     sites: list[Site] = []

@@ -4,5 +4,5 @@ The contract they implement is :class:`agent.api.TicketConnector` (as Alertmanag
 notifier): the ticket carries the alert's idempotency key (``Alert.idempotency_key``) in its title
 and body, ``find_open`` looks it up among open tickets before anything is created, ``solve`` is
 idempotent (solving a ticket already solved is not an error). What a ticket says, in the client's
-language and timezone, is built by :mod:`alerting.ticketing.text`.
+language and timezone, is built by :mod:`agent.api.ticket_text`.
 """

@@ -19,7 +19,7 @@ See /work/shared/contracts/glpi.md. Behaviour:
   may have reached GLPI (5xx, timeout) it searches first and reuses what it finds.
 - Priority: severity -> urgency / impact / priority per :mod:`alerting.ticketing.priority`.
 - Text: title, body and solution in the client's language and timezone (``timezone``,
-  ``language`` options; default Europe/Paris, French), see :mod:`alerting.ticketing.text`.
+  ``language`` options; default Europe/Paris, French), see :mod:`agent.api.ticket_text`.
 - :meth:`GlpiConnector.close` is bounded (``close_timeout_s``): a GLPI that no longer answers does
   not hold the agent's shutdown; its session then expires on its own.
 """
@@ -38,9 +38,9 @@ from typing import Any
 import aiohttp
 
 from agent.api.alerts import Alert
+from agent.api.ticket_text import DEFAULT_LOCALE, TicketLocale, solution_text, ticket_body, ticket_title
 from agent.api.tickets import TicketError, TicketRef
 from alerting.ticketing.priority import DEFAULT_GLPI_MAPPING
-from alerting.ticketing.text import DEFAULT_LOCALE, TicketLocale, solution_text, ticket_body, ticket_title
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from agent.api.alerts import Alert
+from agent.api.ticket_text import DEFAULT_LOCALE, TicketLocale, solution_text, ticket_body, ticket_title
 from agent.api.tickets import TicketRef
-from alerting.ticketing.text import DEFAULT_LOCALE, TicketLocale, solution_text, ticket_body, ticket_title
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tickets (

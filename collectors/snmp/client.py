@@ -156,26 +156,29 @@ def _no_valid_answer(endpoint: str, timeout_s: float, attempts: int, rejected: _
 
 class ReadBudget:
     """What the reads of one poll may still gather: varbinds, and octets of OIDs and values (a
-    number counts 8). The engine gives one to every read of a poll; a read past it raises
-    :class:`AnswerTooLarge`, and so does every read after it."""
+    number counts 8). The engine gives one to every read of a poll. Each reply is counted as a
+    whole, so a read may pass the budget by one reply; it then raises :class:`AnswerTooLarge`,
+    and so does every read after it, before asking the agent."""
 
     def __init__(self, varbinds: int = MAX_READ_VARBINDS, octets: int = MAX_READ_OCTETS) -> None:
         self.limits = (varbinds, octets)
         self.varbinds = varbinds
         self.octets = octets
-        self.exceeded: AnswerTooLarge | None = None
 
-    def take(self, endpoint: str, oid: str, value: SnmpValue) -> None:
-        if self.exceeded is not None:
-            raise self.exceeded
-        self.varbinds -= 1
-        self.octets -= len(oid) + (len(value.value) if isinstance(value.value, str) else 8)
-        if self.varbinds < 0 or self.octets < 0:
-            varbinds, octets = self.limits
-            self.exceeded = AnswerTooLarge(
-                f"{endpoint}: more than {varbinds:,} varbinds or {octets // 2**20} MiB in one poll (at {oid})"
-            )
-            raise self.exceeded
+    @property
+    def spent(self) -> bool:
+        return self.varbinds < 0 or self.octets < 0
+
+    def take(self, varbinds: int, octets: int) -> bool:
+        """Count one reply's values; ``False`` when that spent the budget (or it already was)."""
+        self.varbinds -= varbinds
+        self.octets -= octets
+        return not self.spent
+
+    def error(self, endpoint: str, oid: str) -> AnswerTooLarge:
+        varbinds, octets = self.limits
+        return AnswerTooLarge(f"{endpoint}: more than {varbinds:,} varbinds or {octets // 2**20} MiB in one poll "
+                              f"(at {oid})")
 
 
 @dataclass
@@ -626,10 +629,16 @@ class SnmpClient:
         wanted = [_strip(oid) for oid in oids]
         result: dict[str, SnmpValue] = {}
         for start in range(0, len(wanted), GET_CHUNK):
+            if budget.spent:
+                raise budget.error(self.endpoint, wanted[start])
+            count = octets = 0
             for _, oid, value, _ in await self._get_present(wanted[start : start + GET_CHUNK]):
                 if value is not None:
-                    self._keep(oid, value, budget)
+                    octets += self._measure(oid, value)
+                    count += 1
                     result[oid] = value
+            if not budget.take(count, octets):
+                raise budget.error(self.endpoint, oid)
         return result
 
     async def _get_present(self, oids: list[str]) -> list[_VarBind]:
@@ -663,40 +672,48 @@ class SnmpClient:
         return walked
 
     async def _walk_into(self, base: str, result: dict[str, SnmpValue], budget: ReadBudget) -> None:
-        if budget.exceeded is not None:
-            raise budget.exceeded
+        if budget.spent:
+            raise budget.error(self.endpoint, base)
         prefix = base + "."
         cursor = base
         last_key = self._order_key(base)
         after = ber.oid_after if self.transport == "ber" else operator.gt
+        measure = self._measure
         while True:
             var_binds = await self._request("next", [cursor])
             last = cursor
+            done = not var_binds
+            count = octets = 0
             for key, oid, value, end in var_binds:
-                if end or not oid.startswith(prefix):
-                    return
-                if not after(key, last_key):
-                    # A broken agent looping on the same OID would keep us here forever.
-                    return
+                # The last test: a broken agent looping on the same OID would keep us here forever.
+                if end or not oid.startswith(prefix) or not after(key, last_key):
+                    done = True
+                    break
                 if value is not None:
-                    self._keep(oid, value, budget)
+                    octets += measure(oid, value)
+                    count += 1
                     result[oid] = value
                 last, last_key = oid, key
-            if not var_binds or last == cursor:
+            if not budget.take(count, octets):
+                raise budget.error(self.endpoint, last)
+            if done or last == cursor:
                 return
             cursor = last
 
-    def _keep(self, oid: str, value: SnmpValue, budget: ReadBudget) -> None:
-        """Raise :class:`AnswerTooLarge` unless ``value`` is within the bounds, else count it."""
+    def _measure(self, oid: str, value: SnmpValue) -> int:
+        """The octets ``oid`` and ``value`` count for a :class:`ReadBudget`; raise
+        :class:`AnswerTooLarge` for an OCTET STRING over :data:`MAX_VALUE_OCTETS`."""
         text = value.value
-        if isinstance(text, str) and len(text) > _MEASURED_ABOVE and value.kind in ("string", "hex"):
+        if text.__class__ is not str:
+            return len(oid) + 8
+        if len(text) > _MEASURED_ABOVE and value.kind in ("string", "hex"):
             octets = len(text) // 2 if value.kind == "hex" else len(text.encode())
             if octets > MAX_VALUE_OCTETS:
                 raise AnswerTooLarge(
                     f"{self.endpoint}: {oid}: an OCTET STRING of {octets:,} octets, more than the "
                     f"{MAX_VALUE_OCTETS:,} kept"
                 )
-        budget.take(self.endpoint, oid, value)
+        return len(oid) + len(text)
 
     def _order_key(self, oid: str) -> object:
         if self.transport == "ber":

@@ -531,7 +531,7 @@ class TicketDispatcher:
                 await self._solve(connector, row, result)
             return
         except TicketError as exc:
-            error, retryable, retry_after_s = str(exc), exc.retryable, getattr(exc, "retry_after_s", None)
+            error, retryable, retry_after_s = str(exc), exc.retryable, exc.retry_after_s
         except Exception as exc:  # noqa: BLE001 - a connector's bug: logged whole, retried like an outage
             log.exception("ticket %s for %s: unexpected error", action, _who(alert))
             error, retryable, retry_after_s = f"{type(exc).__name__}: {exc}", True, None

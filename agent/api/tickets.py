@@ -27,9 +27,11 @@ class TicketRef:
 
 
 class TicketError(Exception):
-    """A receiver failed. ``retryable`` says whether a later attempt may succeed."""
+    """A receiver failed. ``retryable`` says whether a later attempt may succeed;
+    ``retry_after_s`` how long the ITSM asked to wait (HTTP Retry-After), if it said."""
 
     retryable = True
+    retry_after_s: float | None = None
 
 
 @runtime_checkable

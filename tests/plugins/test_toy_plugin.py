@@ -13,7 +13,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, ConfigDict
 
+from agent.api import PluginSpec, Sample
 from agent.config import ConfigError, load_config
 from agent.plugins import Plugins
 from agent.runner import Agent
@@ -149,3 +151,58 @@ async def test_the_agent_runs_it_and_its_rule_fires_on_the_device_it_reported_ab
         assert "ups-unknown" in error.value
     finally:
         await agent.stop()
+
+
+class HeartbeatService:
+    """A toy service: every tick it submits a sample about an inventory device it looked up."""
+
+    def __init__(self, options) -> None:
+        self.options = options
+        self.started_with = None
+        self.stopped = False
+
+    async def start(self, context) -> None:
+        self.started_with = context
+        (device,) = [d for d in context.inventory.devices("acme") if d.name == "ups-1"]
+
+        async def tick() -> None:
+            tags = context.tags_for(device.client, device.name)
+            await context.submit([Sample("toy_heartbeat", tags, {"beat": 1}, int(context.clock() * 1e9))])
+
+        context.every(0.05, tick, "heartbeat")
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+class HeartbeatOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    label: str = "beat"
+
+
+async def test_a_service_plugin_is_started_fed_the_inventory_and_stopped(tmp_path, toy_installed) -> None:
+    built: list[HeartbeatService] = []
+
+    def factory(options: HeartbeatOptions) -> HeartbeatService:
+        built.append(HeartbeatService(options))
+        return built[-1]
+
+    plugins = toy_installed.extended(
+        [PluginSpec(name="heartbeat", kind="service", factory=factory, options=HeartbeatOptions)]
+    )
+    config_path, secrets, _ = _config(tmp_path)
+    config_path.write_text("agent: {services: {heartbeat: {label: lub}}}\n" + config_path.read_text())
+    config = load_config(config_path, secrets, environ={}, plugins=plugins)
+    agent = Agent(config, state_dir=tmp_path / "state", plugins=plugins, health_interval_s=60)
+    await agent.start()
+    try:
+        (service,) = built
+        assert service.options.label == "lub" and service.started_with.state_dir == tmp_path / "state"
+        async with asyncio.timeout(20):
+            while not agent.state.latest("toy_heartbeat"):
+                await asyncio.sleep(0.05)
+        (beat,) = agent.state.latest("toy_heartbeat")
+        assert beat.tags["device"] == "ups-1" and beat.tags["site"] == "hq"
+    finally:
+        await agent.stop()
+    assert service.stopped

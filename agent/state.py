@@ -34,12 +34,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.api import FieldValue, Sample
+from agent.db import SERIES_SCHEMA, open_db
 from agent.stores.sqlite import (
     DEFAULT_RETENTION_DAYS,
     NS_PER_DAY,
     PRUNE_STEP_ROWS,
     canonical_tags,
-    open_db,
     tag_filter_sql,
 )
 
@@ -52,20 +52,7 @@ STATE_FIELDS: frozenset[tuple[str, str]] = frozenset({("collection", "status")})
 DEFAULT_STALE_AFTER_NS = 10 * 60 * 1_000_000_000
 DEFAULT_TZ = ZoneInfo("Europe/Paris")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS series (
-    id INTEGER PRIMARY KEY,
-    measurement TEXT NOT NULL,
-    tags TEXT NOT NULL,
-    UNIQUE (measurement, tags)
-);
-CREATE TABLE IF NOT EXISTS series_tag (
-    series_id INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (series_id, key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS series_tag_kv ON series_tag (key, value);
+SCHEMA = SERIES_SCHEMA + """
 CREATE TABLE IF NOT EXISTS latest (
     series_id INTEGER NOT NULL,
     field TEXT NOT NULL,

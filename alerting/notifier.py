@@ -71,6 +71,7 @@ from typing import Any, TypeVar
 from agent.api.alerts import FIRING, RESOLVED, Alert, AlertTransition
 from agent.api.ticket_text import DEFAULT_LOCALE, TicketLocale, after_the_fact_text, reattached_text
 from agent.api.tickets import TicketConnector, TicketError, TicketRef
+from agent.db import open_db
 
 log = logging.getLogger(__name__)
 
@@ -234,13 +235,11 @@ class TicketDispatcher:
         self._checkpoint = checkpoint or _env_checkpoint
         # One connection, used by the worker thread (writes, lane reads) and, under the lock, by
         # synchronous readers such as links().
-        self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        # synchronous=FULL: a transaction lost to a power cut could be a ticket opened twice
+        self._db = open_db(db_path, _SCHEMA, threads=True, synchronous="FULL")
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
             have = {r["name"] for r in self._db.execute("PRAGMA table_info(ticket_links)")}
             for column, decl in _ADDED_COLUMNS.items():
                 if column not in have:

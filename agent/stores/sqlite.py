@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from agent.api import Sample
+from agent.db import SERIES_SCHEMA, open_db
 
 log = logging.getLogger(__name__)
 
@@ -36,35 +37,7 @@ DEFAULT_RETENTION_DAYS = 400
 # Rows deleted per retention step: small enough that one step never holds the write lock for long.
 PRUNE_STEP_ROWS = 20_000
 
-def open_db(path: Path, schema: str, *, foreign_keys: bool = False, threads: bool = False) -> sqlite3.Connection:
-    """The agent's SQLite setup, one place: parent folder created, autocommit (transactions are
-    explicit), WAL, ``synchronous=NORMAL`` — durable against an agent crash in WAL mode; only a
-    power cut may lose the last transactions, which the next poll refills anyway — then
-    ``schema``. ``threads``: the connection is used from several threads (under the caller's lock)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=not threads)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    if foreign_keys:
-        conn.execute("PRAGMA foreign_keys=ON")
-    conn.executescript(schema)
-    return conn
-
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS series (
-    id INTEGER PRIMARY KEY,
-    measurement TEXT NOT NULL,
-    tags TEXT NOT NULL,
-    UNIQUE (measurement, tags)
-);
-CREATE TABLE IF NOT EXISTS series_tag (
-    series_id INTEGER NOT NULL REFERENCES series(id) ON DELETE CASCADE,
-    key TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (series_id, key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS series_tag_kv ON series_tag (key, value);
+SCHEMA = SERIES_SCHEMA + """
 CREATE TABLE IF NOT EXISTS field (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE

@@ -1,0 +1,54 @@
+"""The agent's one SQLite setup and the series tables its databases share.
+
+Every kernel database (samples, rollups, alerts, ticket outbox) opens through :func:`open_db`, so
+journal mode, durability and threading are decided once; the samples store and the rollups keep
+series the same way (:data:`SERIES_SCHEMA`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Literal
+
+SERIES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    measurement TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    UNIQUE (measurement, tags)
+);
+CREATE TABLE IF NOT EXISTS series_tag (
+    series_id INTEGER NOT NULL REFERENCES series(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (series_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS series_tag_kv ON series_tag (key, value);
+"""
+
+
+def open_db(
+    path: Path | str,
+    schema: str,
+    *,
+    foreign_keys: bool = False,
+    threads: bool = False,
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+) -> sqlite3.Connection:
+    """Parent folder created, autocommit (transactions are explicit), WAL, then ``schema``.
+
+    ``synchronous=NORMAL`` is durable against an agent crash in WAL mode; only a power cut may
+    lose the last transactions, which the next poll refills. ``FULL`` where a lost transaction
+    would be a lost or doubled ticket (the outbox). ``threads``: the connection is used from
+    several threads, under the caller's lock.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=not threads)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    if foreign_keys:
+        conn.execute("PRAGMA foreign_keys=ON")
+    conn.executescript(schema)
+    return conn

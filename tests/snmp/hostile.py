@@ -35,7 +35,6 @@ from tests.snmp.test_ber_transport import parse, request_fields
 SYS_DESCR = "1.3.6.1.2.1.1.1.0"
 SYS_OBJECT_ID = "1.3.6.1.2.1.1.2.0"
 SYS_UPTIME = "1.3.6.1.2.1.1.3.0"
-IF_TABLE = "1.3.6.1.2.1.2.2"
 IF_DESCR = "1.3.6.1.2.1.2.2.1.2"
 IF_SPEED = "1.3.6.1.2.1.2.2.1.5"
 IF_OPER = "1.3.6.1.2.1.2.2.1.8"
@@ -189,7 +188,9 @@ def _binds(reply: bytes) -> list[bytes]:
 REPLIES = {"truncated": truncated, "garbage": garbage, "request-id": other_request_id, "community": other_community}
 
 
-async def start(values: dict[str, bytes], community: bytes = b"public") -> tuple[asyncio.DatagramTransport, HostileAgent]:
+async def start(
+    values: dict[str, bytes], community: bytes = b"public"
+) -> tuple[asyncio.DatagramTransport, HostileAgent]:
     return await asyncio.get_running_loop().create_datagram_endpoint(
         lambda: HostileAgent(values, community), local_addr=("127.0.0.1", 0)
     )

@@ -4,7 +4,10 @@ Each child leads its own process group, so Ctrl-C in the terminal reaches the la
 stops its children in order) and a stop reaches whatever the child forked. The kernel sends the
 child SIGTERM when the lab dies, SIGKILL included (``PR_SET_PDEATHSIG``). That signal follows the
 *thread* that forked: start children from a thread that lives as long as they do (the main
-thread, or the event loop's).
+thread, or the event loop's). It is also cleared when the child changes its user (snmpsim drops
+to nobody when started as root): such a Python child takes a *lifeline* instead, a pipe whose
+other end the lab holds, and calls :func:`watch_lifeline` before dropping privileges; the pipe
+closes with the lab however the lab ends, and the child exits.
 
     child = Child("snmp", [sys.executable, "-m", "lab.snmp_responder", ...], log=runtime / "snmp.log")
     child.start()
@@ -20,10 +23,12 @@ import os
 import select
 import signal
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
+LIFELINE_ENV = "VIGIE_LAB_LIFELINE_FD"
 _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl
 
@@ -39,6 +44,19 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
+def watch_lifeline() -> None:
+    """In a child started with ``lifeline=True``: exit as soon as the lab is gone."""
+    fd = os.environ.get(LIFELINE_ENV)
+    if fd is None:
+        return
+
+    def watch() -> None:
+        os.read(int(fd), 1)  # returns at EOF: the lab's end of the pipe closed
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lab lifeline", daemon=True).start()
+
+
 class Child:
     def __init__(
         self,
@@ -49,6 +67,7 @@ class Child:
         pass_fds: Sequence[int] = (),
         env: Mapping[str, str] | None = None,
         stdout_pipe: bool = False,
+        lifeline: bool = False,
     ) -> None:
         # stdout_pipe: the child prints one line when it is ready (read_line) and nothing more on
         # stdout, which nobody drains afterwards.
@@ -58,8 +77,10 @@ class Child:
         self.pass_fds = tuple(pass_fds)
         self.env = dict(env) if env is not None else None
         self.stdout_pipe = stdout_pipe
+        self.lifeline = lifeline
         self.process: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None
+        self._lifeline_fd: int | None = None  # the lab's end
 
     @property
     def pid(self) -> int:
@@ -69,18 +90,27 @@ class Child:
 
     def start(self) -> None:
         parent = os.getpid()
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command,
-                stdin=subprocess.DEVNULL,
-                # stdout as a pipe when the parent waits for a "ready" line; stderr always to the log
-                stdout=subprocess.PIPE if self.stdout_pipe else log,
-                stderr=log,
-                pass_fds=self.pass_fds,
-                env=self.env,
-                process_group=0,
-                preexec_fn=lambda: _die_with(parent),
-            )
+        pass_fds, env = self.pass_fds, self.env
+        if self.lifeline:
+            child_end, self._lifeline_fd = os.pipe()
+            pass_fds = (*pass_fds, child_end)
+            env = {**(env if env is not None else os.environ), LIFELINE_ENV: str(child_end)}
+        try:
+            with open(self.log, "ab") as log:
+                self.process = subprocess.Popen(
+                    self.command,
+                    stdin=subprocess.DEVNULL,
+                    # stdout as a pipe when the parent waits for a "ready" line; stderr always to the log
+                    stdout=subprocess.PIPE if self.stdout_pipe else log,
+                    stderr=log,
+                    pass_fds=pass_fds,
+                    env=env,
+                    process_group=0,
+                    preexec_fn=lambda: _die_with(parent),
+                )
+        finally:
+            if self.lifeline:
+                os.close(child_end)
         self._pidfd = os.pidfd_open(self.process.pid)
 
     def read_line(self, timeout_s: float) -> str:
@@ -126,9 +156,10 @@ class Child:
             self.process.wait()
         if self.process.stdout is not None:
             self.process.stdout.close()
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
+        for fd in (self._pidfd, self._lifeline_fd):
+            if fd is not None:
+                os.close(fd)
+        self._pidfd = self._lifeline_fd = None
         return self.process.returncode
 
     def log_tail(self, lines: int = 20) -> str:

@@ -104,8 +104,7 @@ class SnmpLab:
         # Writing the runtime copies and waiting for snmpsim block for about a second: keep the
         # loop free, but fork from the loop's thread, which outlives the lab (lab.processes).
         await asyncio.to_thread(self._prepare)
-        self._process = Child("snmpsim", self._command(), log=self.runtime_dir / "snmpsim.log")
-        self._process.start()
+        self._spawn()
         await asyncio.to_thread(self._wait_ready)
         return self
 
@@ -116,9 +115,12 @@ class SnmpLab:
         """Start snmpsim and wait until it answers. snmpsim gets SIGTERM if the thread calling
         this ends (lab.processes): call it from a thread that outlives the lab."""
         self._prepare()
-        self._process = Child("snmpsim", self._command(), log=self.runtime_dir / "snmpsim.log")
-        self._process.start()
+        self._spawn()
         self._wait_ready()
+
+    def _spawn(self) -> None:
+        self._process = Child("snmpsim", self._command(), log=self.runtime_dir / "snmpsim.log", lifeline=True)
+        self._process.start()
 
     def stop(self) -> None:
         if self._process is not None:
@@ -182,7 +184,9 @@ class SnmpLab:
         command = [
             sys.executable,
             "-c",
-            "import sys; from snmpsim.commands.responder import main; sys.exit(main())",
+            # The lifeline before snmpsim drops to nobody, which clears PR_SET_PDEATHSIG (lab.processes).
+            "import sys; from lab.processes import watch_lifeline; watch_lifeline(); "
+            "from snmpsim.commands.responder import main; sys.exit(main())",
             f"--data-dir={self.data_dir}",
             f"--cache-dir={self.runtime_dir / 'cache'}",
             f"--variation-modules-dir={self.runtime_dir / 'variation'}",

@@ -52,3 +52,17 @@ def open_db(
         conn.execute("PRAGMA foreign_keys=ON")
     conn.executescript(schema)
     return conn
+
+
+INT64_MAX = 2**63 - 1
+
+
+def sqlite_value(value: bool | int | float | str) -> int | float | str:
+    """A field value as SQLite stores it: booleans as 0/1, and integers beyond SQLite's signed 64
+    bits (a Counter64 near its top) as floats — sqlite3 raises OverflowError on them, which would
+    roll back the whole batch."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int) and not -INT64_MAX - 1 <= value <= INT64_MAX:
+        return float(value)
+    return value

@@ -34,7 +34,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.api import FieldValue, Sample
-from agent.db import SERIES_SCHEMA, open_db
+from agent.db import SERIES_SCHEMA, open_db, sqlite_value
 from agent.stores.sqlite import (
     DEFAULT_RETENTION_DAYS,
     NS_PER_DAY,
@@ -202,7 +202,7 @@ class StateDB:
         return found
 
     def _update_latest(self, series_id: int, field: str, value: FieldValue, ts: int) -> None:
-        stored = int(value) if isinstance(value, bool) else value
+        stored = sqlite_value(value) if value is not None else None
         self._conn.execute(
             "INSERT INTO latest VALUES (?, ?, ?, ?) ON CONFLICT (series_id, field) DO UPDATE"
             " SET value = excluded.value, ts = excluded.ts WHERE excluded.ts >= latest.ts",

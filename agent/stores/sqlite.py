@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from agent.api import Sample
-from agent.db import SERIES_SCHEMA, open_db
+from agent.db import SERIES_SCHEMA, open_db, sqlite_value
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class SqliteStore:
                     if isinstance(value, str):
                         strs.append((series_id, field_id, sample.timestamp_ns, value))
                     else:
-                        nums.append((series_id, field_id, sample.timestamp_ns, value))
+                        nums.append((series_id, field_id, sample.timestamp_ns, sqlite_value(value)))
             conn.executemany("INSERT OR REPLACE INTO point_num VALUES (?, ?, ?, ?)", nums)
             conn.executemany("INSERT OR REPLACE INTO point_str VALUES (?, ?, ?, ?)", strs)
             conn.execute("COMMIT")

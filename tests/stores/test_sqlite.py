@@ -98,3 +98,20 @@ def test_build_store_sqlite(tmp_path):
     assert isinstance(store, SqliteStore)
     assert store.path == tmp_path / "samples.sqlite"
     assert store.retention_ns == 30 * NS_PER_DAY
+
+
+async def test_a_counter64_near_its_top_is_kept_not_the_batch_lost(tmp_path):
+    """sqlite3 raises OverflowError on integers beyond signed 64 bits: that rolled the whole batch back."""
+    from agent.state import StateDB
+    from agent.stores.sqlite import SqliteStore
+
+    top = Sample("snmp_interface", {"device": "sw1", "if_index": "1"}, {"in_octets": 2**64 - 1, "up": True}, 10**18)
+    other = Sample("snmp_cpu", {"device": "sw1"}, {"usage_percent": 12}, 10**18)
+    store = SqliteStore(tmp_path / "samples.sqlite", retention_days=400)
+    await store.write([top, other])
+    await store.close()
+    state = StateDB(tmp_path / "state.sqlite")
+    state.update([top, other], 10**18)
+    values = {(s.measurement, s.field): s.value for s in state.latest()}
+    assert values[("snmp_interface", "in_octets")] == float(2**64 - 1) and values[("snmp_cpu", "usage_percent")] == 12
+    state.close()

@@ -19,7 +19,7 @@ from lab.glpi_fake import API, FakeGlpi
 from lab.glpi_fake import Fault as GlpiFault
 from lab.services import Context, Fault, FaultError, FaultKind, LabService
 
-# glpi-error holds until cleared: as many answers as any lab session will ask for.
+# glpi-error and glpi-hang hold until cleared: as many requests as any lab session will make.
 UNTIL_CLEARED = 10**9
 SOLVED = (5, 6)  # GLPI ticket statuses "solved" and "closed"
 STATUS_NAMES = {1: "new", 2: "assigned", 3: "planned", 4: "waiting", 5: "solved", 6: "closed"}
@@ -47,6 +47,7 @@ class GlpiService(LabService):
         FaultKind(
             "glpi-error", "client", "STATUS", "the client's GLPI answers every request with HTTP STATUS until cleared"
         ),
+        FaultKind("glpi-hang", "client", "", "the client's GLPI reads every request and never answers (until cleared)"),
     )
 
     def __init__(self, instances: list[Instance]) -> None:
@@ -146,8 +147,12 @@ class GlpiService(LabService):
         instance = self.by_client.get(fault.target)
         if instance is None:
             raise FaultError(f"{fault.target}: no GLPI in the lab for this client")
-        status = _status(fault)
-        return f"{instance.url()} answers {status} to every request"
+        if fault.kind == "glpi-hang":
+            if fault.args:
+                raise FaultError(f"glpi-hang takes no argument, got {' '.join(fault.args)}")
+            # Requests already held stay so after a clear: the agent's own deadline ends them.
+            return f"{instance.url()} reads every request and answers none"
+        return f"{instance.url()} answers {_status(fault)} to every request"
 
     async def apply_faults(self, faults: Sequence[Fault]) -> None:
         for instance in self.instances:
@@ -157,9 +162,13 @@ class GlpiService(LabService):
                 instance.fake.faults.remove(injected)
             instance.injected.clear()
             for fault in faults:
-                if self.by_client.get(fault.target) is instance:
+                if self.by_client.get(fault.target) is not instance:
+                    continue
+                if fault.kind == "glpi-hang":
+                    instance.fake.hang(UNTIL_CLEARED)
+                else:
                     instance.fake.inject(_status(fault), UNTIL_CLEARED)
-                    instance.injected.append(instance.fake.faults[-1])
+                instance.injected.append(instance.fake.faults[-1])
 
 
 def _status(fault: Fault) -> int:

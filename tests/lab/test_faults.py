@@ -206,29 +206,33 @@ def test_flap_alternates_the_port_down_and_up(running: RunningLab) -> None:
     assert get(running, "vsgp/dist-siege", oid) == UP
 
 
-def test_glpi_error_answers_every_request_with_the_status(running: RunningLab) -> None:
+def glpi_status(running: RunningLab, timeout_s: float = DEADLINE_S) -> int | None:
+    """The HTTP status of an initSession on the lab's GLPI, None when it does not answer in time."""
     url = running.info["environment"]["VIGIE_VSGP_GLPI_URL"]["value"] + "/initSession"
+    headers = {"App-Token": "lab-fake-vsgp-glpi-app-token", "Authorization": "user_token lab-fake-vsgp-glpi-user-token"}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except TimeoutError:
+        return None
 
-    def status() -> int:
-        request = urllib.request.Request(
-            url,
-            headers={
-                "App-Token": "lab-fake-vsgp-glpi-app-token",
-                "Authorization": "user_token lab-fake-vsgp-glpi-user-token",
-            },
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=DEADLINE_S) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            return exc.code
 
-    assert status() == 200
+def test_glpi_error_answers_every_request_with_the_status(running: RunningLab) -> None:
+    assert glpi_status(running) == 200
     fault(running, "vsgp", "glpi-error", "503")
-    assert status() == 503
-    assert status() == 503
+    assert glpi_status(running) == 503
+    assert glpi_status(running) == 503
     clear(running, "vsgp", "glpi-error")
-    assert status() == 200
+    assert glpi_status(running) == 200
+
+
+def test_glpi_hang_answers_nothing(running: RunningLab) -> None:
+    fault(running, "vsgp", "glpi-hang")
+    assert glpi_status(running, timeout_s=1) is None
+    clear(running, "vsgp", "glpi-hang")
+    assert glpi_status(running) == 200
 
 
 @pytest.mark.parametrize(

@@ -119,4 +119,4 @@ def test_two_services_cannot_claim_one_kind() -> None:
 def test_the_installed_registry_has_the_lab_services() -> None:
     registry = ServiceRegistry.installed()
     assert {"snmp", "glpi"} <= set(registry.services)
-    assert {"down", "port-down", "cpu-high", "site-down", "flap", "glpi-error"} <= set(registry.kinds)
+    assert {"down", "port-down", "cpu-high", "site-down", "flap", "glpi-error", "glpi-hang"} <= set(registry.kinds)

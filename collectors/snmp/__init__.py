@@ -39,6 +39,7 @@ SYS_OBJECT_ID = "1.3.6.1.2.1.1.2.0"
 SYS_UPTIME = "1.3.6.1.2.1.1.3.0"
 DEFAULT_PORT = 161
 INTERFACE_MEASUREMENT = "snmp_interface"
+SYSTEM_MEASUREMENT = "snmp_system"
 RULES_DIR = Path(__file__).resolve().parent / "profiles" / "rules"
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -166,31 +167,30 @@ class SnmpCollector:
         self._detected: tuple[str | None, Profile] | None = None
 
     async def collect(self, target: Target, sink: Sink) -> None:
-        # poll()'s steps, plus what poll() cannot return: the tables a failed read left
-        # incomplete (the run is `partial`) and the client's counts of rejected replies.
-        client = self._client_for(target)
-        system = await client.get([SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME])  # Unreachable propagates
-        profile = await self._profile(client, system)
-        snapshot = await fetch(client, profile, known=system)  # raises when nothing else answered
-        for reason in snapshot.failed_tables(profile):
+        rows, failed_tables, rejected = await self._read(target)
+        for reason in failed_tables:  # the run is `partial`, the rows read are kept
             sink.error(reason)
-        rejected = client.rejected
-        for row in evaluate(profile, snapshot, self.store, self.clock()):
-            if not self._wanted(row):
-                continue
+        for row in rows:
             fields = row.fields
-            if row.measurement == "snmp_system":
+            if row.measurement == SYSTEM_MEASUREMENT:
                 fields = {**fields, "malformed_replies": rejected.malformed,
                           "mismatched_replies": rejected.mismatched, "auth_failures": rejected.auth_failures}
             sink.emit(row.measurement, fields, row.tags)
 
     async def poll(self, target: Target) -> list[Row]:
         """The rows of one poll (with the OIDs they were read from), before they become samples."""
+        return (await self._read(target))[0]
+
+    async def _read(self, target: Target) -> tuple[list[Row], list[str], Any]:
+        """The wanted rows, the tables a failed read left incomplete, the client's counts of the
+        replies it rejected. Unreachable propagates; fetch raises when nothing but the system GET
+        answered."""
         client = self._client_for(target)
-        system = await client.get([SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME])  # Unreachable propagates
+        system = await client.get([SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME])
         profile = await self._profile(client, system)
         snapshot = await fetch(client, profile, known=system)
-        return [row for row in evaluate(profile, snapshot, self.store, self.clock()) if self._wanted(row)]
+        rows = [row for row in evaluate(profile, snapshot, self.store, self.clock()) if self._wanted(row)]
+        return rows, list(snapshot.failed_tables(profile)), client.rejected
 
     async def _profile(self, client: SnmpClient, system: Mapping[str, SnmpValue]) -> Profile:
         if self.profile_name != "auto":

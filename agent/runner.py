@@ -31,6 +31,7 @@ from agent.config import Config, ConfigError
 from agent.inventory import InventoryView, Poll, build_polls, device_tags
 from agent.pipeline import Pipeline
 from agent.plugins import Plugins
+from agent.runlog import FirstRound, log_transitions, plugin_text
 from agent.scheduler import NOT_RUN_STATUSES, Scheduler
 from agent.services import ServiceHost, StateView
 from agent.state import STATE_FIELDS, StateDB, tz_by_client
@@ -136,16 +137,26 @@ class Agent:
             client = self.config.client(name)
             spec: PluginSpec = self.plugins.get("ticketing", client.ticketing.kind)
             context = ReceiverContext(name, client.timezone, client.language, self.state_dir, self._secret)
-            connector = spec.factory(self.config.plugin_options("ticketing", name), context)
+            options = self.config.plugin_options("ticketing", name)
+            connector = spec.factory(options, context)
+            log.info("tickets of %s: %s", name, plugin_text(client.ticketing.kind, options))
             self._connectors.append(connector)
             targets[name] = connector
         return targets
 
     async def start(self) -> None:
+        started_at = self.clock()
         self._lock = self.files.lock()  # a second agent on this state directory stops here
+        devices = {(p.target.tags.get("client"), p.target.name) for p in self.polls}
+        log.info(
+            "starting: config %s, client(s) %s, %d poll(s) of %d device(s), state in %s",
+            self.config.source, ", ".join(self.clients), len(self.polls), len(devices), self.state_dir,
+        )
         store = self.plugins.get("stores", self.config.agent.store.kind)
         context = StoreContext(self.state_dir, self._secret)
-        self.store: Store = store.factory(self.config.plugin_options("store"), context)
+        store_options = self.config.plugin_options("store")
+        self.store: Store = store.factory(store_options, context)
+        log.info("store: %s", plugin_text(self.config.agent.store.kind, store_options))
         zones = {name: self.config.client(name).timezone for name in self.clients}
         self.state = StateDB(
             self.files.state_db,
@@ -188,6 +199,7 @@ class Agent:
         )
         # The ticket lanes take up what the outbox holds (tickets to open or solve) beside the polls.
         await self.dispatcher.start(self.engine.firing)
+        self.sample_listeners.insert(0, FirstRound(self.polls, self.clock))
         self.scheduler.start()
         self.services = ServiceHost(
             [(self.plugins.get("services", name), self.config.plugin_options("service", name))
@@ -205,32 +217,52 @@ class Agent:
                 state_dir=self.state_dir,
             )
         )
-        log.info("vigie: %d poll(s) for client(s) %s, state in %s", len(self.polls), ", ".join(self.clients),
-                 self.state_dir)
+        log.info("services: %s", ", ".join(self.config.agent.services) or "none")
+        log.info("started in %.1f s; polling", self.clock() - started_at)
 
     async def stop(self) -> None:
+        stopping_at = part_at = self.clock()
+
+        def stopped(part: str) -> None:
+            nonlocal part_at
+            now = self.clock()
+            log.info("stopped: %s (%.1f s)", part, now - part_at)
+            part_at = now
+
+        log.info("stopping")
         await self.services.stop()
+        stopped("services")
         self.scheduler.stop()
+        stopped("polls (runs in progress cancelled)")
         await self.pipeline.stop()
+        stopped("pipeline (batches already queued delivered)")
         await self.dispatcher.stop()  # bounded: calls in flight are cancelled, retried at the next start
+        stopped("ticket lanes")
         await self.store.close()
+        stopped("store")
         # each close is bounded by its receiver; together, so ten hung ITSMs cost one bound
         await asyncio.gather(*(connector.close() for connector in self._connectors), return_exceptions=True)
+        stopped("ticket receivers")
         self.engine.close()
         self.state.close()
         self._lock.close()
+        log.info("stopped in %.1f s", self.clock() - stopping_at)
 
     async def run_forever(self, duration_s: float | None = None) -> None:
         await self.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, self._on_signal, sig)
         try:
             await asyncio.wait_for(self._stop.wait(), duration_s) if duration_s else await self._stop.wait()
         except TimeoutError:
             pass
         finally:
             await self.stop()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("%s received: stopping", sig.name)
+        self._stop.set()
 
     # -- pipeline consumers -------------------------------------------------------------------
 
@@ -253,13 +285,16 @@ class Agent:
         observed = [
             s for s in samples if not (s.measurement == "collection" and s.fields.get("status") in NOT_RUN_STATUSES)
         ]
-        transitions = self.engine.evaluate(observed, self.clock())
+        # The engine's SQLite transaction runs in a worker thread: the loop keeps serving the
+        # shared SNMP socket meanwhile. The lane awaits it, so batches stay in order.
+        transitions = await asyncio.to_thread(self.engine.evaluate, observed, self.clock())
         await self._dispatch(transitions)
 
     async def _dispatch(self, transitions: Sequence[AlertTransition]) -> None:
         # Committed to the outbox before the next batch is evaluated; the ticket lanes make the
         # remote calls. A cycle a crash cut between the engine's commit and the outbox's is caught
         # up by the dispatcher's reconciliation with `engine.firing` (at start, then periodically).
+        log_transitions(transitions)
         await self.dispatcher.record(transitions, self.clock())
         done = self._ticket_results.drain()
         for listener in self.listeners:

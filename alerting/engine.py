@@ -26,8 +26,24 @@ Model (after Prometheus / Alertmanager):
   itself) but are by its ancestors'. Inhibition holds an alert *pending* (``inhibited_by`` set); it
   fires at its next bad sample once the inhibition is gone. An alert already firing when its
   device or parent becomes unreachable stays firing (its ticket exists already).
+- **Rule inhibition.** A rule's ``inhibits`` (:class:`agent.api.rules.Inhibition`, Alertmanager's
+  inhibit rule with that rule as source) holds back the alerts of a target rule on the same object:
+  while an alert of the source rule is *pending or firing*, a target alert matching the
+  inhibition's ``match`` whose ``equal`` labels carry the same values (a label missing on either
+  side is a non-match) stays pending with ``inhibited_by = "<source rule>/<source fingerprint>"``,
+  and fires at its next bad sample once no source holds it. So a Sophos PSU down fires
+  ``sophos_xg_psu_failed`` and not also the generic ``sensor_critical``. As with unreachable
+  devices, a target already firing stays firing. Targets must name rules the engine was given
+  (disabled ones count: disabling a target is not a typo), a rule may not inhibit itself and the
+  inhibitions may not form a cycle; each batch is evaluated source rules first, so a target is
+  held in the very batch its source starts in.
 - **Persistence.** Everything lives in SQLite (WAL); each :meth:`evaluate` is one transaction, so
   a restart continues from the last committed cycle.
+- **Threads.** :meth:`evaluate` is meant to run in a worker thread (the agent's alert lane calls it
+  through ``asyncio.to_thread``, so its writes never block the event loop); it writes through one
+  connection under a lock. :meth:`alerts` / :meth:`firing` / :meth:`is_unreachable` read through a
+  second connection under their own lock: in WAL mode they see the last committed batch and never
+  wait for an evaluation in progress.
 """
 
 from __future__ import annotations
@@ -36,13 +52,14 @@ import json
 import logging
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from agent.api import Sample
 from agent.api.alerts import FIRING, PENDING, RESOLVED, Alert, AlertTransition, fingerprint
-from agent.api.rules import Rule
+from agent.api.rules import Inhibition, Rule
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +100,7 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_active ON alerts(fingerprint) WHERE state IN ('pending', 'firing');
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts(state);
+CREATE INDEX IF NOT EXISTS alerts_active_rule ON alerts(rule) WHERE state IN ('pending', 'firing');
 CREATE TABLE IF NOT EXISTS device_status (
     client TEXT NOT NULL,
     device TEXT NOT NULL,
@@ -107,25 +125,34 @@ class AlertEngine:
         status_ttl_s: float = 3600.0,
     ) -> None:
         # Rules arrive validated and compiled (agent.api.rules.Rule). The same name may appear several
-        # times: the runner scopes one copy per client with a `client` matcher.
-        self.rules = [rule for rule in rules if rule.enabled]
-        self._by_measurement: dict[str, list[Rule]] = {}
-        for rule in self.rules:
-            self._by_measurement.setdefault(rule.measurement, []).append(rule)
+        # times: the runner scopes one copy per client with a `client` matcher. Disabled rules are
+        # not evaluated, but an inhibition may name them.
+        given = list(rules)
+        self.rules = [rule for rule in given if rule.enabled]
+        # target rule name -> (source rule name, inhibition), and the order rules are applied in
+        self._inhibitions = _check_inhibitions(given, self.rules)
+        self._passes = _passes(self.rules)
         self.clock = clock
         self.parents: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()  # the writing connection; evaluate() holds it for a batch
+        self._read_lock = threading.Lock()
         self.set_parents(parents or {})
         self.non_identifying_tags = frozenset(non_identifying_tags)
         self.unreachable_statuses = frozenset(unreachable_statuses)
         self.status_ttl_s = status_ttl_s
-        self._db = sqlite3.connect(db_path, isolation_level=None)
+        self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        # Opened once the schema exists; in WAL mode its reads never wait for the writer.
+        self._reader = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        self._reader.row_factory = sqlite3.Row
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock, self._read_lock:
+            self._reader.close()
+            self._db.close()
 
     def set_parents(self, parents: ParentMap) -> None:
         """``{(client, device): parent_device}``. A cycle is rejected: its devices would inhibit
@@ -138,7 +165,8 @@ class AlertEngine:
                     cycle = " -> ".join([*chain[chain.index(parent) :], parent])
                     raise ValueError(f"parent cycle in client {client}: {cycle}")
                 chain.append(parent)
-        self.parents = parents
+        with self._lock:
+            self.parents = parents
 
     # -- evaluation ---------------------------------------------------------------------------
 
@@ -146,20 +174,23 @@ class AlertEngine:
         now = self.clock() if now is None else now
         ordered = sorted(samples, key=lambda s: s.timestamp_ns)
         transitions: list[AlertTransition] = []
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for sample in ordered:
-                if sample.measurement == COLLECTION:
-                    self._record_status(sample)
-            for sample in ordered:
-                for rule in self._by_measurement.get(sample.measurement, ()):
-                    if all(m.matches(sample.tags) for m in rule.matchers):
-                        self._apply(rule, sample, now, transitions)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for sample in ordered:
+                    if sample.measurement == COLLECTION:
+                        self._record_status(sample)
+                # One pass per inhibition depth: a source's alert exists before its targets are seen.
+                for by_measurement in self._passes:
+                    for sample in ordered:
+                        for rule in by_measurement.get(sample.measurement, ()):
+                            if all(m.matches(sample.tags) for m in rule.matchers):
+                                self._apply(rule, sample, now, transitions)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
         return transitions
 
     def _record_status(self, sample: Sample) -> None:
@@ -222,6 +253,11 @@ class AlertEngine:
     # -- inhibition ---------------------------------------------------------------------------
 
     def _inhibitor(self, alert: Alert, rule: Rule, now: float) -> str | None:
+        """What holds ``alert`` back: an unreachable device (``client/device``), else an alert of
+        a rule inhibiting its rule (``rule/fingerprint``), else None."""
+        return self._unreachable_device(alert, rule, now) or self._inhibiting_alert(alert)
+
+    def _unreachable_device(self, alert: Alert, rule: Rule, now: float) -> str | None:
         client, device = alert.labels.get("client"), alert.labels.get("device")
         if not client or not device:
             return None
@@ -233,12 +269,35 @@ class AlertEngine:
         for dev in chain:
             if dev == device and rule.measurement == COLLECTION:
                 continue  # a device's own reachability alert is not inhibited by itself
-            if self.is_unreachable(client, dev, now):
+            if self._unreachable(self._db, client, dev, now):
                 return f"{client}/{dev}"
         return None
 
+    def _inhibiting_alert(self, alert: Alert) -> str | None:
+        """``<rule>/<fingerprint>`` of a pending or firing alert whose rule inhibits ``alert``."""
+        for source, inhibition in self._inhibitions.get(alert.rule, ()):
+            if not inhibition.selects(alert.labels):
+                continue
+            # A source alert without one of the equal labels has NULL there: a non-match.
+            same = "".join(" AND json_extract(labels, ?) = ?" for _ in inhibition.equal)
+            args: list[Any] = [source]
+            for label in inhibition.equal:
+                args += [f'$."{label}"', alert.labels[label]]
+            row = self._db.execute(
+                "SELECT fingerprint FROM alerts WHERE rule = ? AND state IN ('pending', 'firing')"
+                f"{same} ORDER BY id LIMIT 1",
+                args,
+            ).fetchone()
+            if row is not None:
+                return f"{source}/{row['fingerprint']}"
+        return None
+
     def is_unreachable(self, client: str, device: str, at: float) -> bool:
-        rows = self._db.execute(
+        with self._read_lock:
+            return self._unreachable(self._reader, client, device, at)
+
+    def _unreachable(self, db: sqlite3.Connection, client: str, device: str, at: float) -> bool:
+        rows = db.execute(
             "SELECT status FROM device_status WHERE client = ? AND device = ? AND at >= ?",
             (client, device, at - self.status_ttl_s),
         ).fetchall()
@@ -299,11 +358,65 @@ class AlertEngine:
             args += states
         sql += (" WHERE " + " AND ".join(where)) if where else ""
         sql += " ORDER BY id"
-        found = [_row_to_alert(r) for r in self._db.execute(sql, args)]
+        with self._read_lock:
+            found = [_row_to_alert(r) for r in self._reader.execute(sql, args)]
         return [a for a in found if client is None or a.client == client]
 
     def firing(self) -> list[Alert]:
         return self.alerts(states=[FIRING])
+
+
+def _check_inhibitions(given: Sequence[Rule], enabled: Sequence[Rule]) -> dict[str, list[tuple[str, Inhibition]]]:
+    """Target rule name -> [(source rule name, inhibition)] of the enabled rules. Raise ValueError
+    on a target that names no rule given (naming both rules) and on a cycle of inhibitions, in
+    which rules would hold each other back and none would fire."""
+    known = {rule.name for rule in given}
+    by_target: dict[str, list[tuple[str, Inhibition]]] = {}
+    edges: dict[str, set[str]] = {}
+    for rule in enabled:
+        for inhibition in rule.inhibits:
+            if inhibition.rule not in known:
+                raise ValueError(f"rule {rule.name} inhibits {inhibition.rule}, which is not a rule")
+            entry = (rule.name, inhibition)
+            if entry not in by_target.setdefault(inhibition.rule, []):
+                by_target[inhibition.rule].append(entry)
+            edges.setdefault(rule.name, set()).add(inhibition.rule)
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycle = " -> ".join([*path[path.index(name) :], name])
+            raise ValueError(f"inhibition cycle: {cycle}")
+        if name in done:
+            return
+        for target in sorted(edges.get(name, ())):
+            visit(target, [*path, name])
+        done.add(name)
+
+    for name in sorted(edges):
+        visit(name, [])
+    return by_target
+
+
+def _passes(rules: Sequence[Rule]) -> list[dict[str, list[Rule]]]:
+    """The rules by measurement, in passes: a rule inhibited by others comes in a later pass than
+    every rule inhibiting it (its depth in the acyclic inhibition graph); without inhibitions, one
+    pass in the rules' order."""
+    sources: dict[str, set[str]] = {}
+    for rule in rules:
+        for inhibition in rule.inhibits:
+            sources.setdefault(inhibition.rule, set()).add(rule.name)
+    depth: dict[str, int] = {}
+
+    def depth_of(name: str) -> int:
+        if name not in depth:
+            depth[name] = 1 + max((depth_of(s) for s in sources.get(name, ())), default=-1)
+        return depth[name]
+
+    passes: list[dict[str, list[Rule]]] = [{} for _ in range(1 + max((depth_of(r.name) for r in rules), default=0))]
+    for rule in rules:
+        passes[depth_of(rule.name)].setdefault(rule.measurement, []).append(rule)
+    return passes
 
 
 def _row_to_alert(row: sqlite3.Row) -> Alert:

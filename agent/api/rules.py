@@ -106,6 +106,41 @@ Tags = Annotated[dict[TagKey, str], BeforeValidator(stringify)]
 WhenExpr = Annotated[str, StringConstraints(min_length=1, max_length=1000), AfterValidator(_check_when)]
 Matchers = Annotated[dict[str, str], BeforeValidator(stringify), AfterValidator(_check_matchers)]
 Template = Annotated[str, AfterValidator(_check_template)]
+LabelName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+class Inhibition(BaseModel):
+    """One entry of a rule's ``inhibits``: Alertmanager's inhibit rule with the declaring rule as
+    its source.
+
+    While an alert of the declaring rule is pending or firing, an alert of ``rule`` (the target)
+    whose labels match ``match`` and carry the same values as the source alert for every label in
+    ``equal`` is held pending, and fires at its next bad sample once no source holds it. A label
+    missing on either side is a non-match, so an inhibition never reaches across objects it cannot
+    name. ``match`` reads the target's labels with the rule matchers' syntax (``~regex``, ``!``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rule: Slug
+    # At least one label: an empty list would hold every alert of the target, on every device.
+    equal: Annotated[tuple[LabelName, ...], Field(min_length=1)]
+    match: Matchers = {}
+
+    _matchers: tuple[TagMatcher, ...] = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _compile(self) -> Inhibition:
+        if "alertname" in self.equal:
+            raise ValueError("equal may not name alertname: a source and its target never share it")
+        self._matchers = tuple(TagMatcher.parse(label, raw) for label, raw in self.match.items())
+        return self
+
+    def selects(self, target: Mapping[str, str]) -> bool:
+        """Whether a target alert with these labels is one this inhibition may hold: ``match``
+        holds and every ``equal`` label is present (the engine then looks for a source alert
+        with the same values)."""
+        return all(label in target for label in self.equal) and all(m.matches(target) for m in self._matchers)
 
 
 class Rule(BaseModel):
@@ -113,6 +148,8 @@ class Rule(BaseModel):
 
     ``when`` is evaluated over the sample's fields, then its tags; ``match`` filters on tags first.
     A sample matching ``measurement`` and ``match`` whose ``when`` holds for ``for_s`` fires.
+    ``inhibits`` names the rules whose alerts on the same object this rule's alerts hold back
+    (a family's own rule over a generic one, see :class:`Inhibition`).
     """
 
     # extra="forbid": a typo (`for: 60`) must be an error, not a silently ignored key.
@@ -126,6 +163,7 @@ class Rule(BaseModel):
     severity: Severity = "warning"
     summary: Template = ""
     labels: Tags = {}
+    inhibits: tuple[Inhibition, ...] = ()
     enabled: bool = True
 
     _condition: Expression = PrivateAttr()
@@ -136,6 +174,8 @@ class Rule(BaseModel):
         hidden = RESERVED_LABELS & set(self.labels)
         if hidden:
             raise ValueError(f"labels may not set {', '.join(sorted(hidden))} (set by the alert engine)")
+        if any(inhibition.rule == self.name for inhibition in self.inhibits):
+            raise ValueError(f"rule {self.name} may not inhibit itself")
         self._condition = compile_expression(self.when)
         self._matchers = tuple(TagMatcher.parse(tag, raw) for tag, raw in self.match.items())
         return self

@@ -1,8 +1,10 @@
 import sqlite3
+import threading
 
 import pytest
 from pydantic import ValidationError
 
+from agent.api import Sample
 from agent.api.alerts import FIRING, PENDING, RESOLVED
 from agent.api.rules import Rule
 from alerting.engine import AlertEngine
@@ -220,3 +222,184 @@ def test_same_rule_scoped_per_client_and_disabled_rules(db):
 def test_parent_cycles_are_rejected(db):
     with pytest.raises(ValueError, match="cycle in client vsgp: sw-a -> fw-1 -> sw-a"):
         make(db, parents={("vsgp", "sw-a"): "fw-1", ("vsgp", "fw-1"): "sw-a"})
+
+
+# -- inhibition between rules (a family's rule over the generic one) -------------------------------
+
+GENERIC = Rule(name="sensor_critical", measurement="snmp_sensor", when="state == 'crit'", for_s=60, severity="major")
+FAMILY = Rule(
+    name="sophos_xg_psu_failed",
+    measurement="snmp_sensor",
+    when="state == 'crit'",
+    match={"profile": "sophos_xg", "sensor_class": "power_supply"},
+    severity="critical",
+    inhibits=[{"rule": "sensor_critical", "equal": ["client", "device", "sensor"]}],
+)
+
+
+def sensor(t, state, *, sensor="Power supply 2", device="fw-1", client="vsgp", status=None, **tags):
+    base = {"client": client, "site": "hdv", "device": device, "sensor": sensor,
+            "sensor_class": "power_supply", "profile": "sophos_xg", **tags}  # fmt: skip
+    status = status or ("down" if state == "crit" else "up")
+    return Sample("snmp_sensor", base, {"state": state, "status": status}, int(t * 1e9))
+
+
+def at(t, samples):
+    """The same samples taken again at ``t``."""
+    return [Sample(s.measurement, s.tags, s.fields, int(t * 1e9)) for s in samples]
+
+
+def test_family_rule_holds_the_generic_one_on_the_same_object(db):
+    # The generic rule is listed (and would be applied) first: sources still go first.
+    eng = make(db, rules=[GENERIC, FAMILY])
+    out = eng.evaluate([sensor(T0, "crit")], now=T0)
+    assert states(out) == [
+        ("sophos_xg_psu_failed", None, PENDING),
+        ("sophos_xg_psu_failed", PENDING, FIRING),
+        ("sensor_critical", None, PENDING),
+    ]
+    source = out[1].alert
+    assert eng.evaluate([sensor(T0 + 60, "crit")], now=T0 + 60) == []  # for_s elapsed, but held
+    (held,) = eng.alerts(states=[PENDING])
+    assert held.rule == "sensor_critical" and held.inhibited_by == f"sophos_xg_psu_failed/{source.fingerprint}"
+    # The PSU comes back: both clear together, the held alert is dropped without a word.
+    assert states(eng.evaluate([sensor(T0 + 120, "ok")], now=T0 + 120)) == [("sophos_xg_psu_failed", FIRING, RESOLVED)]
+    assert eng.alerts(states=[PENDING, FIRING]) == []
+
+
+def test_target_fires_at_its_next_bad_sample_once_the_source_resolves(db):
+    # The family rule clears (here: an operator-fixed status) while the generic condition holds.
+    family = FAMILY.with_changes(when="state == 'crit' and status == 'down'")
+    eng = make(db, rules=[GENERIC, family])
+    eng.evaluate([sensor(T0, "crit")], now=T0)
+    eng.evaluate([sensor(T0 + 60, "crit")], now=T0 + 60)
+    out = eng.evaluate([sensor(T0 + 90, "crit", status="other")], now=T0 + 90)
+    # source resolved first in the batch, so the target is no longer held on the same sample
+    assert states(out) == [("sophos_xg_psu_failed", FIRING, RESOLVED), ("sensor_critical", PENDING, FIRING)]
+    assert out[1].alert.inhibited_by is None and out[1].alert.started_at == T0
+
+
+def test_equal_labels_must_all_match_and_a_missing_one_is_a_non_match(db):
+    eng = make(db, rules=[GENERIC, FAMILY])
+    eng.evaluate([sensor(T0, "crit")], now=T0)  # PSU 2 of fw-1 down: its family alert fires
+    others = [
+        sensor(T0, "crit", sensor="Power supply 1"),  # another PSU of the same device
+        sensor(T0, "crit", device="fw-2", profile="other"),  # same sensor name, another device
+        sensor(T0, "crit", client="ofdt", profile="other"),  # same device name, another client
+        Sample("snmp_sensor", {"client": "vsgp", "device": "fw-1", "sensor_class": "power_supply"},
+               {"state": "crit"}, int(T0 * 1e9)),  # no sensor label at all
+    ]  # fmt: skip
+    # Power supply 1 is the family's too: its own family alert holds its generic one.
+    eng.evaluate(others, now=T0)
+    out = eng.evaluate(at(T0 + 60, [sensor(T0, "crit"), *others]), now=T0 + 60)
+    fired = sorted(
+        (t.alert.client, t.alert.device, t.alert.labels.get("sensor", "-")) for t in out if t.state == FIRING
+    )
+    assert fired == [("ofdt", "fw-1", "Power supply 2"), ("vsgp", "fw-1", "-"), ("vsgp", "fw-2", "Power supply 2")]
+
+
+def test_match_restricts_the_targets_and_a_pending_source_already_holds(db):
+    # One source on another measurement holding only some of the target rule's alerts.
+    on_battery = Rule(
+        name="ups_on_battery",
+        measurement="snmp_ups",
+        when="on_battery == True",
+        for_s=300,  # stays pending throughout: pending sources hold too
+        inhibits=[{"rule": "sensor_critical", "equal": ["client", "device"], "match": {"sensor": "~^Output source$"}}],
+    )
+    eng = make(db, rules=[GENERIC, on_battery])
+    ups = Sample("snmp_ups", {"client": "vsgp", "device": "ups-1"}, {"on_battery": True}, int(T0 * 1e9))
+    source = sensor(T0, "crit", device="ups-1", sensor="Output source", sensor_class="state")
+    other = sensor(T0, "crit", device="ups-1", sensor="Ambient temperature", sensor_class="temperature")
+    eng.evaluate([source, other, ups], now=T0)
+    out = eng.evaluate(at(T0 + 60, [source, other, ups]), now=T0 + 60)
+    assert [(t.alert.labels["sensor"], t.state) for t in out] == [("Ambient temperature", FIRING)]
+    pending = eng.alerts(states=[PENDING])
+    (battery,) = [a for a in pending if a.rule == "ups_on_battery"]
+    held = {a.labels["sensor"]: a.inhibited_by for a in pending if a.rule == "sensor_critical"}
+    assert held == {"Output source": f"ups_on_battery/{battery.fingerprint}"}
+
+
+def test_a_target_already_firing_stays_firing(db):
+    family = FAMILY.with_changes(when="state == 'crit' and status == 'down'")
+    eng = make(db, rules=[GENERIC.with_changes(for_s=0), family])
+    out = eng.evaluate([sensor(T0, "crit", status="other")], now=T0)
+    assert states(out)[-1] == ("sensor_critical", PENDING, FIRING)
+    out = eng.evaluate([sensor(T0 + 60, "crit")], now=T0 + 60)
+    assert states(out) == [("sophos_xg_psu_failed", None, PENDING), ("sophos_xg_psu_failed", PENDING, FIRING)]
+    assert {a.rule for a in eng.firing()} == {"sensor_critical", "sophos_xg_psu_failed"}
+
+
+def test_inhibitions_are_checked_when_the_engine_is_built(db):
+    unknown = FAMILY.with_changes(inhibits=[{"rule": "sensor_crit", "equal": ["device"]}])
+    with pytest.raises(ValueError, match="rule sophos_xg_psu_failed inhibits sensor_crit, which is not a rule"):
+        make(db, rules=[GENERIC, unknown])
+    with pytest.raises(ValidationError, match="rule sensor_critical may not inhibit itself"):
+        GENERIC.with_changes(inhibits=[{"rule": "sensor_critical", "equal": ["device"]}])
+    back = GENERIC.with_changes(inhibits=[{"rule": "sophos_xg_psu_failed", "equal": ["device"]}])
+    cycle = "inhibition cycle: sensor_critical -> sophos_xg_psu_failed -> sensor_critical"
+    with pytest.raises(ValueError, match=cycle):
+        make(db, rules=[back, FAMILY])
+    # A target disabled (for every client) is a rule all the same: nothing to hold, no error.
+    eng = make(db, rules=[GENERIC.with_changes(enabled=False), FAMILY])
+    assert states(eng.evaluate([sensor(T0, "crit")], now=T0)) == [
+        ("sophos_xg_psu_failed", None, PENDING),
+        ("sophos_xg_psu_failed", PENDING, FIRING),
+    ]
+
+
+def test_inhibition_chains_are_applied_in_depth_order(db):
+    # disk failed -> holds the degraded array -> which holds the roll-up: one page for one disk.
+    disk = Rule(
+        name="disk_failed",
+        measurement="snmp_disk",
+        when="state == 'crit'",
+        inhibits=[{"rule": "raid_degraded", "equal": ["client", "device"]}],
+    )
+    raid = Rule(
+        name="raid_degraded",
+        measurement="snmp_raid",
+        when="state == 'crit'",
+        inhibits=[{"rule": "health_critical", "equal": ["client", "device"]}],
+    )
+    health = Rule(name="health_critical", measurement="snmp_health", when="state == 'crit'")  # fmt: skip
+    eng = make(db, rules=[health, raid, disk])
+    tags = {"client": "vsgp", "device": "srv-1"}
+    batch = [Sample(m, tags, {"state": "crit"}, int(T0 * 1e9)) for m in ("snmp_health", "snmp_raid", "snmp_disk")]
+    fired = [t.alert.rule for t in eng.evaluate(batch, now=T0) if t.state == FIRING]
+    assert fired == ["disk_failed"]
+    held = {a.rule: a.inhibited_by.split("/")[0] for a in eng.alerts(states=[PENDING])}
+    assert held == {"raid_degraded": "disk_failed", "health_critical": "raid_degraded"}
+
+
+class _HeldFields(dict):
+    """Fields whose first read inside the engine signals ``entered`` and waits for ``release``:
+    an evaluation caught in the middle of its transaction."""
+
+    def __init__(self, fields, entered, release):
+        super().__init__(fields)
+        self.entered, self.release = entered, release
+
+    def get(self, key, default=None):
+        self.entered.set()
+        self.release.wait()
+        return super().get(key, default)
+
+
+def test_reads_do_not_wait_for_an_evaluation_in_another_thread(db):
+    eng = make(db)
+    eng.evaluate([collection(T0, "unreachable", device="sw-core-1")], now=T0)  # committed: one firing alert
+    entered, release = threading.Event(), threading.Event()
+    fields = _HeldFields({"status": "ok", "duration_s": 0.1}, entered, release)
+    held = Sample("collection", collection(T0 + 60, "ok", device="sw-core-1").tags, fields, int((T0 + 60) * 1e9))
+    worker = threading.Thread(target=eng.evaluate, args=([held], T0 + 60))
+    worker.start()
+    try:
+        entered.wait()
+        # The worker is inside its write transaction: reads see the last committed batch at once.
+        assert [a.state for a in eng.firing()] == [FIRING]
+        assert eng.is_unreachable("vsgp", "sw-core-1", T0) is True
+    finally:
+        release.set()
+        worker.join()
+    assert eng.firing() == [] and [a.state for a in eng.alerts()] == [RESOLVED]

@@ -124,7 +124,7 @@ class Estate:
 
     def device(self, target: str) -> EstateDevice:
         client, _, name = target.partition("/")
-        for device in self.site_devices_of(client):
+        for device in self.devices_of(client):
             if device.name == name:
                 return device
         raise EstateError(f"no device {target!r} in {self.name} (give CLIENT/DEVICE)")
@@ -139,7 +139,7 @@ class Estate:
     def client(self, name: str) -> EstateClient:
         return self._client(name)
 
-    def site_devices_of(self, client: str) -> Iterator[EstateDevice]:
+    def devices_of(self, client: str) -> Iterator[EstateDevice]:
         for devices in self._client(client).sites.values():
             yield from devices
 

@@ -27,7 +27,7 @@ from lab.estate import EstateDevice, EstateError, expand, is_loopback, variables
 from lab.processes import Child
 from lab.services import Context, Fault, FaultError, FaultKind, LabService
 from lab.snmp_responder import RECEIVE_BUFFER
-from lab.walks import IF_OPER_STATUS, cpu_at, read_records, recording
+from lab.walks import IF_OPER_STATUS, WalkError, cpu_at, read_records, recording
 
 READY_TIMEOUT_S = 60.0
 CPU_HIGH_DEFAULT = 97
@@ -101,22 +101,24 @@ class SnmpService(LabService):
                 problems.append(f"{device.key}: no port (the lab cannot take 161)")
                 continue
             names = [v.name for v in variables_in(device.port)]
-            if override is not None:
-                if not names:
-                    problems.append(f"{device.key}: port {device.port} is fixed, --snmp-port cannot move it")
-                    continue
-                port_variables.update(dict.fromkeys(names, override))
-            port = int(
-                expand(device.port, {**context.environ, **{n: str(override) for n in names if override is not None}})
+            if override is not None and not names:
+                problems.append(f"{device.key}: port {device.port} is fixed, --snmp-port cannot move it")
+                continue
+            environ = (
+                context.environ if override is None else {**context.environ, **dict.fromkeys(names, str(override))}
             )
-            for name in names:
-                port_variables.setdefault(name, port)
+            try:
+                port = int(expand(device.port, environ))
+            except ValueError:
+                problems.append(f"{device.key}: port {device.port!r} is not a number")
+                continue
+            port_variables.update(dict.fromkeys(names, port))
             community = cls._community(context, device, problems)
             if community is None:
                 continue
             try:
                 walk = recording(device.walk)
-            except Exception as exc:  # noqa: BLE001 - WalkError or a bad name: report, keep going
+            except WalkError as exc:
                 problems.append(f"{device.key}: {exc}")
                 continue
             served.append(Served(device, host, port, community, walk))

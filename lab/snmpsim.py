@@ -103,9 +103,13 @@ class SnmpLab:
     async def __aenter__(self) -> SnmpLab:
         # Writing the runtime copies and waiting for snmpsim block for about a second: keep the
         # loop free, but fork from the loop's thread, which outlives the lab (lab.processes).
-        await asyncio.to_thread(self._prepare)
-        self._spawn()
-        await asyncio.to_thread(self._wait_ready)
+        try:
+            await asyncio.to_thread(self._prepare)
+            self._spawn()
+            await asyncio.to_thread(self._wait_ready)
+        except BaseException:
+            await asyncio.to_thread(self.stop)
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -114,9 +118,13 @@ class SnmpLab:
     def start(self) -> None:
         """Start snmpsim and wait until it answers. snmpsim gets SIGTERM if the thread calling
         this ends (lab.processes): call it from a thread that outlives the lab."""
-        self._prepare()
-        self._spawn()
-        self._wait_ready()
+        try:
+            self._prepare()
+            self._spawn()
+            self._wait_ready()
+        except BaseException:
+            self.stop()  # a `with` does not exit what its __enter__ could not finish
+            raise
 
     def _spawn(self) -> None:
         self._process = Child("snmpsim", self._command(), log=self.runtime_dir / "snmpsim.log", lifeline=True)
@@ -218,7 +226,6 @@ class SnmpLab:
                 return
             except TimeoutError:
                 continue
-        self.stop()
         raise LabError(f"snmpsim did not answer on {self.host}:{self.port} within {self.start_timeout_s}s")
 
     def _check(self, device: str) -> None:
@@ -308,21 +315,19 @@ def main(argv: list[str] | None = None) -> int:
         devices: dict[str, str] = {name: name for name in all_recordings()}
     else:
         devices = dict(item.split("=", 1) if "=" in item else (item, item) for item in args.devices.split(","))
-    # SIGTERM must unwind the `with` as Ctrl-C does, or snmpsim and the runtime copy stay behind.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM and Ctrl-C, whenever they come, unwind the `with`: snmpsim and the runtime copy go.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop)
     with SnmpLab(devices, port=args.port) as lab:
         print(f"snmpsim on udp {lab.host}:{lab.port} (runtime {lab.runtime_dir})", flush=True)
         for name, source in lab.devices.items():
             print(f"  snmp://{quote(name, safe='')}@{lab.host}:{lab.port}  <- {source.name}", flush=True)
-        try:
-            lab.wait()
-        except KeyboardInterrupt:
-            pass
+        lab.wait()
     return 0
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

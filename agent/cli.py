@@ -1,5 +1,5 @@
-"""The `vigie` command line: check-config, run, collect, tickets, alerts, and the subcommands other
-distributions register (`vigie lab`, `vigie demo` from the lab)."""
+"""The `vigie` command line: check-config, run, collect, the read-only views (status, alerts,
+tickets), and the subcommands other distributions register (`vigie lab`, `vigie demo` from the lab)."""
 
 from __future__ import annotations
 
@@ -69,18 +69,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="hard timeout in seconds")
     p.set_defaults(func=_cmd_collect)
 
-    p = sub.add_parser("tickets", help="list the built-in ticket log")
-    with_config(p, required=False)
-    p.add_argument("--state-dir", type=Path, default=None)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_tickets)
+    def read_only_view(name: str, help_: str, func) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        with_config(p, required=False)
+        p.add_argument("--state-dir", type=Path, default=None, help="default: the config's agent.state_dir")
+        p.add_argument("--client", help="only this client's")
+        p.add_argument("--json", action="store_true", help="print JSON lines (times in epoch seconds)")
+        p.set_defaults(func=func)
+        return p
 
-    p = sub.add_parser("alerts", help="list current alerts")
-    with_config(p, required=False)
-    p.add_argument("--state-dir", type=Path, default=None)
-    p.add_argument("--all", action="store_true", help="include resolved alerts")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_alerts)
+    read_only_view("status", "devices and their state (up, down, unreachable, unknown), last poll", _cmd_status)
+    read_only_view("alerts", "current alerts", _cmd_alerts).add_argument(
+        "--all", action="store_true", help="include resolved alerts"
+    )
+    read_only_view("tickets", "the tickets the agent opened, in the built-in log or a client's ITSM", _cmd_tickets)
 
     _register_commands(sub)
     return parser
@@ -288,16 +290,87 @@ def _state_dir(args: argparse.Namespace) -> Path:
     return Path(os.environ.get("VIGIE_STATE_DIR", "var"))
 
 
-def _cmd_tickets(args: argparse.Namespace) -> int:
-    from agent.views import print_tickets
+def _estate(args: argparse.Namespace):
+    """The config's devices and receivers (read without secrets), or None without ``--config``."""
+    from agent.config import ConfigError
+    from agent.views import read_estate
 
-    return print_tickets(_state_dir(args), as_json=args.json)
+    if args.config is None:
+        return None
+    try:
+        return read_estate(args.config)
+    except ConfigError as exc:
+        _fail_config(args.config, exc.errors)
+
+
+def _print_view(renderable, rows, as_json: bool) -> None:
+    import json
+    from dataclasses import asdict
+
+    if as_json:
+        for row in rows:
+            print(json.dumps(asdict(row), ensure_ascii=False))
+        return
+    from rich.console import Console
+
+    Console().print(renderable, crop=False)  # a URL or path longer than the line is left whole
+
+
+def _no_state(state_dir: Path) -> int:
+    print(
+        f"{state_dir}: no agent state here — has `vigie run` used this state directory? (give --config or --state-dir)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import time
+
+    from agent.statedir import StateDir
+    from agent.views import device_statuses
+    from agent.views.terminal import status_view
+
+    files = StateDir(_state_dir(args))
+    estate = _estate(args)
+    if estate is None and not files.state_db.exists() and not files.alerts_db.exists():
+        return _no_state(files.path)
+    devices = device_statuses(files, estate.devices if estate else None, client=args.client)
+    installed = estate.installed_collectors if estate else None
+    _print_view(status_view(devices, time.time(), installed), devices, args.json)
+    return 0
 
 
 def _cmd_alerts(args: argparse.Namespace) -> int:
-    from agent.views import print_alerts
+    import time
 
-    return print_alerts(_state_dir(args), include_resolved=args.all, as_json=args.json)
+    from agent.statedir import StateDir
+    from agent.views import alert_rows
+    from agent.views.terminal import alerts_view
+
+    files = StateDir(_state_dir(args))
+    if not files.alerts_db.exists():
+        return _no_state(files.path)
+    alerts = alert_rows(files, include_resolved=args.all, client=args.client)
+    _print_view(alerts_view(alerts, time.time()), alerts, args.json)
+    return 0
+
+
+def _cmd_tickets(args: argparse.Namespace) -> int:
+    import time
+
+    from agent.statedir import StateDir
+    from agent.views import has_tickets_state, ticket_places, ticket_rows
+    from agent.views.terminal import tickets_view
+
+    files = StateDir(_state_dir(args))
+    if not has_tickets_state(files):
+        return _no_state(files.path)
+    tickets = ticket_rows(files, client=args.client)
+    estate = _estate(args)
+    receivers = [r for r in estate.receivers if args.client in (None, r.client)] if estate else None
+    _print_view(tickets_view(tickets, ticket_places(files, tickets, receivers), time.time()), tickets, args.json)
+    return 0
 
 
 if __name__ == "__main__":

@@ -70,17 +70,17 @@ class Supervisor:
             starting = asyncio.create_task(self._start(services))
             stopping = asyncio.create_task(self._stop.wait())
             await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not starting.done():
+            if not starting.done():  # stopped while starting
                 starting.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await starting
-                return 0
-            stopping.cancel()
-            starting.result()
-            server = await asyncio.start_unix_server(self._serve_control, path=str(self.runtime.control_path))
-            self.runtime.write_info(self.info())
-            self._print_listing()
-            status = await self._watch()
+            else:
+                stopping.cancel()
+                starting.result()
+                server = await asyncio.start_unix_server(self._serve_control, path=str(self.runtime.control_path))
+                self.runtime.write_info(self.info())
+                self._print_listing()
+                status = await self._watch()
         except EstateError as exc:
             self._say(f"vigie lab: {exc}")
             status = EXIT_ESTATE

@@ -6,6 +6,8 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from collectors.snmp.client import SnmpAuth, SnmpClient
 from lab.walks import read_records, recording
 
-from .helpers import RunningLab, children_of, lab, parent_of, wait_gone
+from .helpers import DEADLINE_S, ROOT, RunningLab, children_of, lab, parent_of, wait_gone
 
 
 def free_udp_port() -> int:
@@ -143,3 +145,18 @@ def test_a_port_in_use_is_named(tmp_path: Path) -> None:
             running.start()
     assert running.process is not None and running.process.returncode == 2
     assert f"udp 127.0.0.1:{port}: Address already in use" in running.output
+
+
+def test_a_signal_while_starting_stops_what_had_started(tmp_path: Path) -> None:
+    runtime = tmp_path / "rt"
+    running = RunningLab("vsgp", runtime)
+    running.process = subprocess.Popen(running.command, cwd=ROOT, env=running.environ, stdout=subprocess.DEVNULL)
+    limit = time.monotonic() + DEADLINE_S
+    while not children_of(running.pid):  # the responder is being started (loading its walks)
+        assert running.process.poll() is None and time.monotonic() < limit
+        time.sleep(0.01)
+    (responder,) = children_of(running.pid)
+    running.signal(signal.SIGTERM)
+    assert running.wait() == 0
+    assert parent_of(responder) is None
+    assert not runtime.exists()

@@ -1,8 +1,9 @@
 """`vigie lab` as an operator runs it: a lab in a subprocess, its listing, its children.
 
-Until `vigie` loads the lab's subcommand (its ``vigie.commands`` entry point), the commands run as
-``python -m lab.cli lab ...``, the same parser. Every wait polls for an outcome with a generous
-deadline; nothing asserts how long a step took.
+The commands run as ``python -m lab.cli lab ...``: the parser `vigie lab` loads through its
+``vigie.commands`` entry point, tested here without depending on vigie's loader (the quick start
+test goes through `vigie` itself). Every wait polls for an outcome with a generous deadline;
+nothing asserts how long a step took.
 """
 
 from __future__ import annotations

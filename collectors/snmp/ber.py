@@ -1,7 +1,9 @@
 """A minimal, strict BER codec for SNMPv1 / SNMPv2c messages (RFC 1157, RFC 3416, X.690 subset).
 
-Encodes GetRequest, GetNextRequest and GetBulkRequest; decodes Response PDUs. Nothing else: no
-SET, no traps, no SNMPv3 (that stays with pysnmp in :mod:`collectors.snmp.client`).
+Encodes GetRequest, GetNextRequest and GetBulkRequest; decodes Response PDUs. For the trap
+receiver (:mod:`collectors.snmp.traps`) it also decodes notifications (SNMPv1 Trap-PDU, SNMPv2c
+Trap and InformRequest) and encodes them and the Response that acknowledges an Inform. Nothing
+else: no SET, no SNMPv3 (that stays with pysnmp in :mod:`collectors.snmp.client`).
 
 Strict means: definite lengths only (short or long form, at most 4 length octets), every length
 must fit its enclosing TLV exactly, no trailing bytes, primitive encodings only, value ranges of
@@ -38,6 +40,9 @@ GET_REQUEST = 0xA0
 GET_NEXT_REQUEST = 0xA1
 RESPONSE = 0xA2
 GET_BULK_REQUEST = 0xA5
+TRAP_V1 = 0xA4
+INFORM_REQUEST = 0xA6
+TRAP_V2 = 0xA7
 
 VERSION_1 = 0
 VERSION_2C = 1
@@ -371,3 +376,158 @@ def _varbinds(buf: bytes, i: int, end: int) -> list[tuple[bytes, int, int | byte
         append((oid, tag, value))
         i = vb_end
     return out
+
+
+# -------------------------------------------------------------------------------- notifications
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A decoded notification: an SNMPv1 Trap-PDU, an SNMPv2c Trap or InformRequest.
+
+    ``varbinds`` as in :class:`Response`. For SNMPv2c the first two are, by RFC 3416, sysUpTime.0
+    and snmpTrapOID.0 (left in place: checking them is the receiver's business). The SNMPv1
+    fields (``enterprise`` as an OID body, ``agent_address`` as 4 octets, the generic and
+    specific trap numbers, ``timestamp`` in TimeTicks) are ``None`` for SNMPv2c, and
+    ``request_id`` is ``None`` for SNMPv1, whose Trap-PDU has none."""
+
+    version: int
+    community: bytes
+    pdu_type: int
+    request_id: int | None
+    varbinds: list[tuple[bytes, int, int | bytes | None]]
+    enterprise: bytes | None = None
+    agent_address: bytes | None = None
+    generic_trap: int | None = None
+    specific_trap: int | None = None
+    timestamp: int | None = None
+
+
+def decode_notification(buf: bytes) -> Notification:
+    """One datagram -> :class:`Notification`; :class:`BerError` for anything malformed, another
+    version, or a PDU that is not a notification of its version."""
+    try:
+        return _decode_notification(buf)
+    except BerError:
+        raise
+    except Exception as exc:  # a bug here must not take the receiver down: report it as malformed
+        raise BerError(f"undecodable ({type(exc).__name__}: {exc})") from exc
+
+
+def _decode_notification(buf: bytes) -> Notification:
+    size = len(buf)
+    start, end = _expect(buf, 0, size, SEQUENCE, "message")
+    if end != size:
+        raise BerError(f"{size - end} trailing bytes after the message")
+    version, i = _read_integer(buf, start, end, "version")
+    if version not in (VERSION_1, VERSION_2C):
+        raise BerError(f"version {version} is not SNMPv1 or SNMPv2c")
+    c_start, i = _expect(buf, i, end, OCTET_STRING, "community")
+    community = buf[c_start:i]
+    pdu_type, i, pdu_end = _header(buf, i, end, "PDU")
+    if pdu_end != end:
+        raise BerError(f"{end - pdu_end} trailing bytes after the PDU")
+    if version == VERSION_1:
+        if pdu_type != TRAP_V1:
+            raise BerError(f"PDU type 0x{pdu_type:02x} is not an SNMPv1 Trap-PDU")
+        e_start, i = _expect(buf, i, end, OBJECT_IDENTIFIER, "enterprise")
+        enterprise = buf[e_start:i]
+        _check_oid(enterprise, "enterprise")
+        a_start, i = _expect(buf, i, end, IP_ADDRESS, "agent-addr")
+        if i - a_start != 4:
+            raise BerError(f"agent-addr of {i - a_start} octets")
+        agent_address = buf[a_start:i]
+        generic, i = _read_integer(buf, i, end, "generic-trap")
+        if not 0 <= generic <= 6:
+            raise BerError(f"generic-trap {generic} outside 0..6")
+        specific, i = _read_integer(buf, i, end, "specific-trap")
+        t_start, i = _expect(buf, i, end, TIMETICKS, "time-stamp")
+        if t_start == i:
+            raise BerError("time-stamp: empty TimeTicks")
+        timestamp = int.from_bytes(buf[t_start:i], "big", signed=True)
+        if not 0 <= timestamp <= _UNSIGNED_MAX[TIMETICKS]:
+            raise BerError(f"time-stamp {timestamp} out of range")
+        l_start, l_end = _expect(buf, i, end, SEQUENCE, "varbind list")
+        if l_end != end:
+            raise BerError(f"{end - l_end} trailing bytes after the varbind list")
+        varbinds = _varbinds(buf, l_start, l_end)
+        return Notification(version, community, pdu_type, None, varbinds, enterprise, agent_address, generic,
+                            specific, timestamp)
+    if pdu_type not in (TRAP_V2, INFORM_REQUEST):
+        raise BerError(f"PDU type 0x{pdu_type:02x} is not an SNMPv2c Trap or InformRequest")
+    request_id, i = _read_integer(buf, i, end, "request-id")
+    try:
+        _, i = _read_integer(buf, i, end, "error-status")
+        _, i = _read_integer(buf, i, end, "error-index")
+        l_start, l_end = _expect(buf, i, end, SEQUENCE, "varbind list")
+        if l_end != end:
+            raise BerError(f"{end - l_end} trailing bytes after the varbind list")
+        varbinds = _varbinds(buf, l_start, l_end)
+    except BerError as exc:
+        raise BerError(str(exc), request_id) from None
+    return Notification(version, community, pdu_type, request_id, varbinds)
+
+
+def encode_value(tag: int, value: int | bytes | None) -> bytes:
+    """One varbind value, the inverse of the decoder: ``int`` for INTEGER and the unsigned types,
+    ``bytes`` for OCTET STRING, Opaque, IpAddress and an OID body, ``None`` for NULL."""
+    if tag == INTEGER or tag in _UNSIGNED_MAX:
+        if not isinstance(value, int):
+            raise ValueError(f"tag 0x{tag:02x} needs an int, got {value!r}")
+        low, high = _INT32 if tag == INTEGER else (0, _UNSIGNED_MAX[tag])
+        if not low <= value <= high:
+            raise ValueError(f"{value} out of range for tag 0x{tag:02x}")
+        return _tlv(tag, value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True))
+    if tag in (OCTET_STRING, OPAQUE, OBJECT_IDENTIFIER, IP_ADDRESS):
+        if not isinstance(value, bytes):
+            raise ValueError(f"tag 0x{tag:02x} needs bytes, got {value!r}")
+        if tag == IP_ADDRESS and len(value) != 4:
+            raise ValueError("an IpAddress is 4 octets")
+        return _tlv(tag, value)
+    if tag in (NULL, NO_SUCH_OBJECT, NO_SUCH_INSTANCE, END_OF_MIB_VIEW):
+        return bytes((tag, 0))
+    raise ValueError(f"unsupported value tag 0x{tag:02x}")
+
+
+def _varbind_list(varbinds: list[tuple[bytes, int, int | bytes | None]]) -> bytes:
+    return _tlv(SEQUENCE, b"".join(
+        _tlv(SEQUENCE, _tlv(OBJECT_IDENTIFIER, oid) + encode_value(tag, value)) for oid, tag, value in varbinds
+    ))
+
+
+def encode_pdu(
+    version: int,
+    community: bytes,
+    pdu_type: int,
+    request_id: int,
+    varbinds: list[tuple[bytes, int, int | bytes | None]],
+) -> bytes:
+    """An SNMPv2c Trap or InformRequest, or the Response acknowledging an Inform (error-status and
+    error-index 0), with valued ``varbinds`` (OID body, tag, value)."""
+    if pdu_type not in (TRAP_V2, INFORM_REQUEST, RESPONSE):
+        raise ValueError(f"PDU type 0x{pdu_type:02x} is not a notification or a Response")
+    if not _INT32[0] <= request_id <= _INT32[1]:
+        raise ValueError(f"request-id {request_id} out of range")
+    pdu = _integer(request_id) + _integer(0) + _integer(0) + _varbind_list(varbinds)
+    return _tlv(SEQUENCE, _integer(version) + _tlv(OCTET_STRING, community) + _tlv(pdu_type, pdu))
+
+
+def encode_trap_v1(
+    community: bytes,
+    enterprise: bytes,
+    agent_address: bytes,
+    generic_trap: int,
+    specific_trap: int,
+    timestamp: int,
+    varbinds: list[tuple[bytes, int, int | bytes | None]],
+) -> bytes:
+    """An SNMPv1 Trap-PDU (RFC 1157 section 4.1.6)."""
+    if not 0 <= generic_trap <= 6:
+        raise ValueError(f"generic-trap {generic_trap} outside 0..6")
+    pdu = (
+        _tlv(OBJECT_IDENTIFIER, enterprise)
+        + encode_value(IP_ADDRESS, agent_address)
+        + _integer(generic_trap)
+        + _integer(specific_trap)
+        + encode_value(TIMETICKS, timestamp)
+        + _varbind_list(varbinds)
+    )
+    return _tlv(SEQUENCE, _integer(VERSION_1) + _tlv(OCTET_STRING, community) + _tlv(TRAP_V1, pdu))

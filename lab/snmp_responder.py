@@ -275,12 +275,17 @@ class Responder:
             return
         stamp = (st.st_ino, st.st_mtime_ns)
         if stamp != self._effects_stamp:
+            self._effects_stamp = stamp  # a bad file is reported once, not at every request
             self.effects = parse_effects(json.loads(self.effects_path.read_text(encoding="utf-8")), self.devices)
-            self._effects_stamp = stamp
 
     def answer(self, message: bytes) -> bytes | None:
         """The response to ``message``, or None to stay silent (unknown community, silenced
         device, malformed or unsupported request)."""
+        try:
+            self.refresh_effects()
+        except (OSError, ValueError) as exc:
+            # The lab writes only checked effects: a bad file is a lab bug, not a reason to go silent.
+            print(f"effects {self.effects_path}: {exc}; the previous effects stay", file=sys.stderr, flush=True)
         try:
             return self._answer(message)
         except (ValueError, IndexError):
@@ -322,7 +327,6 @@ class Responder:
             requested.append((buf[start:oid_stop], _oid_arcs(buf[oid_start:oid_stop])))
             i = stop
 
-        self.refresh_effects()
         effects = self.effects.get(community)
         overrides: Mapping[int, bytes] = {}
         if effects is not None:

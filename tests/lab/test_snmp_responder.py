@@ -209,3 +209,15 @@ def test_an_effect_on_an_unknown_oid_is_refused(qnap: dict[bytes, Walk], tmp_pat
     served = responder(qnap, tmp_path, [{"community": "qnap", "oid": "1.3.6.9", "tag": "2", "value": "1"}], Clock(0))
     with pytest.raises(ValueError, match="qnap: no OID 1.3.6.9 in its walk"):
         served.refresh_effects()
+
+
+def test_a_broken_effects_file_keeps_the_previous_effects(
+    qnap: dict[bytes, Walk], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    served = responder(qnap, tmp_path, [{"community": "other", "silent": True}], Clock(0))
+    assert served.answer(message("GetRequestPDU", [IF_OPER_STATUS_1], community="other")) is None
+    (tmp_path / "effects.partial").write_text("[{")
+    (tmp_path / "effects.partial").replace(tmp_path / "effects.json")
+    assert served.answer(message("GetRequestPDU", [IF_OPER_STATUS_1], community="other")) is None
+    assert served.answer(message("GetRequestPDU", [IF_OPER_STATUS_1])) is not None
+    assert capsys.readouterr().err.count("the previous effects stay") == 1

@@ -54,12 +54,14 @@ import re
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from agent.api import Sample
 from agent.api.alerts import FIRING, PENDING, RESOLVED, Alert, AlertTransition, fingerprint
-from agent.api.rules import Inhibition, Rule
+from agent.api.expressions import Expression
+from agent.api.rules import Inhibition, Rule, TagMatcher
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ COLLECTION = "collection"
 DEFAULT_NON_IDENTIFYING_TAGS = frozenset({"if_alias", "if_descr", "description", "sys_descr", "location"})
 
 ParentMap = Mapping[tuple[str, str], str]
+# A rule with its compiled forms read once (a pydantic private attribute costs a lookup each time).
+CompiledRule = tuple[Rule, tuple[TagMatcher, ...], Expression]
 
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -131,7 +135,10 @@ class AlertEngine:
         self.rules = [rule for rule in given if rule.enabled]
         # target rule name -> (source rule name, inhibition), and the order rules are applied in
         self._inhibitions = _check_inhibitions(given, self.rules)
-        self._passes = _passes(self.rules)
+        self._passes = [
+            {measurement: [(rule, rule.matchers, rule.condition) for rule in rules] for measurement, rules in p.items()}
+            for p in _passes(self.rules)
+        ]
         self.clock = clock
         self.parents: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()  # the writing connection; evaluate() holds it for a batch
@@ -148,6 +155,7 @@ class AlertEngine:
         # Opened once the schema exists; in WAL mode its reads never wait for the writer.
         self._reader = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         self._reader.row_factory = sqlite3.Row
+        self._active_counts = self._count_active()
 
     def close(self) -> None:
         with self._lock, self._read_lock:
@@ -184,14 +192,29 @@ class AlertEngine:
                 # One pass per inhibition depth: a source's alert exists before its targets are seen.
                 for by_measurement in self._passes:
                     for sample in ordered:
-                        for rule in by_measurement.get(sample.measurement, ()):
-                            if all(m.matches(sample.tags) for m in rule.matchers):
-                                self._apply(rule, sample, now, transitions)
+                        for rule, matchers, condition in by_measurement.get(sample.measurement, ()):
+                            if all(m.matches(sample.tags) for m in matchers):
+                                self._apply(rule, condition, sample, now, transitions)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
+                self._active_counts = self._count_active()
                 raise
         return transitions
+
+    def _count_active(self) -> Counter[tuple[str, str, str]]:
+        """(rule, client, device) -> pending or firing alerts, so that a good sample of an object
+        with none (nearly every sample) costs neither a fingerprint nor a query."""
+        counts: Counter[tuple[str, str, str]] = Counter()
+        for row in self._db.execute("SELECT rule, labels FROM alerts WHERE state IN ('pending', 'firing')"):
+            counts[_object(row["rule"], json.loads(row["labels"]))] += 1
+        return counts
+
+    def _ended(self, alert: Alert) -> None:
+        key = _object(alert.rule, alert.labels)
+        self._active_counts[key] -= 1
+        if self._active_counts[key] <= 0:
+            del self._active_counts[key]
 
     def _record_status(self, sample: Sample) -> None:
         client, device = sample.tags.get("client"), sample.tags.get("device")
@@ -211,10 +234,12 @@ class AlertEngine:
         labels["alertname"] = rule.name
         return labels
 
-    def _apply(self, rule: Rule, sample: Sample, now: float, out: list[AlertTransition]) -> None:
-        cond = rule.condition.evaluate(sample.fields, sample.tags)
+    def _apply(self, rule: Rule, condition: Expression, sample: Sample, now: float, out: list[AlertTransition]) -> None:
+        cond = condition.evaluate(sample.fields, sample.tags)
         if cond is None:
             return
+        if not cond and _object(rule.name, sample.tags) not in self._active_counts:
+            return  # nothing to clear
         labels = self._labels(rule, sample)
         fp = fingerprint(labels)
         ts = sample.timestamp_ns / 1e9
@@ -226,6 +251,7 @@ class AlertEngine:
                 alert = Alert(fp, rule.name, labels, rule.severity, summary, PENDING, started_at=ts)
                 alert.last_sample_at = ts
                 alert.id = self._insert(alert)
+                self._active_counts[_object(rule.name, labels)] += 1
                 out.append(AlertTransition(_copy(alert), None, PENDING, now))
             else:
                 alert.last_sample_at = max(ts, alert.last_sample_at or ts)
@@ -241,6 +267,7 @@ class AlertEngine:
             return
         if alert is None:
             return
+        self._ended(alert)
         if alert.state == PENDING:
             self._db.execute("DELETE FROM alerts WHERE id = ?", (alert.id,))
             return
@@ -364,6 +391,10 @@ class AlertEngine:
 
     def firing(self) -> list[Alert]:
         return self.alerts(states=[FIRING])
+
+
+def _object(rule: str, labels: Mapping[str, Any]) -> tuple[str, str, str]:
+    return rule, str(labels.get("client", "")), str(labels.get("device", ""))
 
 
 def _check_inhibitions(given: Sequence[Rule], enabled: Sequence[Rule]) -> dict[str, list[tuple[str, Inhibition]]]:

@@ -403,3 +403,19 @@ def test_reads_do_not_wait_for_an_evaluation_in_another_thread(db):
         release.set()
         worker.join()
     assert eng.firing() == [] and [a.state for a in eng.alerts()] == [RESOLVED]
+
+
+class _BrokenFields(dict):
+    def get(self, key, default=None):
+        raise RuntimeError("a collector bug")
+
+
+def test_a_batch_that_fails_half_way_changes_nothing(db):
+    eng = make(db)
+    eng.evaluate([collection(T0, "unreachable", device="sw-core-1")], now=T0)
+    back = collection(T0 + 60, "ok", device="sw-core-1")
+    broken = Sample("snmp_interface", iface(T0 + 61, "down").tags, _BrokenFields(), int((T0 + 61) * 1e9))
+    with pytest.raises(RuntimeError):
+        eng.evaluate([back, broken], now=T0 + 61)
+    assert [a.state for a in eng.alerts()] == [FIRING]  # the resolution was rolled back with the batch
+    assert states(eng.evaluate([back], now=T0 + 62)) == [("device_unreachable", FIRING, RESOLVED)]

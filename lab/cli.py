@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -98,6 +99,9 @@ def _runtime_dir(args: argparse.Namespace) -> Path:
 
 
 def _up(args: argparse.Namespace) -> int:
+    if not getattr(args, "verbose", False):
+        # The fake GLPI's access log would print a line per request the agent makes (`vigie -v` shows it).
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     try:
         estate = Estate.load(args.estate, os.environ, args.secrets)
     except EstateError as exc:

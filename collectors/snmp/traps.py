@@ -262,6 +262,7 @@ class Counters:
     unknown_trap: int = 0
     overflow: int = 0
     informs_acknowledged: int = 0
+    confirmation_rounds: int = 0
     cleared: int = 0
 
     def fields(self) -> dict[str, int]:
@@ -438,6 +439,7 @@ class TrapReceiver:
     # -- periodic ---------------------------------------------------------------------------------
     async def _confirm(self) -> None:
         self.counters.cleared += await self.events.confirm(self.context.state.latest, self.context.submit)
+        self.counters.confirmation_rounds += 1
 
     async def _health(self) -> None:
         fields: dict[str, int] = {**self.counters.fields(), "open_events": self.events.count(),

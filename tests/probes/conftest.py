@@ -1,10 +1,14 @@
-"""Real servers on loopback for the probes: HTTPS with trustme certificates, ..."""
+"""Real servers on loopback for the probes (HTTPS with trustme certificates; the DNS, RDAP and
+PostgreSQL servers live with their tests), and a network namespace with an address nobody answers."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import ssl
-from collections.abc import AsyncIterator
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +17,12 @@ import trustme
 
 from lab.web_fake import WebFake
 
+from .helpers import VIGIE
+
 SERVER_NAME = "app.vigie.test"
 LOGINS = {"probe": "s3cret-pass"}
 TOKENS = frozenset({"bearer-token-123"})
+SILENT = "198.18.0.2"  # on the namespace's veth link: nothing there, and nothing leaves the namespace
 
 
 @dataclass(frozen=True)
@@ -77,3 +84,34 @@ async def https_expiring(pki: Pki) -> AsyncIterator[WebFake]:
 async def http() -> AsyncIterator[WebFake]:
     async for fake in _serve(WebFake(logins=LOGINS, tokens=TOKENS)):
         yield fake
+
+
+@pytest.fixture(scope="module")
+def netns() -> Iterator[str]:
+    """A namespace with its loopback and a veth pair: 198.18.0.1/24 on one end, nothing on the
+    other, and a permanent neighbour entry so the echo requests to SILENT go out (no ARP to fail
+    and turn into "host unreachable") and are dropped at the far end, unanswered."""
+    name = f"vigie-probes-{uuid.uuid4().hex[:8]}"
+    add = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if add.returncode != 0:
+        pytest.skip(f"cannot create a network namespace here (ip netns add: {add.stderr.strip() or add.returncode})")
+    try:
+        for command in (
+            ["link", "set", "lo", "up"],
+            ["link", "add", "silent0", "type", "veth", "peer", "name", "silent1"],
+            ["addr", "add", "198.18.0.1/24", "dev", "silent0"],
+            ["link", "set", "silent0", "up"],
+            ["link", "set", "silent1", "up"],
+            ["neigh", "add", SILENT, "lladdr", "02:00:00:00:00:02", "dev", "silent0", "nud", "permanent"],
+        ):
+            subprocess.run(["ip", "-n", name, *command], check=True, capture_output=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def collect_in(netns: str, url: str) -> tuple[int, list[dict]]:
+    """`vigie collect URL --json` run inside the namespace: exit status, JSON lines."""
+    done = subprocess.run(["ip", "netns", "exec", netns, *VIGIE, "collect", url, "--json"],
+                          capture_output=True, text=True, timeout=60)
+    return done.returncode, [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]

@@ -6,6 +6,7 @@ import asyncio
 
 from probes.tcp import PLUGIN, TcpOptions
 
+from .conftest import SILENT, collect_in
 from .helpers import T0, engine, firing, free_tcp_port, of, run_poll, sink, status, target, vigie_collect
 
 
@@ -53,3 +54,12 @@ def test_vigie_collect_takes_a_tcp_url() -> None:
     assert code == 0, stderr
     assert [line["measurement"] for line in lines] == ["tcp_port", "collection"]
     assert lines[0]["fields"]["outcome"] == "refused"
+
+
+def test_a_silent_host_is_unreachable_with_every_port_reported(netns) -> None:
+    code, lines = collect_in(netns, f"tcp://{SILENT}?ports=22,443&timeout_s=0.5")
+    assert code == 1
+    assert [(line["tags"].get("port"), line["fields"]["status"]) for line in lines] == [
+        ("22", "down"), ("443", "down"), (None, "unreachable")
+    ]
+    assert lines[0]["fields"]["outcome"] == "silent"

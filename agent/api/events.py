@@ -204,7 +204,7 @@ class OpenEvents:
     def remember(self, sample: Sample, clearing: Clearing) -> None:
         at = sample.timestamp_ns / 1e9
         tags = json.dumps(dict(sample.tags), sort_keys=True)
-        key = f"{sample.measurement} {tags}"
+        key = f"{sample.measurement} {tags}"  # as is_open builds it
         with self._lock:
             self._db.execute(
                 "INSERT INTO open_events(key, measurement, tags, clearing, first_at, last_at) VALUES (?,?,?,?,?,?) "
@@ -219,6 +219,11 @@ class OpenEvents:
                     (excess,),
                 )
                 log.warning("%d open event(s) dropped unconfirmed: more than %d open", excess, self.max_events)
+
+    def is_open(self, measurement: str, tags: Mapping[str, str]) -> bool:
+        key = f"{measurement} {json.dumps(dict(tags), sort_keys=True)}"
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM open_events WHERE key = ?", (key,)).fetchone() is not None
 
     def count(self) -> int:
         with self._lock:

@@ -73,7 +73,8 @@ class FirstRound:
             self._report()
 
     def _report(self) -> None:
-        counts = ", ".join(f"{n} {status}" for status, n in self._statuses.most_common())
+        ordered = sorted(self._statuses.items(), key=lambda item: (item[0] != "ok", -item[1], item[0]))
+        counts = ", ".join(f"{n} {status}" for status, n in ordered)
         named = ", ".join(self._not_ok[:NAMED_FAILURES])
         if len(self._not_ok) > NAMED_FAILURES:
             named += f" and {len(self._not_ok) - NAMED_FAILURES} more (vigie status)"

@@ -233,9 +233,9 @@ class Agent:
         await self.services.stop()
         stopped("services")
         self.scheduler.stop()
-        stopped("polls (runs in progress cancelled)")
+        stopped("polls, runs in progress cancelled")
         await self.pipeline.stop()
-        stopped("pipeline (batches already queued delivered)")
+        stopped("pipeline, batches already queued delivered")
         await self.dispatcher.stop()  # bounded: calls in flight are cancelled, retried at the next start
         stopped("ticket lanes")
         await self.store.close()

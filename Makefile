@@ -7,8 +7,9 @@ PYTHON ?= /usr/bin/python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# python3-venv: the venv itself; victoria-metrics: the real line-protocol peer of the store tests.
-APT_PACKAGES := python3-venv python3-pip victoria-metrics
+# python3-venv: the venv itself; victoria-metrics: the real line-protocol peer of the store tests;
+# postgresql: the real server of the PostgreSQL probe's tests; iproute2: their network namespaces.
+APT_PACKAGES := python3-venv python3-pip victoria-metrics postgresql iproute2
 PYTEST_WORKERS ?= 2
 
 .PHONY: demo test bench lint system-deps clean

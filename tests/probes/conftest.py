@@ -1,5 +1,6 @@
-"""Real servers on loopback for the probes (HTTPS with trustme certificates; the DNS, RDAP and
-PostgreSQL servers live with their tests), and a network namespace with an address nobody answers."""
+"""Real servers on loopback for the probes: HTTPS with trustme certificates, a PostgreSQL primary
+and its replica (the DNS and RDAP fakes live with their tests); and a network namespace with an
+address nobody answers."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import datetime as dt
 import json
 import ssl
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -15,9 +17,10 @@ from pathlib import Path
 import pytest
 import trustme
 
+from lab.postgres_cluster import PostgresCluster, binaries
 from lab.web_fake import WebFake
 
-from .helpers import VIGIE
+from .helpers import VIGIE, free_tcp_port
 
 SERVER_NAME = "app.vigie.test"
 LOGINS = {"probe": "s3cret-pass"}
@@ -115,3 +118,41 @@ def collect_in(netns: str, url: str) -> tuple[int, list[dict]]:
     done = subprocess.run(["ip", "netns", "exec", netns, *VIGIE, "collect", url, "--json"],
                           capture_output=True, text=True, timeout=60)
     return done.returncode, [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+@dataclass(frozen=True)
+class Postgres:
+    primary: PostgresCluster
+    replica: PostgresCluster
+    user: str
+    password: str
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A real PostgreSQL primary with databases `app` and `reports`, a monitoring role, and a
+    streaming replica named `replica-1`."""
+    if binaries() is None:
+        pytest.skip("no PostgreSQL binaries (Debian package `postgresql`, in the Makefile's APT_PACKAGES)")
+    primary = PostgresCluster.create(free_tcp_port(), superuser_password="lab-superuser-pw")
+    try:
+        primary.start()
+        primary.sql(
+            "CREATE ROLE vigie_probe LOGIN PASSWORD 'probe-pw-123' IN ROLE pg_monitor",
+            "CREATE ROLE replicator LOGIN REPLICATION PASSWORD 'replicator-pw'",
+            "CREATE DATABASE app",
+            "CREATE DATABASE reports",
+        )
+        replica = primary.replica(free_tcp_port(), "replica-1", "replicator", "replicator-pw").start()
+        try:
+            # streaming, and its first feedback in: a lag can be computed (a deadline, not a timing)
+            deadline = time.monotonic() + 60
+            query = "SELECT 1 FROM pg_stat_replication WHERE application_name = 'replica-1' AND replay_lsn IS NOT NULL"
+            while not primary.sql(query):
+                assert time.monotonic() < deadline, "the replica never streamed"
+                time.sleep(0.05)
+            yield Postgres(primary, replica, "vigie_probe", "probe-pw-123")
+        finally:
+            replica.remove()
+    finally:
+        primary.remove()

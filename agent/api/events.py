@@ -115,12 +115,13 @@ class Attribution:
             if address in self._sources:
                 return self._sources[address]
             found = self._by_address.get(address, [])
-            if len(found) > 1 and hostname:
+            shared = len(found) > 1
+            if shared and hostname:
                 name = hostname.lower()
                 found = [d for d in found if d.name.lower() in (name, name.split(".", 1)[0])]
             if len(found) == 1:
                 return found[0]
-            ambiguous = ambiguous or len(found) > 1
+            ambiguous = ambiguous or shared
         return AMBIGUOUS_SOURCE if ambiguous else UNKNOWN_SOURCE
 
 

@@ -365,9 +365,15 @@ def lab_secrets(estate_texts: Iterable[str]) -> str:
         for client in data["clients"]:
             for site in client["sites"]:
                 for device in site["devices"]:
-                    if "credentials" in device:
-                        community = f"{client['name']}/{device['name']}"
-                        lines.append(f"{device['credentials']}: {{community: {community}}}")
+                    if "credentials" not in device:
+                        continue
+                    if "postgresql" in (device.get("collectors") or {}):
+                        # the PostgreSQL probe's login (the lab's PostgreSQL creates this role)
+                        name = device["credentials"]
+                        lines.append(f"{name}: {{user: vigie_probe, password: lab-fake-{name}}}")
+                        continue
+                    community = f"{client['name']}/{device['name']}"
+                    lines.append(f"{device['credentials']}: {{community: {community}}}")
             for key in ("app_token", "user_token"):
                 ref = client.get("ticketing", {}).get(key)
                 if ref:

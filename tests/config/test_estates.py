@@ -50,7 +50,7 @@ def test_lab_port_comes_from_the_environment(lab_secrets: Path) -> None:
 
 def test_unwritten_collectors_are_warnings(lab_secrets: Path) -> None:
     config = load_config(ESTATES / "ofdt.yaml", lab_secrets, environ={})
-    assert any("no collector plugin named 'http'" in w for w in config.warnings)
+    assert any("no collector plugin named 'm365'" in w for w in config.warnings)
     assert all(w.startswith(f"{ESTATES / 'ofdt.yaml'}:") for w in config.warnings)
 
 

@@ -166,10 +166,26 @@ async def test_recorded_walks(watch, walk: str, firing: set[tuple[str, str]]) ->
 
 async def test_sophos_psu_back_resolves_the_family_alert_and_drops_the_held_one(watch) -> None:
     device = watch("sophos-xg_xgs2100")
+    psu2 = "1.3.6.1.4.1.2604.5.1.9.4.1.2.2"  # 1 up, 2 down (as recorded)
     await _fault(device, {})
     assert device.firing() == {("sophos_xg_psu_failed", "Power supply 2")}
-    await _cleared(device, {"1.3.6.1.4.1.2604.5.1.9.4.1.2.2": 1})
+    try:
+        await _cleared(device, {psu2: 1})
+    finally:
+        device.set({psu2: 2})  # the lab is shared: back as recorded
     assert device.resolved() == {("sophos_xg_psu_failed", "Power supply 2")}
+
+
+async def test_sophos_left_standalone_is_one_ticket(watch) -> None:
+    device = watch("sophos-xg_xgs2100")
+    ha = "1.3.6.1.4.1.2604.5.1.4"  # .4.0 this appliance: 2 standalone, 3 primary; .5.0 its peer: 0 n/a, 1 auxiliary
+    await _fault(device, {f"{ha}.4.0": 2, f"{ha}.5.0": 0})
+    assert device.firing() - {("sophos_xg_psu_failed", "Power supply 2")} == {("sophos_xg_ha_local_faulty", "")}
+    assert ("sophos_xg_ha_peer_lost", "", "sophos_xg_ha_local_faulty") in device.held()
+    device.set({f"{ha}.4.0": 3, f"{ha}.5.0": 1})
+    await device.poll(T0 + 120)
+    assert device.firing() == {("sophos_xg_psu_failed", "Power supply 2")}  # as recorded
+    assert device.held() == {("sensor_critical", "Power supply 2", "sophos_xg_psu_failed")}
 
 
 # -- switches ---------------------------------------------------------------------------------------
@@ -374,6 +390,21 @@ async def test_idrac_hot_probe_holds_the_global_rollup_only(watch) -> None:
         ("idrac_health_critical", "global", "idrac_component_critical"),
     }
     await _cleared(device, {probe: 3, GLOBAL: 3})
+
+
+async def test_idrac_predictive_disk_failure_holds_the_warning_rollups(watch) -> None:
+    device = watch("drac_r640")
+    smart = f"{IDRAC}.5.5.1.20.130.4.1.31.2"  # physicalDiskSmartAlertIndication: 2 predictive failure
+    device.set({smart: 2, STORAGE: 4, GLOBAL: 4})  # nonCritical roll-ups
+    for t in (T0, T0 + 300):  # the roll-up's warning waits 5 minutes
+        await device.poll(t)
+    ((rule, _disk),) = device.firing()
+    assert rule == "idrac_disk_predictive_failure"
+    assert {(r, what, by) for r, what, by in device.held()} == {
+        ("idrac_health_warning", "global", "idrac_disk_predictive_failure"),
+        ("idrac_health_warning", "storage", "idrac_disk_predictive_failure"),
+    }
+    await _cleared(device, {smart: 0, STORAGE: 3, GLOBAL: 3})
 
 
 async def test_idrac_rollup_with_no_component_behind_it_pages(watch) -> None:

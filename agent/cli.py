@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
 
     def read_only_view(name: str, help_: str, func) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
-        with_config(p, required=False)
+        # no --secrets: a view reads the config's names and its state directory, never a secret
+        p.add_argument("--config", "-c", type=Path, help="estate YAML file: its devices and agent.state_dir")
         p.add_argument("--state-dir", type=Path, default=None, help="default: the config's agent.state_dir")
         p.add_argument("--client", help="only this client's")
         p.add_argument("--json", action="store_true", help="print JSON lines (times in epoch seconds)")
@@ -180,27 +181,66 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _redacted(url: str) -> str:
-    """``url`` without its user part: a community or a key must never reach a terminal or a log."""
+def _redacted(url: str, text: str | None = None) -> str:
+    """``text`` (default: ``url`` itself) with ``url``'s user part masked: a community or a key must
+    never reach a terminal or a log. The user part is all before the last ``@``: a key holding a
+    ``/`` left unencoded is still masked, though a URL parser would read its start as the host.
+    A message may quote the URL, or a piece of its user part, as written, percent-decoded or
+    escaped by ``repr``: each form is masked."""
+    import re
+    from urllib.parse import unquote
+
     scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
+    if not sep:
+        scheme, rest = "", url
+    user, at, host = rest.rpartition("@")
+    masked = f"{scheme}{sep}***@{host}" if at else url
+    if text is None:
+        return masked
+    text = text.replace(repr(url), repr(masked)).replace(url, masked)
+    pieces = {user, *re.split(r"[:/?#]", user)} if at else set()
+    pieces |= {unquote(piece) for piece in pieces}
+    forms = {form for piece in pieces for form in (piece, repr(piece)[1:-1])} - {""}
+    if not forms:
+        return text
+    # ignoring case: a parser lower-cases what it reads as a host name
+    pattern = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
+    return re.sub(pattern, "***", text, flags=re.IGNORECASE)
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from agent.config.checks import SECRET_KEYS
     from agent.inventory import Poll
     from agent.plugins import UnknownPlugin
 
+    if args.timeout is not None and not 0 < args.timeout <= 86400:
+        print("vigie collect: --timeout: give seconds, more than 0 and at most 86400", file=sys.stderr)
+        return EXIT_USAGE
     plugins = _plugins()
     if args.url:
-        scheme = args.url.partition("://")[0]
+        url = args.url
+        scheme, sep, _ = url.partition("://")
+        if not sep:
+            print(f"vigie collect: {_redacted(url)}: not a URL (SCHEME://..., e.g. snmp://COMMUNITY@HOST)",
+                  file=sys.stderr)
+            return EXIT_USAGE
         try:
             collector, parse = plugins.url_parser(scheme)
-            target, raw_options = parse(args.url)
+            target, raw_options = parse(url)
             spec = plugins.collector(collector)
             options = spec.options.model_validate(raw_options)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
+            print(f"vigie collect: {_redacted(url)}: {_redacted(url, problems)}", file=sys.stderr)
+            return EXIT_USAGE
         except (UnknownPlugin, ValueError) as exc:
-            message = str(exc).replace(args.url, _redacted(args.url))
-            print(f"vigie collect: {_redacted(args.url)}: {message}", file=sys.stderr)
+            message = str(exc).removeprefix(f"{url!r}: ")  # the parser's own echo of the URL
+            print(f"vigie collect: {_redacted(url)}: {_redacted(url, message)}", file=sys.stderr)
             return EXIT_USAGE
         timeout = args.timeout or _default_timeout(options)
         polls = [Poll(target=target, collector=collector, options=options, interval_s=60, timeout_s=timeout,
@@ -215,13 +255,18 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         if not devices:
             print(f"vigie collect: no device {args.device!r} in {args.config}", file=sys.stderr)
             return EXIT_USAGE
+        on_device = sorted({name for d in devices for name in d.collectors})
+        if args.collector is not None and args.collector not in on_device:
+            print(f"vigie collect: {args.device}: no collector {args.collector!r} on this device "
+                  f"(its collectors: {', '.join(on_device) or 'none'})", file=sys.stderr)
+            return EXIT_USAGE
         polls = [
             p for p in _polls(config, plugins)
             if p.target.name == device and (not client or p.target.tags.get("client") == client)
             and (args.collector is None or p.collector == args.collector)
         ]
         if not polls:
-            wanted = args.collector or ", ".join(sorted({n for d in devices for n in d.collectors})) or "none"
+            wanted = args.collector or ", ".join(on_device) or "none"
             installed = ", ".join(plugins.names("collectors")) or "none"
             print(f"vigie collect: {args.device}: no installed collector to run (asked: {wanted}; "
                   f"installed: {installed})", file=sys.stderr)
@@ -232,6 +277,26 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         print("vigie collect: give a URL, or --config FILE --device NAME", file=sys.stderr)
         return EXIT_USAGE
     samples = asyncio.run(_collect_once(polls, plugins))
+    # What a collector writes in a sample is its own text: mask the polls' secrets (and the URL's
+    # user part) in whatever it says.
+    secrets = sorted(
+        {str(v) for p in polls for k, v in p.target.credentials.items() if k in SECRET_KEYS and str(v)},
+        key=len, reverse=True,
+    )
+
+    def masked(value):
+        if not isinstance(value, str):
+            return value
+        if args.url:
+            value = _redacted(args.url, value)
+        for secret in secrets:
+            value = value.replace(secret, "***")
+        return value
+
+    samples = [
+        replace(s, tags={k: masked(v) for k, v in s.tags.items()}, fields={k: masked(v) for k, v in s.fields.items()})
+        for s in samples
+    ]
     _print_samples(samples, as_json=args.json)
     failed = [s for s in samples if s.measurement == "collection" and s.fields.get("status") != "ok"]
     return 1 if failed else 0
@@ -369,7 +434,7 @@ def _cmd_tickets(args: argparse.Namespace) -> int:
     tickets = ticket_rows(files, client=args.client)
     estate = _estate(args)
     receivers = [r for r in estate.receivers if args.client in (None, r.client)] if estate else None
-    _print_view(tickets_view(tickets, ticket_places(files, tickets, receivers), time.time()), tickets, args.json)
+    _print_view(tickets_view(tickets, ticket_places(tickets, receivers), time.time()), tickets, args.json)
     return 0
 
 

@@ -1,11 +1,11 @@
 """The views drawn for a terminal (rich), 80 columns and up.
 
 Names are never cut: client, device, rule and receiver names sit on their own or wrap at a space,
-so each appears whole on one line (only a single word wider than the terminal could be folded).
-A URL or a path is never folded either: one longer than the line is left to the terminal, so that it
-can still be copied whole.
-Tables keep their short columns (severity, state, times) at their width and give the rest of the
-line to one column holding the names and the free text, on as many lines as it needs.
+so each appears whole on one line. Tables keep their short columns (severity, state, times) at
+their width and give the rest of the line, some 45 columns of 80, to one column holding the names
+and the free text on as many lines as it needs; only a single name wider than that would be folded.
+A URL or a path is never folded: one longer than the line is left to the terminal, so that it can
+still be copied whole.
 
 Times are the operator's local time: of the day when on the same day as ``now``, else with the date.
 """
@@ -23,7 +23,7 @@ from rich.text import Text
 
 from agent.views.alerts import AlertRow
 from agent.views.status import DOWN, UNKNOWN, UNREACHABLE, UP, CollectorStatus, DeviceStatus
-from agent.views.tickets import LOG_RECEIVER, TicketPlace, TicketRow
+from agent.views.tickets import BUILT_IN_RECEIVER, TicketPlace, TicketRow
 
 STATE_STYLES = {UP: "green", DOWN: "bold red", UNREACHABLE: "yellow", UNKNOWN: "dim"}
 SEVERITY_STYLES = {"critical": "bold red", "major": "red", "minor": "yellow", "warning": "yellow"}
@@ -145,8 +145,10 @@ def tickets_view(tickets: Sequence[TicketRow], places: Sequence[TicketPlace], no
     if not tickets:
         parts.append(Text("no tickets"))
     for place in places:
-        receiver = "the built-in log" if place.receiver == LOG_RECEIVER else place.receiver
-        parts.append(Text(f"{place.client}: tickets in {receiver}" + (":" if place.where else ""), style="dim"))
+        if place.receiver == BUILT_IN_RECEIVER:
+            parts.append(Text(f"{place.client}: tickets in the built-in log (all listed here)", style="dim"))
+            continue
+        parts.append(Text(f"{place.client}: tickets in {place.receiver}" + (":" if place.where else ""), style="dim"))
         if place.where:
             parts.append(_whole(place.where))
     return Group(*parts)

@@ -19,6 +19,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import socket
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -69,6 +70,24 @@ class TokenBucket:
         self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < refill_s}
         if len(self._buckets) >= self.max_keys:
             self._buckets.clear()
+
+
+RECEIVE_BUFFER = 4 * 1024 * 1024  # bytes; Linux caps it at net.core.rmem_max
+
+
+def udp_socket(address: str, port: int) -> socket.socket:
+    """A UDP socket bound to ``address:port`` with a receive buffer for a burst (a linkDown storm
+    of a stack reloading) while the event loop is busy: what overflows it is lost unseen."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        sock.bind((address, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 def plain_address(address: str) -> str:
@@ -185,7 +204,7 @@ CREATE INDEX IF NOT EXISTS open_events_last ON open_events(last_at);
 class OpenEvents:
     """The active events a receiver submitted, until the device confirms each is over.
 
-    ``remember`` is called for every active event sample (a recurrence moves its ``last_at``);
+    ``remember`` is given the active event samples submitted (a recurrence moves ``last_at``);
     ``confirm`` checks them all against the polled state and submits the ``active: False``
     samples of those that are over. At most ``max_events`` are kept: past it, the oldest are
     dropped (logged), their alerts left firing rather than solved without a confirmation."""
@@ -196,33 +215,42 @@ class OpenEvents:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # a power cut may lose the last events remembered; their alerts then stay firing until an
+        # operator acts, which is the safe side
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def remember(self, sample: Sample, clearing: Clearing) -> None:
-        at = sample.timestamp_ns / 1e9
-        tags = json.dumps(dict(sample.tags), sort_keys=True)
-        key = f"{sample.measurement} {tags}"  # as is_open builds it
+    def remember(self, events: Sequence[tuple[Sample, Clearing]]) -> None:
+        """Remember these active event samples (one transaction; blocking: run it in a thread)."""
+        rows = []
+        for sample, clearing in events:
+            tags = json.dumps(dict(sample.tags), sort_keys=True)
+            at = sample.timestamp_ns / 1e9
+            rows.append((f"{sample.measurement} {tags}", sample.measurement, tags, clearing.to_json(), at, at))
         with self._lock:
-            self._db.execute(
+            self._db.execute("BEGIN")
+            self._db.executemany(
                 "INSERT INTO open_events(key, measurement, tags, clearing, first_at, last_at) VALUES (?,?,?,?,?,?) "
                 "ON CONFLICT(key) DO UPDATE SET last_at = MAX(last_at, excluded.last_at), clearing = excluded.clearing",
-                (key, sample.measurement, tags, clearing.to_json(), at, at),
+                rows,
             )
             (count,) = self._db.execute("SELECT COUNT(*) FROM open_events").fetchone()
-            if count > self.max_events:
-                excess = count - self.max_events
+            excess = count - self.max_events
+            if excess > 0:
                 self._db.execute(
                     "DELETE FROM open_events WHERE key IN (SELECT key FROM open_events ORDER BY last_at LIMIT ?)",
                     (excess,),
                 )
-                log.warning("%d open event(s) dropped unconfirmed: more than %d open", excess, self.max_events)
+            self._db.execute("COMMIT")
+        if excess > 0:
+            log.warning("%d open event(s) dropped unconfirmed: more than %d open", excess, self.max_events)
 
     def is_open(self, measurement: str, tags: Mapping[str, str]) -> bool:
-        key = f"{measurement} {json.dumps(dict(tags), sort_keys=True)}"
+        key = f"{measurement} {json.dumps(dict(tags), sort_keys=True)}"  # as remember builds it
         with self._lock:
             return self._db.execute("SELECT 1 FROM open_events WHERE key = ?", (key,)).fetchone() is not None
 

@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent.api import DeviceInfo, PluginSpec, Rule, Sample, ServiceContext
-from agent.api.events import UNKNOWN_SOURCE, Attribution, Clearing, OpenEvents, TokenBucket
+from agent.api.events import UNKNOWN_SOURCE, Attribution, Clearing, OpenEvents, TokenBucket, udp_socket
 from agent.api.expressions import Expression, compile_expression
 from collectors.snmp import ber
 
@@ -306,9 +306,8 @@ class TrapReceiver:
                                  self.options.max_open_events)
         loop = asyncio.get_running_loop()
         try:
-            self._transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Protocol(self), local_addr=(self.options.address, self.options.port)
-            )
+            sock = udp_socket(self.options.address, self.options.port)
+            self._transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
         except OSError as exc:
             self.events.close()
             hint = " (below 1024 needs CAP_NET_BIND_SERVICE, see TRAPS.md)" if self.options.port < 1024 else ""
@@ -394,9 +393,9 @@ class TrapReceiver:
             if not samples:
                 continue
             await self.context.submit([sample for sample, _ in samples])
-            for sample, event in samples:
-                if event.active and event.clearing is not None:
-                    self.events.remember(sample, event.clearing)
+            active = [(sample, event.clearing) for sample, event in samples if event.active and event.clearing]
+            if active:
+                await asyncio.to_thread(self.events.remember, active)
 
     async def _sample(self, accepted: Accepted) -> tuple[Sample, Event] | None:
         definition, trap, device = accepted.definition, accepted.trap, accepted.device

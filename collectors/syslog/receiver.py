@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.api import DeviceInfo, Rule, Sample, ServiceContext, TagMatcher
-from agent.api.events import UNKNOWN_SOURCE, Attribution, Clearing, OpenEvents, TokenBucket
+from agent.api.events import UNKNOWN_SOURCE, Attribution, Clearing, OpenEvents, TokenBucket, udp_socket
 from collectors.syslog.parse import Framer, FramingError, Message, SyslogError, parse
 from collectors.syslog.store import MessageStore, StoredMessage
 
@@ -245,9 +245,8 @@ class SyslogReceiver:
         address = self.options.address
         try:
             if self.options.udp_port is not None:
-                self._udp, _ = await loop.create_datagram_endpoint(
-                    lambda: _Protocol(self), local_addr=(address, self.options.udp_port)
-                )
+                sock = udp_socket(address, self.options.udp_port)
+                self._udp, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
                 self.udp_port = self._udp.get_extra_info("sockname")[1]
             if self.options.tcp_port is not None:
                 self._tcp = await asyncio.start_server(self._connection, address, self.options.tcp_port)
@@ -354,9 +353,10 @@ class SyslogReceiver:
                 continue
             await self.context.submit([sample for sample, _ in built])
             self.counters.events += len(built)
-            for sample, pattern in built:
-                if sample.fields.get("active") and pattern.clearing is not None:
-                    self.events.remember(sample, pattern.clearing)
+            active = [(sample, pattern.clearing) for sample, pattern in built
+                      if sample.fields.get("active") and pattern.clearing is not None]
+            if active:
+                await asyncio.to_thread(self.events.remember, active)
 
     async def _event(self, accepted: Accepted) -> tuple[Sample, Pattern] | None:
         device, message = accepted.device, accepted.message

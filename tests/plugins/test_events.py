@@ -86,7 +86,7 @@ def test_an_event_ends_only_on_a_poll_read_after_it_that_says_so(tmp_path: Path)
     clock, state = Clock(), PolledState()
     events = OpenEvents(tmp_path / "events.db", clock)
     trap = Sample("snmp_trap", {**BASE, "trap": "link_down", "if_index": "3"}, {"active": True}, int(clock.now * 1e9))
-    events.remember(trap, LINK)
+    events.remember([(trap, LINK)])
     # a poll from before the trap, and one read within settle_s of it, say nothing
     state.poll("snmp_interface", {**BASE, "if_index": "3"}, {"oper_status": "up"}, clock.now - 30)
     assert events.over(state.latest) == []
@@ -107,10 +107,10 @@ def test_a_recurrence_moves_the_confirmation_after_it_and_a_restart_keeps_events
     clock, state = Clock(), PolledState()
     events = OpenEvents(tmp_path / "events.db", clock)
     trap = Sample("snmp_trap", {**BASE, "trap": "link_down", "if_index": "3"}, {"active": True}, int(clock.now * 1e9))
-    events.remember(trap, LINK)
+    events.remember([(trap, LINK)])
     state.poll("snmp_interface", {**BASE, "if_index": "3"}, {"oper_status": "up"}, clock.now + 30)
     again = Sample(trap.measurement, trap.tags, trap.fields, int((clock.now + 40) * 1e9))
-    events.remember(again, LINK)
+    events.remember([(again, LINK)])
     events.close()
     events = OpenEvents(tmp_path / "events.db", clock)
     assert events.count() == 1 and events.over(state.latest) == []
@@ -122,10 +122,11 @@ def test_every_polled_series_must_agree_and_quiet_ends_what_no_poll_sees(tmp_pat
     clock, state = Clock(), PolledState()
     events = OpenEvents(tmp_path / "events.db", clock)
     fans = Clearing(measurement="snmp_sensor", match={"sensor_class": "fan"}, when="state == 'ok'")
-    events.remember(Sample("snmp_trap", {**BASE, "trap": "fan_failed"}, {"active": True}, int(clock.now * 1e9)), fans)
+    fan_failed = Sample("snmp_trap", {**BASE, "trap": "fan_failed"}, {"active": True}, int(clock.now * 1e9))
+    events.remember([(fan_failed, fans)])
     disk = Clearing(quiet_s=3600)
-    events.remember(Sample("syslog_event", {**BASE, "event": "disk_error"}, {"active": True}, int(clock.now * 1e9)),
-                    disk)
+    events.remember([(Sample("syslog_event", {**BASE, "event": "disk_error"}, {"active": True}, int(clock.now * 1e9)),
+                      disk)])
     for n, fan_state in ((1, "ok"), (2, "crit")):
         state.poll("snmp_sensor", {**BASE, "sensor": f"fan {n}", "sensor_class": "fan"}, {"state": fan_state},
                    clock.now + 20)
@@ -146,7 +147,7 @@ def test_open_events_are_bounded_oldest_first(tmp_path: Path) -> None:
     events = OpenEvents(tmp_path / "events.db", clock, max_events=2)
     for n in range(3):
         tags = {**BASE, "trap": "link_down", "if_index": str(n)}
-        events.remember(Sample("snmp_trap", tags, {"active": True}, int((clock.now + n) * 1e9)), LINK)
+        events.remember([(Sample("snmp_trap", tags, {"active": True}, int((clock.now + n) * 1e9)), LINK)])
     state = PolledState()
     for n in range(3):
         state.poll("snmp_interface", {**BASE, "if_index": str(n)}, {"oper_status": "up"}, clock.now + 100)

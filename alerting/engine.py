@@ -18,8 +18,9 @@ Model (after Prometheus / Alertmanager):
   UI can show "stale since".
 - **Inhibition.** ``collection`` samples record per (client, device, collector) whether the device
   answered. A device is *unreachable* when, among the collection statuses seen within
-  ``status_ttl_s``, one is in ``unreachable_statuses`` and none is ``ok`` (so a device that still
-  answers ping while SNMP fails is not unreachable). An unreachable device inhibits the alerts whose
+  ``status_ttl_s``, one is in ``unreachable_statuses`` and none says it answered (``ok``,
+  ``partial``, ``error``: a device that still answers ping while SNMP fails, or whose SNMP walks
+  half fail, is not unreachable). An unreachable device inhibits the alerts whose
   ``client`` and ``device`` labels are equal to it (Alertmanager ``equal: [client, device]``; a
   missing label is a non-match) and the alerts of every device whose ``parents`` chain leads to it.
   A device's own ``collection`` alerts are not inhibited by its own status (a rule never inhibits
@@ -66,6 +67,8 @@ from agent.api.rules import Inhibition, Rule, TagMatcher
 log = logging.getLogger(__name__)
 
 COLLECTION = "collection"
+# `collection` statuses of a run the device answered, whatever it said (docs/METRICS.md).
+ANSWERED = frozenset({"ok", "partial", "error"})
 DEFAULT_NON_IDENTIFYING_TAGS = frozenset({"if_alias", "if_descr", "description", "sys_descr", "location"})
 
 ParentMap = Mapping[tuple[str, str], str]
@@ -329,7 +332,7 @@ class AlertEngine:
             (client, device, at - self.status_ttl_s),
         ).fetchall()
         statuses = {r["status"] for r in rows}
-        return bool(statuses & self.unreachable_statuses) and "ok" not in statuses
+        return bool(statuses & self.unreachable_statuses) and not statuses & ANSWERED
 
     # -- storage ------------------------------------------------------------------------------
 

@@ -188,6 +188,18 @@ def test_ok_from_another_collector_means_reachable(db):
     assert eng.is_unreachable("vsgp", "sw-core-1", T0 + 10 + 7200) is False  # statuses expire (status_ttl_s)
 
 
+@pytest.mark.parametrize("answered", ["partial", "error"])
+def test_a_device_that_answered_something_is_reachable(db, answered):
+    # SNMP walks half failed (partial) or came back with errors: the device is up, whatever ping says.
+    eng = make(db)
+    samples = [
+        collection(T0, "unreachable", device="sw-core-1", collector="icmp"),
+        collection(T0, answered, device="sw-core-1", collector="snmp"),
+    ]
+    eng.evaluate(samples, now=T0)
+    assert eng.is_unreachable("vsgp", "sw-core-1", T0) is False
+
+
 @pytest.mark.parametrize(
     ("rule", "problem"),
     [

@@ -48,19 +48,9 @@ class DeviceStatus:
     site: str | None
     state: str  # up | down | unreachable | unknown
     collectors: tuple[CollectorStatus, ...]
+    last_poll_at: float | None = None  # its latest turn, any collector
     behind: str | None = None  # unreachable: the device ("client/device") that is down in front of it
     firing: int = 0  # its alerts firing now
-
-    @property
-    def last(self) -> CollectorStatus | None:
-        """The collector turn that ran last."""
-        polled = [c for c in self.collectors if c.at is not None]
-        return max(polled, key=lambda c: c.at or 0.0) if polled else None
-
-    @property
-    def last_poll_at(self) -> float | None:
-        last = self.last
-        return last.at if last else None
 
 
 def device_statuses(
@@ -88,14 +78,15 @@ def device_statuses(
             behind = _down_ancestor(key, parents, states) or inhibitors.get(key)
             if behind is not None:
                 state = UNREACHABLE
-        last = turns.get(key, {})
+        last = tuple(turns.get(key, {}).get(name, CollectorStatus(name)) for name in names)
         found.append(
             DeviceStatus(
                 client=key[0],
                 device=key[1],
                 site=sites.get(key),
                 state=state,
-                collectors=tuple(last.get(name, CollectorStatus(name)) for name in names),
+                collectors=last,
+                last_poll_at=max((turn.at for turn in last if turn.at is not None), default=None),
                 behind=behind,
                 firing=firing.get(key, 0),
             )

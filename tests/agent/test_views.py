@@ -402,6 +402,7 @@ async def test_commands_read_the_state_dir_of_the_config_without_secrets(
         ("acme", "printer", UNKNOWN),
         ("acme", "srv", UP),
     ]
+    assert {s["device"]: s["last_poll_at"] for s in statuses if s["client"] == "beta"} == {"fw": T0 + 90}
     assert main(["status", "--config", str(config), "--client", "beta"]) == 0
     out = capsys.readouterr().out
     assert "beta/fw" in out and "acme/" not in out

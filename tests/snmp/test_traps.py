@@ -272,3 +272,24 @@ async def test_a_psu_trap_ends_when_the_polled_sensor_is_ok_again(running) -> No
     clock.now += 30
     await poll(agent, "snmp_sensor", "core-1", sensor, {"state": "ok"}, clock.now)
     await until(lambda: not firing(agent, "snmp_trap_psu_failed"), "resolution by the polled sensor")
+
+
+async def test_one_fault_one_ticket_the_polled_rule_is_held_while_the_trap_alert_fires(running) -> None:
+    agent, port, clock = running
+    uplink = {"if_index": "5", "if_name": "Te1/1/1", "if_alias": "Uplink fibre"}
+    await poll(agent, "snmp_interface", "core-1", uplink, {"admin_status": "up", "oper_status": "up", "was_up": True},
+               clock.now - 60)
+    send(link(LINK_DOWN, 5, 1, 2), port, "127.0.0.2")
+    await until(lambda: firing(agent, "snmp_trap_uplink_down"), "the trap's alert")
+    # the link stays down: the polls say so for over a minute, which alone would fire interface_down
+    down = {"admin_status": "up", "oper_status": "down", "was_up": True}
+    for step in (15, 60):
+        clock.now += step
+        await poll(agent, "snmp_interface", "core-1", uplink, down, clock.now)
+    assert [a.rule for a in agent.engine.firing()] == ["snmp_trap_uplink_down"]
+    (held,) = [a for a in agent.engine.alerts(["pending"]) if a.rule == "interface_down"]
+    assert held.inhibited_by.startswith("snmp_trap_uplink_down/")
+    clock.now += 60
+    await poll(agent, "snmp_interface", "core-1", uplink, {**down, "oper_status": "up"}, clock.now)
+    await until(lambda: not agent.engine.firing(), "both ended by the poll")
+    assert not [a for a in agent.engine.alerts(["pending"]) if a.rule == "interface_down"]

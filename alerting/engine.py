@@ -34,10 +34,12 @@ Model (after Prometheus / Alertmanager):
   side is a non-match) stays pending with ``inhibited_by = "<source rule>/<source fingerprint>"``,
   and fires at its next bad sample once no source holds it. So a Sophos PSU down fires
   ``sophos_xg_psu_failed`` and not also the generic ``sensor_critical``. As with unreachable
-  devices, a target already firing stays firing. Targets must name rules the engine was given
-  (disabled ones count: disabling a target is not a typo), a rule may not inhibit itself and the
-  inhibitions may not form a cycle; each batch is evaluated source rules first, so a target is
-  held in the very batch its source starts in.
+  devices, a target already firing stays firing. The copy of a source rule scoped to one client
+  (the runner's ``client`` matcher) holds that client's alerts only, by that client's alerts: a
+  client that overrides a rule's ``inhibits`` changes nothing for the others. Targets must name
+  rules the engine was given (disabled ones count: disabling a target is not a typo), a rule may
+  not inhibit itself and the inhibitions may not form a cycle; each batch is evaluated source
+  rules first, so a target is held in the very batch its source starts in.
 - **Persistence.** Everything lives in SQLite (WAL); each :meth:`evaluate` is one transaction, so
   a restart continues from the last committed cycle.
 - **Threads.** :meth:`evaluate` is meant to run in a worker thread (the agent's alert lane calls it
@@ -305,13 +307,19 @@ class AlertEngine:
 
     def _inhibiting_alert(self, alert: Alert) -> str | None:
         """``<rule>/<fingerprint>`` of a pending or firing alert whose rule inhibits ``alert``."""
-        for source, inhibition in self._inhibitions.get(alert.rule, ()):
+        for source, inhibition, client in self._inhibitions.get(alert.rule, ()):
+            if client is not None and alert.labels.get("client") != client:
+                continue  # another client's copy of the source rule declares this one
             if not inhibition.selects(alert.labels):
                 continue
             # A source alert without one of the equal labels has NULL there: a non-match.
-            same = "".join(" AND json_extract(labels, ?) = ?" for _ in inhibition.equal)
+            equal = [
+                *inhibition.equal,
+                *(["client"] if client is not None and "client" not in inhibition.equal else []),
+            ]
+            same = "".join(" AND json_extract(labels, ?) = ?" for _ in equal)
             args: list[Any] = [source]
-            for label in inhibition.equal:
+            for label in equal:
                 args += [f'$."{label}"', alert.labels[label]]
             row = self._db.execute(
                 "SELECT fingerprint FROM alerts WHERE rule = ? AND state IN ('pending', 'firing')"
@@ -400,18 +408,27 @@ def _object(rule: str, labels: Mapping[str, Any]) -> tuple[str, str, str]:
     return rule, str(labels.get("client", "")), str(labels.get("device", ""))
 
 
-def _check_inhibitions(given: Sequence[Rule], enabled: Sequence[Rule]) -> dict[str, list[tuple[str, Inhibition]]]:
-    """Target rule name -> [(source rule name, inhibition)] of the enabled rules. Raise ValueError
-    on a target that names no rule given (naming both rules) and on a cycle of inhibitions, in
-    which rules would hold each other back and none would fire."""
+def _client_of(rule: Rule) -> str | None:
+    """The client a rule's copy is scoped to (the runner's exact `client` matcher), if any."""
+    raw = rule.match.get("client")
+    return None if raw is None or raw.startswith(("~", "!")) else raw
+
+
+def _check_inhibitions(
+    given: Sequence[Rule], enabled: Sequence[Rule]
+) -> dict[str, list[tuple[str, Inhibition, str | None]]]:
+    """Target rule name -> [(source rule name, inhibition, client of the declaring copy or None)]
+    of the enabled rules: a client's copy holds back that client's alerts only. Raise ValueError on
+    a target that names no rule given (naming both rules) and on a cycle of inhibitions, in which
+    rules would hold each other back and none would fire."""
     known = {rule.name for rule in given}
-    by_target: dict[str, list[tuple[str, Inhibition]]] = {}
+    by_target: dict[str, list[tuple[str, Inhibition, str | None]]] = {}
     edges: dict[str, set[str]] = {}
     for rule in enabled:
         for inhibition in rule.inhibits:
             if inhibition.rule not in known:
                 raise ValueError(f"rule {rule.name} inhibits {inhibition.rule}, which is not a rule")
-            entry = (rule.name, inhibition)
+            entry = (rule.name, inhibition, _client_of(rule))
             if entry not in by_target.setdefault(inhibition.rule, []):
                 by_target[inhibition.rule].append(entry)
             edges.setdefault(rule.name, set()).add(inhibition.rule)

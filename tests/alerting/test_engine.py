@@ -431,3 +431,23 @@ def test_a_batch_that_fails_half_way_changes_nothing(db):
         eng.evaluate([back, broken], now=T0 + 61)
     assert [a.state for a in eng.alerts()] == [FIRING]  # the resolution was rolled back with the batch
     assert states(eng.evaluate([back], now=T0 + 62)) == [("device_unreachable", FIRING, RESOLVED)]
+
+
+def test_an_inhibition_belongs_to_the_client_whose_copy_declares_it(db):
+    # The runner gives the engine one copy of each rule per client (a `client` matcher); client
+    # ofdt overrode the family rule with `inhibits: []`, so its generic alert fires beside it.
+    rules = [
+        GENERIC.with_changes(match={"client": "vsgp"}),
+        GENERIC.with_changes(match={"client": "ofdt"}),
+        FAMILY.with_changes(match={**FAMILY.match, "client": "vsgp"}),
+        FAMILY.with_changes(match={**FAMILY.match, "client": "ofdt"}, inhibits=[]),
+    ]
+    eng = make(db, rules=rules)
+    both = [sensor(T0, "crit"), sensor(T0, "crit", client="ofdt")]
+    eng.evaluate(both, now=T0)
+    eng.evaluate(at(T0 + 60, both), now=T0 + 60)
+    assert sorted((a.client, a.rule) for a in eng.firing()) == [
+        ("ofdt", "sensor_critical"),
+        ("ofdt", "sophos_xg_psu_failed"),
+        ("vsgp", "sophos_xg_psu_failed"),
+    ]

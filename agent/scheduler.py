@@ -9,17 +9,27 @@ ordered by a hash of their keys and spaced evenly over it (see `phases`), so a r
 device at the same second of the minute and adding a device barely moves the others (Prometheus
 offsets its scrapes by a hash of the target the same way, without the even spacing).
 
-Load. At most ``max_in_flight`` runs go at once; a turn that comes due while every slot is taken
+Load. A bounded number of runs go at once; a turn that comes due while every slot is taken
 waits in a queue, oldest first. Why a bound: with no bound a saturated core shares itself between
 every poll in flight, each takes longer, more pile up, and all of them reach their timeout (1,000
-switches on one core: a third of the polls completed, a thousand false device-down tickets). A
-turn that cannot start within its lag budget (half its interval, at most ``max_lag_s``) is not run
-late: it ends in a `collection` sample with status ``overloaded`` saying how far behind the agent
-is, which the alert engine reads as "observed nothing", never as a device that is down. A run's
-hard timeout starts when it starts, so waiting for a slot never turns into a device timeout. A
-turn that comes while the previous run of the same poll is still going is ``skipped`` (counted,
-never stacked). The ``vigie_agent`` health sample says how far behind the agent is (``behind_s``),
-so a rule can alert on the agent itself.
+switches on one core: a third of the polls completed, a thousand false device-down tickets). The
+bound adapts, between `MIN_IN_FLIGHT` and ``max_in_flight``: every second it is cut by a quarter
+while the agent's threads keep its cores saturated (running, or waiting for a core that other
+processes share), and grown by a quarter while they do not and turns are waiting. On loopback,
+where a poll costs CPU and almost no waiting, two or three runs at once keep the core busy and each
+run short; over a WAN, where a poll mostly waits for answers, the bound grows until the core is
+busy.
+
+Lateness. A turn that cannot start within its lag budget (half its interval, at most
+``max_lag_s``) is not run late: it ends in a `collection` sample with status ``overloaded`` saying
+how far behind the agent is, which the alert engine reads as "observed nothing", never as a device
+that is down. A run that fails on time (``timeout``, ``unreachable``) while the event loop stood
+still for `LOOP_STALLED_S` or more is ``overloaded`` too: its answers may have sat unread, and the
+agent cannot tell whether the device or itself was slow. A run's hard timeout starts when it
+starts, so waiting for a slot never turns into a device timeout. A turn that comes while the
+previous run of the same poll is still going is ``skipped`` (counted, never stacked). The
+``vigie_agent`` health sample says how far behind the agent is (``behind_s``, ``loop_lag_s``), so
+a rule can alert on the agent itself.
 
 Why one timer loop rather than a task or job per poll: a slow or dead switch must still never delay
 the others (Telegraf's SNMP input serialises agents and one dead one stalls a whole gather), and the
@@ -41,6 +51,7 @@ import asyncio
 import hashlib
 import heapq
 import logging
+import os
 import socket
 import time
 from collections import deque
@@ -66,8 +77,50 @@ BLOCKING_THREAD_PREFIX = "vigie-blocking"
 NOT_RUN_STATUSES = frozenset({"skipped", "overloaded"})
 DEFAULT_MAX_IN_FLIGHT = 64
 DEFAULT_MAX_LAG_S = 30.0
+# The adaptive bound on runs in flight (see the module docstring): where it starts, how low it goes.
+START_IN_FLIGHT = 4
+MIN_IN_FLIGHT = 2
+STEER_EVERY_S = 1.0  # a change shows only once runs in flight end: look again no sooner
+SATURATED = 0.9  # of the usable cores' time the agent's threads ran or waited to run: cut
+UNSATURATED = 0.75  # under this, with turns waiting: grow
+HEARTBEAT_S = 0.1
+LOOP_STALLED_S = 1.0  # a heartbeat this late while a run went: its failure on time is not the device's
 # The pace of the first turns after a start, per interval (see `Scheduler.plan`).
 STARTUP_POLLS_PER_S = 10.0
+
+
+# The counter of each run outcome.
+_COUNTER = {
+    "ok": "ok",
+    "partial": "partial",
+    "error": "errors",
+    "unreachable": "unreachable",
+    "timeout": "timeouts",
+    "overloaded": "overloaded",
+}
+
+
+def cpu_demand_s() -> float:
+    """Seconds the agent's threads ran or waited to run, per usable core, since they started.
+
+    Ran *or waited*: a core shared with other processes gives the agent less CPU time while it
+    has as much to do; only the time spent waiting for the core tells it is saturated. Linux keeps
+    both per thread (/proc/<pid>/task/*/schedstat); elsewhere this is the process's CPU time.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        tasks = list(os.scandir("/proc/self/task"))
+    except OSError:
+        return time.process_time() / cores
+    total_ns = 0
+    for task in tasks:
+        try:
+            with open(os.path.join(task.path, "schedstat"), encoding="ascii") as stat:
+                run_ns, wait_ns, _slices = stat.read().split()
+        except (OSError, ValueError):  # a thread that just ended
+            continue
+        total_ns += int(run_ns) + int(wait_ns)
+    return total_ns / 1e9 / cores
 
 
 def poll_key(poll: Poll) -> str:
@@ -111,6 +164,10 @@ class Counters:
     # The largest lag (start, or give-up, minus due time) of the turns due since the last
     # health sample, in seconds.
     max_lag_s: float | None = None
+    # The latest the event loop ran the heartbeat since the last health sample, in seconds.
+    max_loop_lag_s: float | None = None
+    # Of the usable cores' time, how much the agent's threads ran or waited to run, lately.
+    saturation: float | None = None
 
     def drain_latencies(self) -> list[float]:
         taken, self.latencies = self.latencies, []
@@ -121,6 +178,13 @@ class Counters:
 
     def drain_max_lag(self) -> float | None:
         taken, self.max_lag_s = self.max_lag_s, None
+        return taken
+
+    def loop_lagged(self, lag_s: float) -> None:
+        self.max_loop_lag_s = lag_s if self.max_loop_lag_s is None else max(self.max_loop_lag_s, lag_s)
+
+    def drain_max_loop_lag(self) -> float | None:
+        taken, self.max_loop_lag_s = self.max_loop_lag_s, None
         return taken
 
 
@@ -165,6 +229,7 @@ class Scheduler:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         max_lag_s: float = DEFAULT_MAX_LAG_S,
         device_tags: DeviceTags | None = None,
+        cpu_demand: Callable[[], float] = cpu_demand_s,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
@@ -187,6 +252,12 @@ class Scheduler:
         self._monotonic = monotonic
         self._workers = workers
         self._max_in_flight = max_in_flight
+        self._limit = min(START_IN_FLIGHT, max_in_flight)
+        self._cpu_demand = cpu_demand
+        self._steered: tuple[float, float] | None = None  # (monotonic, cpu demand) when last steered
+        self._stalls: deque[tuple[float, float]] = deque()  # (monotonic, lag) of stalled heartbeats
+        # Stalls are kept as long as a run can last (a blocked thread may outlast its timeout).
+        self._longest_run_s = 2 * max((p.timeout_s for p in polls), default=0.0)
         self._max_lag_s = max_lag_s
         self._device_tags = device_tags
         self.counters = Counters()
@@ -230,25 +301,23 @@ class Scheduler:
                 error = f"no complete answer within {poll.timeout_s:g} s"
             else:  # the collector's own timeout (a socket's, say) leaked out as TimeoutError
                 error = f"TimeoutError: {exc}" if str(exc) else "TimeoutError"
-            self.counters.timeouts += 1
         except Unreachable as exc:
             status, error = "unreachable", str(exc)
-            self.counters.unreachable += 1
         except CollectError as exc:
             status, error = "error", str(exc)
-            self.counters.errors += 1
         except Exception as exc:  # a collector bug must not stop the agent; it is reported as a sample
             log.exception("collector %s failed on %s", poll.collector, poll.target.name)
             status, error = "error", f"{type(exc).__name__}: {exc}"
             bug = True
-            self.counters.errors += 1
         finally:
             self.counters.in_flight -= 1
-        if status == "ok" and sink.errors:
+        stall = self._stall_since(started)
+        if status in ("timeout", "unreachable") and stall is not None:
+            # Its answers may have sat unread while the loop stood still: nothing is known of the device.
+            status, error = "overloaded", f"{error}, but the agent itself stalled {stall:.1f} s meanwhile"
+        elif status == "ok" and sink.errors:
             status, error = "partial", "; ".join(sink.errors)
-            self.counters.partial += 1
-        elif status == "ok":
-            self.counters.ok += 1
+        setattr(self.counters, _COUNTER[status], getattr(self.counters, _COUNTER[status]) + 1)
         duration = self._monotonic() - started
         self.counters.latencies.append(duration)
         produced = len(sink.samples)
@@ -257,7 +326,8 @@ class Scheduler:
             {
                 "status": status,
                 # answered at all, whatever it said; unknown (None) when the collector itself crashed
-                "reachable": None if bug else status in ("ok", "partial", "error"),
+                # or the agent was too stalled to tell
+                "reachable": None if bug or status == "overloaded" else status in ("ok", "partial", "error"),
                 "duration_s": round(duration, 6),
                 "samples": produced,
                 "error": error,
@@ -348,7 +418,7 @@ class Scheduler:
             turn = heapq.heappop(self._expiries)[2]
             if not turn.started:
                 self._give_up(turn, now)
-        while self._waiting and len(self._holding) < self._max_in_flight:
+        while self._waiting and len(self._holding) < self._limit:
             turn = self._waiting.popleft()
             if not turn.given_up:
                 self._queued -= 1
@@ -415,6 +485,53 @@ class Scheduler:
             if self._wakeup is not None:
                 self._wakeup.set()  # a slot is free
 
+    # -- the bound on runs in flight ------------------------------------------------------------
+
+    def observe_loop_lag(self, lag_s: float) -> None:
+        """How late the event loop ran the heartbeat (`start()` measures it every `HEARTBEAT_S`);
+        once every `STEER_EVERY_S`, also the time to steer the bound on runs in flight."""
+        now = self._monotonic()
+        self.counters.loop_lagged(lag_s)
+        if lag_s >= LOOP_STALLED_S:
+            self._stalls.append((now, lag_s))
+        while self._stalls and now - self._stalls[0][0] > self._longest_run_s:
+            self._stalls.popleft()
+        if self._steered is None:
+            self._steered = (now, self._cpu_demand())
+        elif now - self._steered[0] >= STEER_EVERY_S:
+            demand = self._cpu_demand()
+            self._steer((demand - self._steered[1]) / (now - self._steered[0]))
+            self._steered = (now, demand)
+
+    def _steer(self, saturation: float) -> None:
+        """Cut the bound by a quarter while the cores are saturated; grow it by a quarter while
+        they are not and turns wait for a slot. Why saturation and not how late callbacks run:
+        a saturated loop still runs each callback soon, as each is short, while every run takes
+        as many times longer as there are runs in flight, up to its timeout."""
+        self.counters.saturation = saturation
+        if saturation >= SATURATED:
+            self._limit = max(min(MIN_IN_FLIGHT, self._max_in_flight), self._limit * 3 // 4)
+        elif saturation < UNSATURATED and self._queued and len(self._holding) >= self._limit:
+            self._limit = min(self._max_in_flight, self._limit + max(1, self._limit // 4))
+            if self._wakeup is not None:
+                self._wakeup.set()
+
+    def _stall_since(self, started: float) -> float | None:
+        """The longest stall of the event loop seen since ``started`` (monotonic), if any."""
+        return max((lag for at, lag in self._stalls if at >= started), default=None)
+
+    @property
+    def in_flight_limit(self) -> int:
+        """How many runs may go at once now."""
+        return self._limit
+
+    async def _heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            expected = loop.time() + HEARTBEAT_S
+            await asyncio.sleep(HEARTBEAT_S)
+            self.observe_loop_lag(max(0.0, loop.time() - expected))
+
     @property
     def queued(self) -> int:
         """Turns due and waiting for a slot."""
@@ -447,6 +564,7 @@ class Scheduler:
     def health_sample(self) -> Sample:
         latencies = self.counters.drain_latencies()
         behind = self.counters.drain_max_lag()
+        loop_lag = self.counters.drain_max_loop_lag()
         fields: dict[str, float | int | None] = {
             "polls": len(self.polls),
             "runs": self.counters.runs,
@@ -458,11 +576,15 @@ class Scheduler:
             "overruns": self.counters.overruns,
             "overloaded": self.counters.overloaded,
             "in_flight": self.counters.in_flight,
+            "in_flight_limit": self._limit,
+            "saturation": None if self.counters.saturation is None else round(self.counters.saturation, 3),
             "queued": self.queued,
             "latency_avg_s": round(sum(latencies) / len(latencies), 6) if latencies else None,
             "latency_max_s": round(max(latencies), 6) if latencies else None,
             # The largest lag of the turns due since the last health sample (given-up ones included).
             "behind_s": None if behind is None else round(behind, 6),
+            # How late the event loop ran a callback at worst since the last health sample.
+            "loop_lag_s": None if loop_lag is None else round(loop_lag, 6),
         }
         for name, depth in self._queue_depths().items():
             fields[f"queue_{name}"] = depth
@@ -490,6 +612,7 @@ class Scheduler:
         self._tasks = [
             loop.create_task(self._loop(), name="scheduler"),
             loop.create_task(self._health_loop(), name="scheduler-health"),
+            loop.create_task(self._heartbeat(), name="scheduler-heartbeat"),
         ]
         for task in self._tasks:
             task.add_done_callback(_report_crash)

@@ -334,6 +334,138 @@ async def test_turns_missed_while_the_loop_itself_was_stuck_are_not_run_to_catch
         assert statuses == ["overloaded"] + ["ok"] * ran[name]
 
 
+class Demand:
+    """The agent's CPU demand as the test says: seconds per core, accumulated on the fake clock."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock, self.total = clock, 0.0
+
+    def run(self, seconds: float, saturation: float) -> None:
+        self.total += seconds * saturation
+        self.clock.advance(seconds)
+
+    def __call__(self) -> float:
+        return self.total
+
+
+async def test_the_bound_grows_while_the_cores_have_room_and_turns_wait_and_is_cut_while_saturated():
+    clock = FakeClock()
+    changes = Changes()
+    demand = Demand(clock)
+    active = [0, 0]
+    held = {f"sw-{i}": Held(changes, active) for i in range(40)}
+    polls = [make_poll(name, interval_s=60, timeout_s=10) for name in held]
+    sched = scheduler(polls, held, clock, Recorder(changes), max_in_flight=24, cpu_demand=demand)
+    sched.plan()
+    step_until(sched, clock, lambda: sched.running + sched.queued == 40)
+    assert (sched.in_flight_limit, sched.running) == (4, 4)  # a few at first
+    sched.observe_loop_lag(0.0)  # the first heartbeat only takes a reading
+
+    # Half the core used while turns wait: a quarter more slots each second, up to max_in_flight.
+    limits = []
+    for _ in range(10):
+        demand.run(1.0, saturation=0.5)
+        sched.observe_loop_lag(0.001)
+        sched.step()
+        limits.append((sched.in_flight_limit, sched.running))
+    assert limits[:6] == [(5, 5), (6, 6), (7, 7), (8, 8), (10, 10), (12, 12)]
+    assert limits[-1] == (24, 24) and sched.queued == 16
+    assert sched.health_sample().fields["saturation"] == 0.5
+
+    # Saturated: a quarter less each second, never under MIN_IN_FLIGHT, whatever the loop's lag.
+    cuts = []
+    for _ in range(7):
+        demand.run(1.0, saturation=0.97)
+        sched.observe_loop_lag(0.001)
+        cuts.append(sched.in_flight_limit)
+    assert cuts == [18, 13, 9, 6, 4, 3, 2]
+    # Runs already going are not stopped; new ones wait until fewer than the bound are in flight.
+    sched.step()
+    assert (sched.running, sched.queued) == (24, 16)
+    await changes.until(lambda: active[0] == 24)
+    for h in held.values():
+        h.release.set()
+    await changes.until(lambda: sched.running == 0)
+    sched.step()
+    assert sched.running == 2
+    await sched.drain()
+
+
+async def test_between_the_two_marks_or_with_no_turn_waiting_the_bound_holds():
+    clock = FakeClock()
+    demand = Demand(clock)
+    changes = Changes()
+    active = [0, 0]
+    held = {f"sw-{i}": Held(changes, active) for i in range(10)}
+    polls = [make_poll(name, interval_s=60) for name in held]
+    sched = scheduler(polls, held, clock, max_in_flight=24, cpu_demand=demand)
+    sched.plan()
+    step_until(sched, clock, lambda: sched.queued == 6)
+    sched.observe_loop_lag(0.0)
+    for _ in range(5):
+        demand.run(1.0, saturation=0.8)
+        sched.observe_loop_lag(0.0)
+    assert sched.in_flight_limit == 4
+    for h in held.values():
+        h.release.set()
+    await changes.until(lambda: sched.running == 0)
+
+    starts: list[tuple[str, float, float]] = []
+    idle = stamped(polls, clock, starts, max_in_flight=24, cpu_demand=demand)
+    idle.plan()
+    await drive(idle, clock, clock.mono + 60)
+    idle.observe_loop_lag(0.0)
+    for _ in range(5):
+        demand.run(1.0, saturation=0.1)  # room to spare, but no turn waits
+        idle.observe_loop_lag(0.0)
+    assert ({name for name, _, _ in starts}, idle.in_flight_limit) == (set(held), 4)
+
+
+class StallsThenFails:
+    """The event loop stands still while it waits (the test says so), then the answer is missing."""
+
+    name = "fake"
+
+    def __init__(self, sched_box: list[Scheduler], stall_s: float, error: Exception) -> None:
+        self.sched_box, self.stall_s, self.error = sched_box, stall_s, error
+
+    async def collect(self, target: Target, sink: Sink) -> None:
+        if self.stall_s:
+            self.sched_box[0].observe_loop_lag(self.stall_s)
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("stall_s", "error", "status", "reachable"),
+    [
+        (1.5, Unreachable("192.0.2.1: no answer to SNMP GET"), "overloaded", None),
+        (1.5, TimeoutError(), "overloaded", None),
+        (0.3, Unreachable("192.0.2.1: no answer to SNMP GET"), "unreachable", False),  # late, not stalled
+        (0.0, TimeoutError(), "timeout", False),
+    ],
+    ids=["unreachable-while-stalled", "timeout-while-stalled", "unreachable-while-late", "timeout"],
+)
+async def test_a_failure_on_time_while_the_loop_stalled_says_nothing_about_the_device(
+    stall_s, error, status, reachable
+):
+    clock = FakeClock()
+    box: list[Scheduler] = []
+    poll = make_poll("sw-1")
+    sched = scheduler([poll], {"sw-1": StallsThenFails(box, stall_s, error)}, clock)
+    box.append(sched)
+    sched.observe_loop_lag(5.0)  # a stall before the run began is not the run's
+    clock.advance(1)
+
+    (collection,) = await sched.run_poll(poll)
+
+    assert collection.fields["status"] == status
+    assert collection.fields["reachable"] is reachable
+    if status == "overloaded":
+        assert collection.fields["error"].endswith(f"but the agent itself stalled {stall_s:.1f} s meanwhile")
+        assert (sched.counters.overloaded, sched.counters.unreachable, sched.counters.timeouts) == (1, 0, 0)
+    assert sched.health_sample().fields["loop_lag_s"] == 5.0
+
+
 # -------------------------------------------------------------------------- partial and for_device
 
 

@@ -342,10 +342,13 @@ async def test_health_sample_reports_counters_latency_and_queue_depths():
         "overruns": 0,
         "overloaded": 0,
         "in_flight": 1,
+        "in_flight_limit": 4,
+        "saturation": None,  # not started: never steered
         "queued": 0,
         "latency_avg_s": pytest.approx(0.3),
         "latency_max_s": pytest.approx(0.4),
         "behind_s": None,  # runs by hand are on no schedule
+        "loop_lag_s": None,  # not started: no heartbeat
         "queue_store": 3,
         "queue_alerts": 0,
     }
@@ -504,7 +507,9 @@ async def test_blocking_collectors_run_in_a_bounded_pool():
             await asyncio.to_thread(blocking_call)
             sink.emit("fake_metric", {"value": 1.0})
 
-    blocking = [make_poll(f"legacy-{i}", interval_s=0.2) for i in range(5)]
+    # Three blocking polls and a fast one: the scheduler's first bound on runs in flight (four)
+    # lets them all go at once, so what holds the third blocking call back is the pool.
+    blocking = [make_poll(f"legacy-{i}", interval_s=0.2) for i in range(3)]
     fast = FastCollector(changes=changes)
     polls = [*blocking, make_poll("sw-fast", interval_s=0.02)]
     collectors: dict[str, Any] = {p.target.name: BlockingCollector() for p in blocking} | {"sw-fast": fast}
@@ -512,8 +517,8 @@ async def test_blocking_collectors_run_in_a_bounded_pool():
 
     try:
         with running(sched):
-            # All five blocking calls submitted, two running: the other three wait in the pool queue.
-            await changes.until(lambda: state["submitted"] == 5 and state["active"] == 2)
+            # All three blocking calls submitted, two running: the third waits in the pool queue.
+            await changes.until(lambda: state["submitted"] == 3 and state["active"] == 2)
             with lock:
                 assert state["active"] == 2
             # A saturated pool does not stall the event loop: asyncio devices go on.

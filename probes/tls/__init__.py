@@ -41,7 +41,7 @@ class TlsOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     port: Annotated[int, Field(ge=1, le=65535), BeforeValidator(_not_bool)] = 443
-    server_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.*:-]+$", max_length=253)] | None = None
+    server_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.:-]+$", max_length=253)] | None = None
     ca_bundle: Path | None = None
     timeout_s: Annotated[float, Field(gt=0, le=60), BeforeValidator(_not_bool)] = 5.0
 

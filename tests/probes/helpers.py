@@ -32,13 +32,6 @@ def sink(now: float = T0) -> Sink:
     return Sink(BASE_TAGS, lambda: int(now * 1e9))
 
 
-def plugins() -> Plugins:
-    """The installed plugins, as the agent finds them (entry points)."""
-    found = Plugins.discover()
-    assert not [p for p in found.problems if "probes." in p], found.problems
-    return found
-
-
 async def run_poll(spec: PluginSpec, options: Any, tgt: Target, timeout_s: float = 20) -> list[Sample]:
     """One run through the scheduler's run_poll: the samples and the `collection` sample."""
     validated = spec.options.model_validate(options) if isinstance(options, dict) else options

@@ -91,6 +91,9 @@ async def test_vigie_collect_takes_a_dns_url(resolver) -> None:
     assert code == 0, stderr
     assert [line["measurement"] for line in lines] == ["dns_query", "collection"]
     assert lines[0]["fields"]["result"] == "ok"
-    # a port nobody listens on: no answer
-    code, lines, _ = await asyncio.to_thread(vigie_collect, f"dns://127.0.0.1:{free_udp_port()}/x.test?timeout_s=1")
-    assert code == 1 and lines[-1]["fields"]["status"] == "unreachable"
+
+
+async def test_a_port_nobody_listens_on_is_unreachable() -> None:
+    samples = await run_poll(PLUGIN, {"queries": [{"name": "x.test"}], "port": free_udp_port(), "timeout_s": 1},
+                             target())
+    assert status(samples)["status"] == "unreachable"

@@ -31,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         # APScheduler logs every job run at INFO: noise next to the agent's own messages.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per HTTP probe request
     try:
         return args.func(args)
     except SystemExit as exit_:  # a refused config ends the command with its status, not a traceback

@@ -48,14 +48,17 @@ def build_polls(config: Config, clients: Collection[str] | None = None) -> list[
                     credentials=config.credentials(secret) if secret else {},
                     tags=tags,
                 )
+                # A plugin whose options carry interval_s sets its own pace (ICMP's fast path:
+                # a site down within 15 s); the device's timeout and jitter then fit inside it.
+                interval_s = getattr(options, "interval_s", None) or settings.interval_s
                 polls.append(
                     Poll(
                         target=target,
                         collector=collector,
                         options=options,
-                        interval_s=settings.interval_s,
-                        timeout_s=settings.timeout_s,
-                        jitter_s=settings.jitter_s,
+                        interval_s=interval_s,
+                        timeout_s=min(settings.timeout_s, interval_s),
+                        jitter_s=min(settings.jitter_s, interval_s / 10),
                     )
                 )
     return polls

@@ -165,6 +165,15 @@ def _client_graph_checks(client: YamlMap, loc: tuple[Any, ...]) -> list[Problem]
 
 
 
+def _optional(model: type[BaseModel]) -> bool:
+    """Credentials a plugin can do without (an HTTP check of a public page): the empty login fits."""
+    try:
+        model.model_validate({})
+    except ValidationError:
+        return False
+    return True
+
+
 def valid_part(raw: YamlMap) -> tuple[Config, list[int]] | None:
     """The valid part of a file pydantic rejected: everything but the clients, plus each client
     that validates alone, with its index in the file. Lets the model checks below run on the
@@ -281,6 +290,8 @@ class ModelChecks:
         if spec.credentials is None:
             return
         secret = self.config.credentials_name(client, site, device, name)
+        if secret is None and _optional(spec.credentials):
+            return
         if secret is None:
             self.errors.append(
                 (

@@ -50,7 +50,8 @@ def build_polls(config: Config, clients: Collection[str] | None = None) -> list[
                 )
                 # A plugin whose options carry interval_s sets its own pace (ICMP's fast path:
                 # a site down within 15 s); the device's timeout and jitter then fit inside it.
-                interval_s = getattr(options, "interval_s", None) or settings.interval_s
+                own_interval_s = getattr(options, "interval_s", None)
+                interval_s = own_interval_s or settings.interval_s
                 polls.append(
                     Poll(
                         target=target,
@@ -58,7 +59,7 @@ def build_polls(config: Config, clients: Collection[str] | None = None) -> list[
                         options=options,
                         interval_s=interval_s,
                         timeout_s=min(settings.timeout_s, interval_s),
-                        jitter_s=min(settings.jitter_s, interval_s / 10),
+                        jitter_s=min(settings.jitter_s, interval_s / 10) if own_interval_s else settings.jitter_s,
                     )
                 )
     return polls

@@ -138,8 +138,11 @@ class AlertEngine:
         # not evaluated, but an inhibition may name them.
         given = list(rules)
         self.rules = [rule for rule in given if rule.enabled]
-        # target rule name -> (source rule name, inhibition), and the order rules are applied in
-        self._inhibitions = _check_inhibitions(given, self.rules)
+        problems = inhibition_problems(given)
+        if problems:
+            raise ValueError("; ".join(problems))
+        # target rule name -> its inhibitions, and the order rules are applied in
+        self._inhibitions = _by_target(self.rules)
         self._passes = [
             {measurement: [(rule, rule.matchers, rule.condition) for rule in rules] for measurement, rules in p.items()}
             for p in _passes(self.rules)
@@ -414,30 +417,29 @@ def _client_of(rule: Rule) -> str | None:
     return None if raw is None or raw.startswith(("~", "!")) else raw
 
 
-def _check_inhibitions(
-    given: Sequence[Rule], enabled: Sequence[Rule]
-) -> dict[str, list[tuple[str, Inhibition, str | None]]]:
-    """Target rule name -> [(source rule name, inhibition, client of the declaring copy or None)]
-    of the enabled rules: a client's copy holds back that client's alerts only. Raise ValueError on
-    a target that names no rule given (naming both rules) and on a cycle of inhibitions, in which
-    rules would hold each other back and none would fire."""
-    known = {rule.name for rule in given}
-    by_target: dict[str, list[tuple[str, Inhibition, str | None]]] = {}
+def inhibition_problems(rules: Sequence[Rule]) -> list[str]:
+    """What is wrong with the inhibitions of ``rules``, one line per problem naming the rules
+    (empty when nothing is): a target must name one of ``rules`` (a disabled one counts), and the
+    enabled rules' inhibitions may not form a cycle, in which rules would hold each other back and
+    none would fire. The engine refuses such rules; a configuration check can report the same
+    lines where the rules are written."""
+    known = {rule.name for rule in rules}
+    problems: list[str] = []
     edges: dict[str, set[str]] = {}
-    for rule in enabled:
+    for rule in rules:
+        if not rule.enabled:
+            continue
         for inhibition in rule.inhibits:
-            if inhibition.rule not in known:
-                raise ValueError(f"rule {rule.name} inhibits {inhibition.rule}, which is not a rule")
-            entry = (rule.name, inhibition, _client_of(rule))
-            if entry not in by_target.setdefault(inhibition.rule, []):
-                by_target[inhibition.rule].append(entry)
+            problem = f"rule {rule.name} inhibits {inhibition.rule}, which is not a rule"
+            if inhibition.rule not in known and problem not in problems:
+                problems.append(problem)
             edges.setdefault(rule.name, set()).add(inhibition.rule)
     done: set[str] = set()
 
     def visit(name: str, path: list[str]) -> None:
         if name in path:
-            cycle = " -> ".join([*path[path.index(name) :], name])
-            raise ValueError(f"inhibition cycle: {cycle}")
+            problems.append("inhibition cycle: " + " -> ".join([*path[path.index(name) :], name]))
+            return
         if name in done:
             return
         for target in sorted(edges.get(name, ())):
@@ -446,6 +448,18 @@ def _check_inhibitions(
 
     for name in sorted(edges):
         visit(name, [])
+    return problems
+
+
+def _by_target(enabled: Sequence[Rule]) -> dict[str, list[tuple[str, Inhibition, str | None]]]:
+    """Target rule name -> [(source rule name, inhibition, client of the declaring copy or None)]:
+    a client's copy holds back that client's alerts only."""
+    by_target: dict[str, list[tuple[str, Inhibition, str | None]]] = {}
+    for rule in enabled:
+        for inhibition in rule.inhibits:
+            entry = (rule.name, inhibition, _client_of(rule))
+            if entry not in by_target.setdefault(inhibition.rule, []):
+                by_target[inhibition.rule].append(entry)
     return by_target
 
 

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from agent.api import Sample
 from agent.api.alerts import FIRING, PENDING, RESOLVED
 from agent.api.rules import Rule
-from alerting.engine import AlertEngine
+from alerting.engine import AlertEngine, inhibition_problems
 
 from .helpers import DEVICE_DOWN, IF_DOWN, T0, collection, iface
 
@@ -451,3 +451,18 @@ def test_an_inhibition_belongs_to_the_client_whose_copy_declares_it(db):
         ("ofdt", "sophos_xg_psu_failed"),
         ("vsgp", "sophos_xg_psu_failed"),
     ]
+
+
+def test_inhibition_problems_are_all_named_at_once():
+    # What a configuration check reports with its file and line; a disabled rule is a name.
+    typo = FAMILY.with_changes(inhibits=[{"rule": "sensor_crit", "equal": ["device"]}])
+    loop_a = Rule(name="a", measurement="m", when="x == 1", inhibits=[{"rule": "b", "equal": ["device"]}])
+    loop_b = Rule(name="b", measurement="m", when="x == 1", inhibits=[{"rule": "a", "equal": ["device"]}])
+    off = Rule(
+        name="off", measurement="m", when="x == 1", enabled=False, inhibits=[{"rule": "gone", "equal": ["device"]}]
+    )
+    assert inhibition_problems([GENERIC, typo, loop_a, loop_b, off]) == [
+        "rule sophos_xg_psu_failed inhibits sensor_crit, which is not a rule",
+        "inhibition cycle: a -> b -> a",
+    ]
+    assert inhibition_problems([GENERIC, FAMILY, GENERIC.with_changes(enabled=False)]) == []

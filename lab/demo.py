@@ -287,8 +287,8 @@ async def _play(work: Path, state: Path, *, kept: bool, keep_running: bool, glpi
             started.push_async_callback(fake_glpi.stop)
         config = load_config(_demo_estate(work, glpi), secrets_path=secrets)
         lab_devices = {
-            f"{client.name}/{device.name}": device.lab.walk
-            for client in config.clients for _, device in client.devices() if device.lab is not None
+            f"{client.name}/{device.name}": device.extensions["x-lab"]["walk"]
+            for client in config.clients for _, device in client.devices() if "x-lab" in device.extensions
         }
         lab = SnmpLab(lab_devices, port=port, runtime_dir=work / "lab")
         console.print(f"starting the lab: {len(lab_devices)} simulated devices ...")

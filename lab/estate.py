@@ -78,7 +78,7 @@ class EstateDevice:
     address: str | None
     port: str | None  # as written, e.g. "${VIGIE_LAB_SNMP_PORT:-1161}"
     credentials: str | None
-    walk: str | None  # `lab.walk`: the recording that plays it
+    walk: str | None  # `x-lab.walk`: the recording that plays it
     collectors: tuple[str, ...]
 
     @property
@@ -209,7 +209,7 @@ def _client(raw: Mapping[str, Any]) -> EstateClient:
                 address=None if device.get("address") is None else str(device["address"]),
                 port=None if device.get("port") is None else str(device["port"]),
                 credentials=device.get("credentials"),
-                walk=(device.get("lab") or {}).get("walk"),
+                walk=(device.get("x-lab") or {}).get("walk"),
                 collectors=tuple(device.get("collectors") or ()),
             )
             for device in site.get("devices") or []

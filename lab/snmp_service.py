@@ -1,6 +1,6 @@
 """The SNMP devices of an estate, played by lab.snmp_responder in a child process.
 
-Every device with a ``lab: {walk: ...}`` is served on the address and port its YAML gives (the
+Every device with an ``x-lab: {walk: ...}`` is served on the address and port its YAML gives (the
 estates use ``port: ${VIGIE_LAB_SNMP_PORT:-1161}``), with the community of its ``credentials``
 secret (``<client>/<device>`` in lab/estates/secrets.yaml). ``--snmp-port N`` (0: any free port)
 sets the port variable instead; the lab prints the value the agent must read.

@@ -173,12 +173,6 @@ class Contact(_Model):
     phone: str | None = None
 
 
-class LabSpec(_Model):
-    """Lab only: the snmpsim recording that plays this device (lab/snmpsim.py reads it)."""
-
-    walk: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-
-
 class Device(_Model):
     name: Slug
     address: Annotated[str, StringConstraints(pattern=r"^\S+$")]
@@ -190,7 +184,20 @@ class Device(_Model):
     interval_s: PositiveSeconds | None = None
     timeout_s: PositiveSeconds | None = None
     jitter_s: Annotated[float, Field(ge=0, le=3600), BeforeValidator(_no_bool)] | None = None
-    lab: LabSpec | None = None
+    # `x-...` keys: data for other tools, kept as written and never read by the agent (the lab's
+    # `x-lab: {walk: ...}` names the recording that plays the device), like docker compose's.
+    extensions: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _extension_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if "extensions" in data:
+                raise ValueError("write extension data as `x-NAME:` keys, not `extensions:`")
+            extensions = {k: v for k, v in data.items() if isinstance(k, str) and k.startswith("x-")}
+            if extensions:
+                return {**{k: v for k, v in data.items() if k not in extensions}, "extensions": extensions}
+        return data
 
     @model_validator(mode="after")
     def _own_tags(self) -> Device:

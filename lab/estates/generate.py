@@ -249,7 +249,7 @@ HEADER = """\
 # CCTP (seeds/004): do not edit by hand, edit the generator and rerun it.
 {what}
 # Lab convention (docs/CONFIGURATION.md "Lab"): every SNMP device takes `<<: *lab` (loopback
-# address, port ${{VIGIE_LAB_SNMP_PORT:-1161}}), `lab.walk` names the snmpsim recording that plays it,
+# address, port ${{VIGIE_LAB_SNMP_PORT:-1161}}), `x-lab.walk` names the recording that plays it,
 # and `credentials: lab-<client>-<device>` is a secret in lab/estates/secrets.yaml whose community
 # is `<client>/<device>` (here `vsgp/core-siege`, ...).
 # Closest recordings: Firepower 2120 -> ftd_ftd1150, C9407R -> iosxe_c9400-svl, C9500-16X ->
@@ -338,7 +338,7 @@ def render_vsgp(devices: Iterable[Device], what: str) -> str:
             tags = ", ".join(f"{k}: {_q(v)}" for k, v in d.tags.items())
             parts.append(f"tags: {{{tags}}}")
             if d.walk:
-                parts.append(f"lab: {{walk: {d.walk}}}")
+                parts.append(f"x-lab: {{walk: {d.walk}}}")
             out.append(f"          - {{{', '.join(parts)}}}\n")
     return "".join(out)
 

@@ -28,8 +28,8 @@ def test_estate_loads_and_every_lab_device_has_a_recording(name: str, lab_secret
         assert poll.target.port == 1161
         # the lab convention: community = <client>/<device>
         assert poll.target.credentials == {"community": f"{client}/{device}"}
-        walk = config.device(client, device).lab
-        assert walk is not None and walk.walk in RECORDINGS
+        lab = config.device(client, device).extensions.get("x-lab")
+        assert lab is not None and lab["walk"] in RECORDINGS
 
 
 def test_estate_counts_follow_the_tenders(lab_secrets: Path) -> None:

@@ -126,7 +126,7 @@ def test_a_device_off_loopback_is_refused(tmp_path: Path) -> None:
     estate = tmp_path / "estate.yaml"
     estate.write_text(
         "clients:\n  - name: acme\n    sites:\n      - name: hq\n        devices:\n"
-        "          - {name: sw1, address: 192.0.2.1, port: 1161, lab: {walk: qnap}}\n"
+        "          - {name: sw1, address: 192.0.2.1, port: 1161, x-lab: {walk: qnap}}\n"
     )
     running = RunningLab(str(estate), tmp_path / "rt")
     with pytest.raises(AssertionError):

@@ -46,4 +46,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) var lab/runtime
+	rm -rf $(VENV) var

@@ -40,9 +40,10 @@ class Inventory(Protocol):
 
 
 class StateView(Protocol):
-    """Read-only access to the agent's state (latest values, alerts, tickets)."""
+    """Read-only access to the agent's state: the latest value of each field (rows with
+    ``measurement``, ``tags``, ``field``, ``value``, ``timestamp_ns``) and the alerts."""
 
-    def latest(self, measurement: str, tags: Mapping[str, str] | None = None) -> list[dict[str, Any]]: ...
+    def latest(self, measurement: str, tags: Mapping[str, str] | None = None) -> list[Any]: ...
 
     def alerts(self, states: Sequence[str] | None = None, client: str | None = None) -> list[Any]: ...
 

@@ -79,7 +79,7 @@ def rules_by_client(config: Config, clients: Collection[str]) -> list[Rule]:
     return [
         rule.with_changes(match={**rule.match, "client": client})
         for client in sorted(clients)
-        for rule in config.rules_for(client)
+        for rule in config.all_rules_for(client)  # the engine skips the disabled ones
     ]
 
 

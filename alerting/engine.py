@@ -64,7 +64,7 @@ from typing import Any
 from agent.api import Sample
 from agent.api.alerts import FIRING, PENDING, RESOLVED, Alert, AlertTransition, fingerprint
 from agent.api.expressions import Expression
-from agent.api.rules import Inhibition, Rule, TagMatcher
+from agent.api.rules import Inhibition, Rule, TagMatcher, inhibition_problems
 
 log = logging.getLogger(__name__)
 
@@ -415,40 +415,6 @@ def _client_of(rule: Rule) -> str | None:
     """The client a rule's copy is scoped to (the runner's exact `client` matcher), if any."""
     raw = rule.match.get("client")
     return None if raw is None or raw.startswith(("~", "!")) else raw
-
-
-def inhibition_problems(rules: Sequence[Rule]) -> list[str]:
-    """What is wrong with the inhibitions of ``rules``, one line per problem naming the rules
-    (empty when nothing is): a target must name one of ``rules`` (a disabled one counts), and the
-    enabled rules' inhibitions may not form a cycle, in which rules would hold each other back and
-    none would fire. The engine refuses such rules; a configuration check can report the same
-    lines where the rules are written."""
-    known = {rule.name for rule in rules}
-    problems: list[str] = []
-    edges: dict[str, set[str]] = {}
-    for rule in rules:
-        if not rule.enabled:
-            continue
-        for inhibition in rule.inhibits:
-            problem = f"rule {rule.name} inhibits {inhibition.rule}, which is not a rule"
-            if inhibition.rule not in known and problem not in problems:
-                problems.append(problem)
-            edges.setdefault(rule.name, set()).add(inhibition.rule)
-    done: set[str] = set()
-
-    def visit(name: str, path: list[str]) -> None:
-        if name in path:
-            problems.append("inhibition cycle: " + " -> ".join([*path[path.index(name) :], name]))
-            return
-        if name in done:
-            return
-        for target in sorted(edges.get(name, ())):
-            visit(target, [*path, name])
-        done.add(name)
-
-    for name in sorted(edges):
-        visit(name, [])
-    return problems
 
 
 def _by_target(enabled: Sequence[Rule]) -> dict[str, list[tuple[str, Inhibition, str | None]]]:

@@ -35,7 +35,7 @@ class Alert:
     fired_at: float | None = None
     resolved_at: float | None = None
     last_sample_at: float | None = None
-    inhibited_by: str | None = None  # "client/device" holding it back while pending
+    inhibited_by: str | None = None  # "client/device" or "rule/fingerprint" holding it back while pending
     id: int | None = None
 
     @property

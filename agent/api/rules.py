@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -159,7 +159,7 @@ class Rule(BaseModel):
     measurement: Identifier
     when: WhenExpr
     match: Matchers = {}
-    for_s: Annotated[float, Field(ge=0, le=7 * 86400)] = 0.0
+    for_s: Annotated[float, Field(ge=0, le=7 * 86400, strict=True)] = 0.0  # strict: `for_s: true` is not 1 s
     severity: Severity = "warning"
     summary: Template = ""
     labels: Tags = {}
@@ -194,3 +194,37 @@ class Rule(BaseModel):
 
     def applies_to(self, measurement: str, tags: Mapping[str, str]) -> bool:
         return measurement == self.measurement and all(m.matches(tags) for m in self._matchers)
+
+
+def inhibition_problems(rules: Sequence[Rule]) -> list[str]:
+    """What is wrong with the inhibitions of ``rules``, one line per problem naming the rules
+    (empty when nothing is): a target must name one of ``rules`` (a disabled one counts), and the
+    enabled rules' inhibitions may not form a cycle, in which rules would hold each other back and
+    none would fire. The engine refuses such rules; a configuration check can report the same
+    lines where the rules are written."""
+    known = {rule.name for rule in rules}
+    problems: list[str] = []
+    edges: dict[str, set[str]] = {}
+    for rule in rules:
+        if not rule.enabled:
+            continue
+        for inhibition in rule.inhibits:
+            problem = f"rule {rule.name} inhibits {inhibition.rule}, which is not a rule"
+            if inhibition.rule not in known and problem not in problems:
+                problems.append(problem)
+            edges.setdefault(rule.name, set()).add(inhibition.rule)
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            problems.append("inhibition cycle: " + " -> ".join([*path[path.index(name) :], name]))
+            return
+        if name in done:
+            return
+        for target in sorted(edges.get(name, ())):
+            visit(target, [*path, name])
+        done.add(name)
+
+    for name in sorted(edges):
+        visit(name, [])
+    return problems

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from agent.api import Rule
+from agent.api.rules import inhibition_problems
 from agent.config.loader import YamlMap
 from agent.config.schema import Client, Config, Device, Site
 from agent.plugins import Plugins, UnknownPlugin
@@ -240,6 +241,8 @@ class ModelChecks:
                         message = "unknown key (check the spelling; see docs/CONFIGURATION.md)"
                     self.errors.append(((*loc, "rules", ri, *error["loc"]), message))
         self.client_rules[client.name] = list(rules.values())
+        for problem in inhibition_problems(self.client_rules[client.name]):
+            self.errors.append(((*loc, "rules"), problem))
         ticketing = client.ticketing
         self._plugin((*loc, "ticketing"), "ticketing", ticketing.kind, ticketing.options(), ("ticketing", client.name))
 

@@ -323,6 +323,12 @@ class Config(_Model):
         self.client(client)
         return [rule for rule in self._client_rules[client] if rule.enabled]
 
+    def all_rules_for(self, client: str) -> list[Rule]:
+        """Every rule of one client, the disabled ones too: an enabled rule may name a disabled
+        one as the target of its inhibition (disabling a target is not a typo)."""
+        self.client(client)
+        return list(self._client_rules[client])
+
     def client(self, name: str) -> Client:
         for client in self.clients:
             if client.name == name:

@@ -361,16 +361,16 @@ async def test_the_bound_grows_while_the_cores_have_room_and_turns_wait_and_is_c
     assert (sched.in_flight_limit, sched.running) == (4, 4)  # a few at first
     sched.observe_loop_lag(0.0)  # the first heartbeat only takes a reading
 
-    # Half the core used while turns wait: a quarter more slots each second, up to max_in_flight.
+    # Cores not saturated while turns wait: a quarter more slots each second, up to max_in_flight.
     limits = []
     for _ in range(10):
-        demand.run(1.0, saturation=0.5)
+        demand.run(1.0, saturation=0.5 if len(limits) % 2 else 0.85)
         sched.observe_loop_lag(0.001)
         sched.step()
         limits.append((sched.in_flight_limit, sched.running))
     assert limits[:6] == [(5, 5), (6, 6), (7, 7), (8, 8), (10, 10), (12, 12)]
     assert limits[-1] == (24, 24) and sched.queued == 16
-    assert sched.health_sample().fields["saturation"] == 0.5
+    assert sched.health_sample().fields["saturation"] in (0.5, 0.85)
 
     # Saturated: a quarter less each second, never under MIN_IN_FLIGHT, whatever the loop's lag.
     cuts = []
@@ -391,34 +391,19 @@ async def test_the_bound_grows_while_the_cores_have_room_and_turns_wait_and_is_c
     await sched.drain()
 
 
-async def test_between_the_two_marks_or_with_no_turn_waiting_the_bound_holds():
+async def test_with_no_turn_waiting_the_bound_holds_however_idle_the_cores():
     clock = FakeClock()
     demand = Demand(clock)
-    changes = Changes()
-    active = [0, 0]
-    held = {f"sw-{i}": Held(changes, active) for i in range(10)}
-    polls = [make_poll(name, interval_s=60) for name in held]
-    sched = scheduler(polls, held, clock, max_in_flight=24, cpu_demand=demand)
-    sched.plan()
-    step_until(sched, clock, lambda: sched.queued == 6)
-    sched.observe_loop_lag(0.0)
-    for _ in range(5):
-        demand.run(1.0, saturation=0.8)
-        sched.observe_loop_lag(0.0)
-    assert sched.in_flight_limit == 4
-    for h in held.values():
-        h.release.set()
-    await changes.until(lambda: sched.running == 0)
-
     starts: list[tuple[str, float, float]] = []
+    polls = [make_poll(f"sw-{i}", interval_s=60) for i in range(10)]
     idle = stamped(polls, clock, starts, max_in_flight=24, cpu_demand=demand)
     idle.plan()
     await drive(idle, clock, clock.mono + 60)
     idle.observe_loop_lag(0.0)
     for _ in range(5):
-        demand.run(1.0, saturation=0.1)  # room to spare, but no turn waits
+        demand.run(1.0, saturation=0.1)
         idle.observe_loop_lag(0.0)
-    assert ({name for name, _, _ in starts}, idle.in_flight_limit) == (set(held), 4)
+    assert ({name for name, _, _ in starts}, idle.in_flight_limit) == ({p.target.name for p in polls}, 4)
 
 
 class StallsThenFails:

@@ -25,7 +25,9 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent.api.expressions import Expression, compile_expression
 from agent.api.samples import Sample
@@ -35,6 +37,40 @@ log = logging.getLogger(__name__)
 
 UNKNOWN_SOURCE = "unknown"
 AMBIGUOUS_SOURCE = "ambiguous"
+
+
+
+class ReceiverOptions(BaseModel):
+    """What every event receiver's options have (``agent.services.snmp_traps``, ``...syslog``):
+    where it listens, its per-sender rate limit, extra sender addresses, how often open events are
+    checked for confirmation and health reported. A receiver adds its ports and its own keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: str = "0.0.0.0"
+    # per sender: sustained events/s and the burst above it (a linkDown storm of a 48-port switch)
+    rate_per_source: Annotated[float, Field(gt=0)] = 20.0
+    burst_per_source: Annotated[int, Field(ge=1)] = 200
+    # more sender addresses -> CLIENT/DEVICE (a trap-source loopback, each unit of a firewall pair)
+    sources: dict[str, str] = {}
+    confirm_interval_s: Annotated[float, Field(gt=0)] = 10.0
+    health_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    max_open_events: Annotated[int, Field(ge=1)] = 10_000
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        ipaddress.ip_address(value)
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, value: dict[str, str]) -> dict[str, str]:
+        for address, device in value.items():
+            ipaddress.ip_address(address)
+            if device.count("/") != 1:
+                raise ValueError(f"{address}: {device!r} is not CLIENT/DEVICE")
+        return value
 
 
 class TokenBucket:

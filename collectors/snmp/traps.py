@@ -26,10 +26,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from agent.api import DeviceInfo, PluginSpec, Rule, Sample, ServiceContext
-from agent.api.events import UNKNOWN_SOURCE, Attribution, Clearing, OpenEvents, TokenBucket, udp_socket
+from agent.api.events import (
+    UNKNOWN_SOURCE,
+    Attribution,
+    Clearing,
+    OpenEvents,
+    ReceiverOptions,
+    TokenBucket,
+    udp_socket,
+)
 from agent.api.expressions import Expression, compile_expression
 from collectors.snmp import ber
 
@@ -49,36 +57,10 @@ ENRICH_TTL_S = 300.0
 LOGGED_SOURCES = 1024  # distinct unknown senders logged by name; the rest are only counted
 
 
-class TrapOptions(BaseModel):
+class TrapOptions(ReceiverOptions):
     """``agent.services.snmp_traps``. Port 162 needs CAP_NET_BIND_SERVICE (TRAPS.md)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    address: str = "0.0.0.0"
     port: Annotated[int, Field(ge=1, le=65535)] = 162
-    # per sender: sustained traps/s and the burst above it (a linkDown storm of a 48-port switch)
-    rate_per_source: Annotated[float, Field(gt=0)] = 20.0
-    burst_per_source: Annotated[int, Field(ge=1)] = 200
-    # more sender addresses -> CLIENT/DEVICE (a trap-source loopback, each unit of a firewall pair)
-    sources: dict[str, str] = {}
-    confirm_interval_s: Annotated[float, Field(gt=0)] = 10.0
-    health_interval_s: Annotated[float, Field(gt=0)] = 60.0
-    max_open_events: Annotated[int, Field(ge=1)] = 10_000
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        ipaddress.ip_address(value)
-        return value
-
-    @field_validator("sources")
-    @classmethod
-    def _sources(cls, value: dict[str, str]) -> dict[str, str]:
-        for address, device in value.items():
-            ipaddress.ip_address(address)
-            if device.count("/") != 1:
-                raise ValueError(f"{address}: {device!r} is not CLIENT/DEVICE")
-        return value
 
 
 # -------------------------------------------------------------------------------- definitions

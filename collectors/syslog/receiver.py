@@ -16,7 +16,6 @@ quiet for the pattern's ``quiet_s``.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import re
 from collections import deque
@@ -26,10 +25,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent.api import DeviceInfo, Rule, Sample, ServiceContext, TagMatcher
-from agent.api.events import UNKNOWN_SOURCE, Attribution, Clearing, OpenEvents, TokenBucket, udp_socket
+from agent.api.events import (
+    UNKNOWN_SOURCE,
+    Attribution,
+    Clearing,
+    OpenEvents,
+    ReceiverOptions,
+    TokenBucket,
+    udp_socket,
+)
 from collectors.syslog.parse import Framer, FramingError, Message, SyslogError, parse
 from collectors.syslog.store import MessageStore, StoredMessage
 
@@ -107,17 +114,13 @@ class PatternSpec(BaseModel):
         return self
 
 
-class SyslogOptions(BaseModel):
+class SyslogOptions(ReceiverOptions):
     """``agent.services.syslog``. Port 514 needs CAP_NET_BIND_SERVICE (README.md)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    address: str = "0.0.0.0"
     udp_port: Annotated[int, Field(ge=1, le=65535)] | None = 514
     tcp_port: Annotated[int, Field(ge=1, le=65535)] | None = 514
     rate_per_source: Annotated[float, Field(gt=0)] = 50.0
     burst_per_source: Annotated[int, Field(ge=1)] = 500
-    sources: dict[str, str] = {}
     # after the built-in ones; one of the same name replaces it
     patterns: list[PatternSpec] = []
     keep_messages_s: Annotated[float, Field(gt=0)] = 7 * 86400.0
@@ -125,24 +128,6 @@ class SyslogOptions(BaseModel):
     max_message_bytes: Annotated[int, Field(ge=480, le=65536)] = 8192
     max_tcp_connections: Annotated[int, Field(ge=1)] = 256
     tcp_idle_timeout_s: Annotated[float, Field(gt=0)] = 900.0
-    confirm_interval_s: Annotated[float, Field(gt=0)] = 10.0
-    health_interval_s: Annotated[float, Field(gt=0)] = 60.0
-    max_open_events: Annotated[int, Field(ge=1)] = 10_000
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        ipaddress.ip_address(value)
-        return value
-
-    @field_validator("sources")
-    @classmethod
-    def _sources(cls, value: dict[str, str]) -> dict[str, str]:
-        for address, device in value.items():
-            ipaddress.ip_address(address)
-            if device.count("/") != 1:
-                raise ValueError(f"{address}: {device!r} is not CLIENT/DEVICE")
-        return value
 
     @model_validator(mode="after")
     def _a_port(self) -> SyslogOptions:

@@ -17,8 +17,6 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
-
 SecretValue = str | dict[str, str]
 
 ENV_PREFIX = "VIGIE_SECRET_"
@@ -58,11 +56,17 @@ class SecretStore:
         """Read the secrets file (if any) after checking that only its owner can read it."""
         if path is None:
             return cls({}, environ)
+        # agent.config imports this module: a module-level import would be circular.
+        from agent.config.errors import ConfigError
+        from agent.config.loader import read_plain_yaml
+
         path = Path(path)
         try:
             mode = path.stat().st_mode
         except OSError as exc:
             raise SecretsFileError([f"{path}: cannot read secrets file: {exc.strerror}"]) from None
+        if stat.S_ISDIR(mode):
+            raise SecretsFileError([f"{path}: is a directory, not a secrets file"])
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             # A readable secrets file leaks every device's credentials to any local account.
             raise SecretsFileError(
@@ -72,11 +76,9 @@ class SecretStore:
                 ]
             )
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise SecretsFileError([f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}"]) from None
+            raw = read_plain_yaml(path)
+        except ConfigError as exc:
+            raise SecretsFileError(exc.errors) from None
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):

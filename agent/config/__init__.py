@@ -15,7 +15,6 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from agent.config.calendar import easter_sunday, french_holidays
@@ -57,14 +56,7 @@ def load_config(
     """
     path = Path(path)
     plugins = Plugins.discover() if plugins is None else plugins
-    try:
-        raw, yaml_problems = read_yaml(path, environ)
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError([f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}"]) from None
+    raw, yaml_problems = read_yaml(path, environ)
     if raw is None:
         raw = YamlMap()
         raw.line, raw.key_lines = 1, {}
@@ -110,12 +102,7 @@ def state_dir_of(path: Path | str, environ: Mapping[str, str] = os.environ) -> P
     """The ``agent.state_dir`` of a config file, read without validating the rest or loading any
     secret: what the read-only views (`vigie tickets`, `vigie alerts`, `vigie status`) need."""
     path = Path(path)
-    try:
-        raw, _ = read_yaml(path, environ)
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: invalid YAML: {getattr(exc, 'problem', None) or exc}"]) from None
+    raw, _ = read_yaml(path, environ)
     agent = raw.get("agent") if isinstance(raw, dict) else None
     value = agent.get("state_dir") if isinstance(agent, dict) else None
     return Path(value) if isinstance(value, str) and value else Path(Config().agent.state_dir)

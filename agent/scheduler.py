@@ -40,9 +40,11 @@ thread pool (``workers`` threads) as the loop's default executor so a burst of b
 instead of spawning a thread per device. A thread cannot be cancelled: after a hard timeout the run
 ends, but a blocking call without its own socket timeout keeps its worker busy until it returns.
 
-Every turn ends in exactly one `collection` sample (``ok``, ``partial``, ``error``, ``unreachable``,
-``timeout``, ``skipped`` or ``overloaded``), so a device that does not answer shows up as an
-explicit status and never as silence.
+Every run ends in exactly one `collection` sample (``ok``, ``partial``, ``error``, ``unreachable``,
+``timeout``, or ``overloaded``) and every turn not run in a ``skipped`` or ``overloaded`` one, so
+a device that does not answer shows up as an explicit status and never as silence. (Turns of one
+poll given up while the pipeline has not yet taken the previous one's sample fold into the
+latest; the counters count each.)
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ class PluginChoice(_Model):
 class AgentSettings(_Model):
     state_dir: Path = Path("var")
     shard: list[Slug] = []
-    threads: Annotated[int, Field(ge=1, le=256)] = 8
+    threads: Annotated[int, Field(ge=1, le=256), BeforeValidator(_no_bool)] = 8
     store: PluginChoice = PluginChoice(kind="sqlite")
     # agent.services.<name>: options of a service plugin (trap receiver, web app, reports)
     services: Annotated[dict[CollectorName, dict[str, Any]], BeforeValidator(_none_is_empty)] = {}
@@ -148,15 +148,22 @@ def _check_zone(name: str) -> str:
     return name
 
 
+def _clock_time(value: Any) -> Any:
+    # pydantic reads `start: 8` as 8 seconds past midnight UTC: a service hour is written "08:00"
+    if isinstance(value, bool | int | float):
+        raise ValueError("write a time of day as \"HH:MM\" (e.g. \"08:00\"), not a number")
+    return value
+
+
 def _end_of_day(value: Any) -> Any:
-    return time.max if value == "24:00" else value
+    return time.max if value == "24:00" else _clock_time(value)
 
 
 class ServiceHours(_Model):
     """The contractual service window (PSG, GTR clocks run inside it), in the client's timezone."""
 
     days: list[Weekday] = ["mon", "tue", "wed", "thu", "fri"]
-    start: time = time(8, 0)
+    start: Annotated[time, BeforeValidator(_clock_time)] = time(8, 0)
     end: Annotated[time, BeforeValidator(_end_of_day)] = time(18, 0)
 
     @model_validator(mode="after")
@@ -176,7 +183,7 @@ class Contact(_Model):
 class Device(_Model):
     name: Slug
     address: Annotated[str, StringConstraints(pattern=r"^\S+$")]
-    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    port: Annotated[int, Field(ge=1, le=65535), BeforeValidator(_no_bool)] | None = None
     collectors: Annotated[dict[CollectorName, dict[str, Any]], BeforeValidator(_none_is_empty)] = {}
     credentials: Credentials | None = None
     parent: Slug | None = None

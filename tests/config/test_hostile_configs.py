@@ -261,12 +261,8 @@ def test_an_unreadable_secrets_file_is_one_clear_error(write, capsys, command) -
     assert f"{secrets}: cannot read: Permission denied" in said
 
 
-# -- item 9: booleans in the kernel schema's other numbers, refused in agent/config/schema.py ------
+# -- item 9: booleans and numbers where the kernel schema wants something else -------------------
 
-SCHEMA_GAP = "agent/config/schema.py reads a boolean or a number here (issue 7 item 9; not fixed yet)"
-
-
-@pytest.mark.xfail(strict=True, reason=SCHEMA_GAP)
 @pytest.mark.parametrize(
     "edit",
     [

@@ -29,9 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not args.verbose:
-        # APScheduler logs every job run at INFO: noise next to the agent's own messages.
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per HTTP probe request
+        # httpx logs every request at INFO: one line per HTTP probe run, noise next to the agent's own
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         return args.func(args)
     except SystemExit as exit_:  # a refused config ends the command with its status, not a traceback

@@ -12,9 +12,9 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from agent.api import NoOptions, PluginSpec, ReceiverContext, SecretRef
+from agent.api.ticket_text import TicketLocale
 from alerting.ticketing.glpi import GlpiConnector
 from alerting.ticketing.log import TicketLog
-from alerting.ticketing.text import TicketLocale
 
 TICKET_LOG_FILE = "tickets.sqlite"
 

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from agent.pipeline import Pipeline
 from agent.api import Sample
+from agent.pipeline import Pipeline
 from tests.agent.helpers import SAFETY_S, Changes, Recorder
 
 

@@ -8,10 +8,8 @@ observable state, with a bound, never for a duration.
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +25,9 @@ from pysnmp.hlapi.v3arch.asyncio import (
 )
 from pysnmp.proto.rfc1902 import Integer32, OctetString
 
-from agent.api import Sample
-from agent.config import load_config
-from agent.plugins import Plugins
 from agent.runner import Agent
 from collectors.snmp import ber
+from tests.receivers import Clock, firing, free_port, latest_fields, running_agent, submit_poll, until
 
 CONFIG = """
 agent:
@@ -63,23 +59,6 @@ COLD_START = "1.3.6.1.6.3.1.1.5.1"
 IF_INDEX = "1.3.6.1.2.1.2.2.1.1"
 IF_ADMIN = "1.3.6.1.2.1.2.2.1.7"
 IF_OPER = "1.3.6.1.2.1.2.2.1.8"
-WAIT_S = 20
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_750_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def send(datagram: bytes, port: int, source: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         sender.bind((source, 0))
@@ -116,41 +95,15 @@ async def pysnmp_trap(port: int, source: str, trap_oid: str, varbinds: list[tupl
         engine.close_dispatcher()
 
 
-async def until(condition: Callable[[], Any], what: str) -> Any:
-    try:
-        async with asyncio.timeout(WAIT_S):
-            while not (found := condition()):
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"not within {WAIT_S} s: {what}") from None
-    return found
-
-
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[tuple[Agent, int, Clock]]:
-    port = free_udp_port()
-    path = tmp_path / "vigie.yaml"
-    path.write_text(textwrap.dedent(CONFIG.format(port=port)))
-    secrets = tmp_path / "secrets.yaml"
-    secrets.write_text("{}\n")
-    secrets.chmod(0o600)
-    plugins = Plugins.discover()
-    config = load_config(path, secrets, environ={}, plugins=plugins)
-    clock = Clock()
-    agent = Agent(config, state_dir=tmp_path / "state", plugins=plugins, clock=clock, health_interval_s=60)
-    await agent.start()
-    try:
+    port = free_port()
+    async with running_agent(tmp_path, CONFIG.format(port=port)) as (agent, clock):
         yield agent, port, clock
-    finally:
-        await agent.stop()
-
-
-def firing(agent: Agent, rule: str) -> list[Any]:
-    return [a for a in agent.engine.firing() if a.rule == rule]
 
 
 def health(agent: Agent) -> dict[str, Any]:
-    return {row.field: row.value for row in agent.state.latest("snmp_trap_receiver")}
+    return latest_fields(agent, "snmp_trap_receiver")
 
 
 async def poll(agent: Agent, measurement: str, device: str, tags: dict[str, str], fields: dict[str, Any],
@@ -159,8 +112,7 @@ async def poll(agent: Agent, measurement: str, device: str, tags: dict[str, str]
     base = {"client": "acme", "site": "hq", "device": device}
     if device == "core-1":
         base["role"] = "core"
-    await agent.pipeline.submit([Sample(measurement, {**base, **tags}, fields, int(at * 1e9))])
-    await agent.pipeline.drain()
+    await submit_poll(agent, measurement, {**base, **tags}, fields, at)
 
 
 async def test_a_link_down_fires_at_once_a_link_up_does_not_resolve_it_the_next_poll_does(running) -> None:

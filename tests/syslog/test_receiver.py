@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.api import Sample
-from agent.config import load_config
-from agent.plugins import Plugins
 from agent.runner import Agent
 from collectors.syslog.receiver import compile_patterns
 from collectors.syslog.store import MessageStore
+from tests.receivers import Clock, firing, free_port, latest_fields, running_agent, submit_poll, until
 
 CONFIG = """
 agent:
@@ -43,23 +40,8 @@ clients:
           - {{name: twin-a, address: 127.0.0.5}}
           - {{name: twin-b, address: 127.0.0.5}}
 """
-WAIT_S = 20
 LINK_DOWN = "<187>158: *Mar 21 14:31:27.339: %LINK-3-UPDOWN: Interface GigabitEthernet1/0/3, changed state to down"
 LINK_UP = "<189>159: *Mar 21 14:32:01.101: %LINK-3-UPDOWN: Interface GigabitEthernet1/0/3, changed state to up"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_750_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Ports:
@@ -80,52 +62,25 @@ class Ports:
         await writer.wait_closed()
 
 
-async def until(condition: Callable[[], Any], what: str) -> Any:
-    try:
-        async with asyncio.timeout(WAIT_S):
-            while not (found := condition()):
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"not within {WAIT_S} s: {what}") from None
-    return found
-
-
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[tuple[Agent, Ports, Clock]]:
     ports = Ports()
-    path = tmp_path / "vigie.yaml"
-    path.write_text(textwrap.dedent(CONFIG.format(udp=ports.udp, tcp=ports.tcp)))
-    secrets = tmp_path / "secrets.yaml"
-    secrets.write_text("{}\n")
-    secrets.chmod(0o600)
-    plugins = Plugins.discover()
-    config = load_config(path, secrets, environ={}, plugins=plugins)
-    clock = Clock()
-    agent = Agent(config, state_dir=tmp_path / "state", plugins=plugins, clock=clock, health_interval_s=60)
-    await agent.start()
-    try:
+    async with running_agent(tmp_path, CONFIG.format(udp=ports.udp, tcp=ports.tcp)) as (agent, clock):
         yield agent, ports, clock
-    finally:
-        await agent.stop()
-
-
-def firing(agent: Agent, rule: str) -> list[Any]:
-    return [a for a in agent.engine.firing() if a.rule == rule]
 
 
 def health(agent: Agent) -> dict[str, Any]:
-    return {row.field: row.value for row in agent.state.latest("syslog_receiver")}
+    return latest_fields(agent, "syslog_receiver")
 
 
 def events(agent: Agent, event: str) -> dict[str, Any]:
-    return {row.field: row.value for row in agent.state.latest("syslog_event", {"event": event})}
+    return latest_fields(agent, "syslog_event", {"event": event})
 
 
 async def poll(agent: Agent, measurement: str, device: str, tags: dict[str, str], fields: dict[str, Any],
                at: float) -> None:
     base = {"client": "acme", "site": "hq", "device": device, **({"role": "core"} if device == "sw-1" else {})}
-    await agent.pipeline.submit([Sample(measurement, {**base, **tags}, fields, int(at * 1e9))])
-    await agent.pipeline.drain()
+    await submit_poll(agent, measurement, {**base, **tags}, fields, at)
 
 
 async def test_a_cisco_link_down_line_fires_on_the_polled_interface_and_only_a_poll_resolves_it(running, tmp_path):

@@ -215,6 +215,7 @@ class Agent:
                 submit=self.pipeline.submit,
                 tags_for=tags,
                 state_dir=self.state_dir,
+                poll_now=self.scheduler.poll_now,
             )
         )
         log.info("services: %s", ", ".join(self.config.agent.services) or "none")

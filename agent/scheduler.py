@@ -431,6 +431,30 @@ class Scheduler:
             wake.append(self._expiries[0][0])
         return min(wake, default=None)
 
+    def poll_now(self, client: str, device: str, collector: str | None = None) -> int:
+        """Run the polls of one device (or one of its collectors) now, ahead of the waiting
+        turns, without moving their phase: a trap asks the device to confirm what it reported.
+        A poll already running or waiting is not asked twice. Returns how many turns were added."""
+        added = 0
+        now = self._monotonic()
+        for schedule in self._schedules.values():
+            poll = schedule.poll
+            if poll.target.tags.get("client") != client or poll.target.name != device:
+                continue
+            if collector is not None and poll.collector != collector:
+                continue
+            waiting = any(t.schedule is schedule and not (t.given_up or t.started) for t in self._waiting)
+            if schedule.key in self._holding or waiting:
+                continue
+            turn = _Turn(schedule, now)
+            self._waiting.appendleft(turn)
+            self._queued += 1
+            heapq.heappush(self._expiries, (now + schedule.lag_budget_s, id(turn), turn))
+            added += 1
+        if added and self._wakeup is not None:
+            self._wakeup.set()
+        return added
+
     def _come_due(self, schedule: _Schedule, due: float, now: float) -> None:
         if schedule.key in self._holding:
             self.counters.overruns += 1

@@ -10,7 +10,7 @@ under ``agent.services.<name>`` and built with ``factory(options)``. The agent c
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agent.api.samples import Sample
@@ -64,6 +64,9 @@ class ServiceContext:
     submit: Callable[[Sequence[Sample]], Awaitable[None]]
     tags_for: Callable[[str, str], Mapping[str, str] | None]
     state_dir: Any
+    # ``poll_now(client, device, collector=None) -> turns added``: poll that device now, ahead of
+    # the schedule and without moving it (a trap's report confirmed by the device in seconds)
+    poll_now: Callable[..., int] = field(default=lambda client, device, collector=None: 0)
 
 
 class Service(Protocol):

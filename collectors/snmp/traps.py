@@ -376,6 +376,10 @@ class TrapReceiver:
                 continue
             await self.context.submit([sample for sample, _ in samples])
             active = [(sample, event.clearing) for sample, event in samples if event.active and event.clearing]
+            # The device confirms what its trap says at once, not at its next turn (a trap is one
+            # unauthenticated datagram; the poll is the device's word).
+            for device in {(sample.tags["client"], sample.tags["device"]) for sample, _ in active}:
+                self.context.poll_now(*device, "snmp")
             if active:
                 await asyncio.to_thread(self.events.remember, active)
 

@@ -595,3 +595,34 @@ async def test_stop_cancels_runs_and_drops_waiting_turns_without_waiting_for_the
     assert tally == {"started": 1, "cancelled": 1}
     assert (sched.counters.in_flight, sched.running) == (0, 0)
     assert sched.step() is None, "a stopped scheduler has nothing left to run"
+
+
+# ------------------------------------------------------------------------------------- poll now
+
+
+async def test_poll_now_runs_a_device_at_once_without_moving_its_phase():
+    """A trap asks for the device's own word: its polls run now, once however often asked, and
+    its scheduled turns stay where they were."""
+    clock = FakeClock()
+    starts: list[tuple[str, float, float]] = []
+    polls = [make_poll(f"sw-{i}", interval_s=600) for i in range(20)]
+    sched = stamped(polls, clock, starts)
+    begin = clock.mono
+    sched.plan()
+    await drive(sched, clock, begin + 600)  # the start-up turns
+    starts.clear()
+
+    clock.advance(10)  # some way into the second interval
+    asked = clock.mono
+    assert sched.poll_now("acme", "sw-7") == 1
+    assert sched.poll_now("acme", "sw-7") == 0  # already waiting: not asked twice
+    assert sched.poll_now("acme", "sw-7", collector="other") == 0
+    assert sched.poll_now("other-client", "sw-7") == 0
+    await drive(sched, clock, asked + 0.001)
+    assert [(name, mono) for name, mono, _ in starts] == [("sw-7", asked)]
+
+    starts.clear()
+    await drive(sched, clock, begin + 1200)
+    (again,) = [wall for name, _, wall in starts if name == "sw-7"]
+    phase = phases([poll_key(p) for p in polls], 600)[poll_key(polls[7])]
+    assert again % 600 == pytest.approx(phase, abs=1e-3)  # its phase did not move

@@ -26,6 +26,7 @@ from pysnmp.hlapi.v3arch.asyncio import (
 from pysnmp.proto.rfc1902 import Integer32, OctetString
 
 from agent.runner import Agent
+from agent.scheduler import Scheduler
 from collectors.snmp import ber
 from tests.receivers import Clock, firing, free_port, latest_fields, running_agent, submit_poll, until
 
@@ -115,7 +116,20 @@ async def poll(agent: Agent, measurement: str, device: str, tags: dict[str, str]
     await submit_poll(agent, measurement, {**base, **tags}, fields, at)
 
 
-async def test_a_link_down_fires_at_once_a_link_up_does_not_resolve_it_the_next_poll_does(running) -> None:
+@pytest.fixture
+def asked(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str | None]]:
+    """The polls the trap receiver asks the scheduler to run now (requested before `running`)."""
+    calls: list[tuple[str, str, str | None]] = []
+
+    def poll_now(self: Scheduler, client: str, device: str, collector: str | None = None) -> int:
+        calls.append((client, device, collector))
+        return 0
+
+    monkeypatch.setattr(Scheduler, "poll_now", poll_now)
+    return calls
+
+
+async def test_a_link_down_fires_at_once_a_link_up_does_not_resolve_it_the_next_poll_does(asked, running) -> None:
     agent, port, clock = running
     uplink = {"if_index": "3", "if_name": "Gi1/0/3", "if_alias": "Uplink to dist-1", "if_type": "ethernetCsmacd"}
     await poll(agent, "snmp_interface", "core-1", uplink, {"admin_status": "up", "oper_status": "up"}, clock.now - 60)
@@ -129,6 +143,7 @@ async def test_a_link_down_fires_at_once_a_link_up_does_not_resolve_it_the_next_
     await agent.pipeline.drain()
     stored = {row.field: row.value for row in agent.state.latest("snmp_trap", {"trap": "link_down"})}
     assert stored["oper_status"] == "down" and stored["source"] == "127.0.0.2" and stored["version"] == "2c"
+    assert asked == [("acme", "core-1", "snmp")]  # the device is asked to confirm at once
 
     send(link(LINK_UP, 3, 1, 1), port, "127.0.0.2")
     await until(lambda: agent.state.latest("snmp_trap", {"trap": "link_up"}), "the link-up sample")

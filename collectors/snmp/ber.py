@@ -282,7 +282,9 @@ def decode_response(buf: bytes) -> Response:
         raise BerError(f"undecodable ({type(exc).__name__}: {exc})") from exc
 
 
-def _decode_response(buf: bytes) -> Response:
+def _envelope(buf: bytes) -> tuple[int, bytes, int, int, int]:
+    """The v1/v2c message around a PDU: (version, community, PDU type, offset of the PDU's
+    content, its end), the message and the PDU each filling the rest of the datagram."""
     size = len(buf)
     start, end = _expect(buf, 0, size, SEQUENCE, "message")
     if end != size:
@@ -295,6 +297,11 @@ def _decode_response(buf: bytes) -> Response:
     pdu_type, i, pdu_end = _header(buf, i, end, "PDU")
     if pdu_end != end:
         raise BerError(f"{end - pdu_end} trailing bytes after the PDU")
+    return version, community, pdu_type, i, end
+
+
+def _decode_response(buf: bytes) -> Response:
+    version, community, pdu_type, i, end = _envelope(buf)
     if pdu_type != RESPONSE:
         raise BerError(f"PDU type 0x{pdu_type:02x} is not a Response")
     request_id, i = _read_integer(buf, i, end, "request-id")
@@ -413,18 +420,7 @@ def decode_notification(buf: bytes) -> Notification:
 
 
 def _decode_notification(buf: bytes) -> Notification:
-    size = len(buf)
-    start, end = _expect(buf, 0, size, SEQUENCE, "message")
-    if end != size:
-        raise BerError(f"{size - end} trailing bytes after the message")
-    version, i = _read_integer(buf, start, end, "version")
-    if version not in (VERSION_1, VERSION_2C):
-        raise BerError(f"version {version} is not SNMPv1 or SNMPv2c")
-    c_start, i = _expect(buf, i, end, OCTET_STRING, "community")
-    community = buf[c_start:i]
-    pdu_type, i, pdu_end = _header(buf, i, end, "PDU")
-    if pdu_end != end:
-        raise BerError(f"{end - pdu_end} trailing bytes after the PDU")
+    version, community, pdu_type, i, end = _envelope(buf)
     if version == VERSION_1:
         if pdu_type != TRAP_V1:
             raise BerError(f"PDU type 0x{pdu_type:02x} is not an SNMPv1 Trap-PDU")

@@ -6,7 +6,7 @@ can write them in one transaction. Every store skips ``None`` fields (see agent/
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -47,16 +47,39 @@ class StoreError(Exception):
         super().__init__(f"{where}: {message}")
 
 
-def build_store(store_config: Mapping[str, Any], state_dir: Path, secrets: Any = None) -> Store:
+def build_store(
+    store_config: Mapping[str, Any],
+    state_dir: Path,
+    secrets: Any = None,
+    counter_fields: Iterable[tuple[str, str]] = (),
+) -> Store:
     """Build the configured store.
 
+    ``{kind: compact, raw_retention_days, five_minute_retention_days, retention_days}`` writes
+    ``<state_dir>/samples-compact.sqlite``;
     ``{kind: sqlite, retention_days}`` writes ``<state_dir>/samples.sqlite``;
-    ``{kind: influxdb, url, org, bucket, token, spool_dir, batch_size}`` sends to InfluxDB (or
+    ``{kind: influxdb, url, org, bucket, token, spool_dir, batch_size, max_in_flight, gzip_level,
+    ca_bundle, verify_tls}`` sends to InfluxDB (or
     anything speaking its write API) through an on-disk spool, ``<state_dir>/spool`` unless
     ``spool_dir`` says otherwise. ``secrets`` is accepted for the config module's calling
-    convention; the token arrives already resolved, so it is not consulted.
+    convention; the token arrives already resolved, so it is not consulted. ``counter_fields``:
+    the (measurement, field) pairs the compact store rolls up as increases (the plugins'
+    ``PluginSpec.counter_fields``).
     """
-    kind = store_config.get("kind", "sqlite")
+    kind = store_config.get("kind", "compact")
+    if kind == "compact":
+        from agent.stores.compact import CompactStore, Retention
+
+        defaults = Retention()
+        return CompactStore(
+            Path(store_config.get("path") or state_dir / "samples-compact.sqlite"),
+            Retention(
+                raw_days=float(store_config.get("raw_retention_days", defaults.raw_days)),
+                five_minute_days=float(store_config.get("five_minute_retention_days", defaults.five_minute_days)),
+                days=float(store_config.get("retention_days", defaults.days)),
+            ),
+            counter_fields=counter_fields,
+        )
     if kind == "sqlite":
         from agent.stores.sqlite import SqliteStore
 
@@ -65,6 +88,7 @@ def build_store(store_config: Mapping[str, Any], state_dir: Path, secrets: Any =
             retention_days=float(store_config.get("retention_days", 400)),
         )
     if kind == "influxdb":
+        from agent.api.tls import client_tls
         from agent.stores.influx import InfluxStore
         from agent.stores.spool import SpooledStore
 
@@ -78,6 +102,10 @@ def build_store(store_config: Mapping[str, Any], state_dir: Path, secrets: Any =
             # The spool sends in the background, each request under its own deadline, and retries
             # on its own backoff: one try per request.
             max_retries=0,
+            max_in_flight=int(store_config.get("max_in_flight", 4)),
+            gzip_level=int(store_config.get("gzip_level", 1)) or None,
+            ssl_context=(client_tls(store_config.get("ca_bundle"), bool(store_config.get("verify_tls", True)))
+                         if str(store_config["url"]).startswith("https://") else None),
         )
         spool_dir = Path(store_config.get("spool_dir") or state_dir / "spool")
         max_bytes = store_config.get("spool_max_bytes")
@@ -85,9 +113,10 @@ def build_store(store_config: Mapping[str, Any], state_dir: Path, secrets: Any =
             inner,
             spool_dir,
             batch_size=batch_size,
+            max_in_flight=inner.max_in_flight,
             **({"max_bytes": int(max_bytes)} if max_bytes is not None else {}),
         )
-    raise ValueError(f"unknown store kind {kind!r} (expected 'sqlite' or 'influxdb')")
+    raise ValueError(f"unknown store kind {kind!r} (expected 'compact', 'sqlite' or 'influxdb')")
 
 
 __all__ = ["Sample", "Store", "StoreError", "build_store"]

@@ -33,7 +33,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 from agent.api import Sample
@@ -42,6 +42,8 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 CACHED_TEXT_MAX = 128
 CACHED_TEXTS = 1 << 14
+# About 2 kB a series at most (the key holds its tag texts): 64 MB for a full cache.
+CACHED_SERIES = 1 << 15
 
 _CONTROL_TEXT = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)} | {
     0x09: "\\t",
@@ -64,28 +66,95 @@ class EncodedLine(NamedTuple):
 
 
 def encode(sample: Sample) -> EncodedLine:
-    known = sample.known_fields()
-    measurement = _measurement(sample.measurement)
-    if not measurement:
-        return EncodedLine(None, tuple(sorted(known)))
-    fields: list[str] = []
+    head = _heads.get(sample.measurement, sample.tags)
+    fields = sample.fields
+    if head is None:
+        return EncodedLine(None, tuple(sorted(key for key, value in fields.items() if value is not None)))
+    parts: list[str] = []
     left_out: list[str] = []
-    for key, value in sorted(known.items()):
-        formatted = _format_field(value)
-        escaped_key = _field_key(key)
-        if formatted is None or not escaped_key:
+    for key, prefix in _field_order(tuple(fields)):
+        value = fields[key]
+        kind = type(value)
+        # The common types first, by exact type (a bool is an int, a numpy float a float: the
+        # general path takes those).
+        if kind is float:
+            # False for NaN and both infinities, which have no line-protocol form.
+            text = repr(value) if value - value == 0.0 else None
+        elif kind is str:
+            text = _string_field(value)
+        elif kind is int:
+            text = f"{value}i" if INT64_MIN <= value <= INT64_MAX else None
+        elif value is None:
+            continue
+        else:
+            text = _format_field(value)
+        if text is None or prefix is None:
             left_out.append(key)
         else:
-            fields.append(f"{escaped_key}={formatted}")
-    if not fields:
+            parts.append(prefix + text)
+    if not parts:
         return EncodedLine(None, tuple(left_out))
-    head = [measurement]
-    for key in sorted(sample.tags):
+    return EncodedLine(f"{head} {','.join(parts)} {sample.timestamp_ns}", tuple(left_out))
+
+
+class _SeriesHeads:
+    """The escaped ``measurement,tag=value,...`` of each series, cached: series repeat every poll.
+
+    Entries are taken until the cache holds ``size`` of them, then none: with more live series than
+    that (they come back in a cycle, which defeats any eviction by recency) the first ``size`` keep
+    hitting and the rest cost the per-text escaping. Once the full cache has missed more than it hit
+    (and at least ``size`` times), its series are mostly gone (renamed ports, removed devices): it
+    is emptied and refilled. Only all-str tag sets are cached, so that a key equal to another
+    (``1 == True``) cannot stand for a different text.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._heads: dict[tuple[str, tuple[tuple[str, str], ...]], str | None] = {}
+        self._hits_when_full = 0
+        self._misses_when_full = 0
+
+    def get(self, measurement: str, tags: Mapping[str, str]) -> str | None:
+        key = (measurement, tuple(tags.items()))
+        try:
+            head = self._heads[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable tag value
+            return _head(measurement, tags)
+        else:
+            self._hits_when_full += len(self._heads) >= self.size
+            return head
+        head = _head(measurement, tags)
+        if len(self._heads) < self.size:
+            if type(measurement) is str and all(type(k) is str and type(v) is str for k, v in key[1]):
+                self._heads[key] = head
+        else:
+            self._misses_when_full += 1
+            if self._misses_when_full >= max(self.size, self._hits_when_full):
+                self._heads.clear()
+                self._hits_when_full = self._misses_when_full = 0
+        return head
+
+
+def _head(measurement: str, tags: Mapping[str, str]) -> str | None:
+    escaped = _measurement(measurement)
+    if not escaped:
+        return None
+    head = [escaped]
+    for key in sorted(tags):
         escaped_key = _tag(key)
-        escaped_value = _tag(str(sample.tags[key]))
+        escaped_value = _tag(str(tags[key]))
         if escaped_key and escaped_value:
             head.append(f"{escaped_key}={escaped_value}")
-    return EncodedLine(f"{','.join(head)} {','.join(fields)} {sample.timestamp_ns}", tuple(left_out))
+    return ",".join(head)
+
+
+@functools.lru_cache(maxsize=CACHED_TEXTS)
+def _field_order(keys: tuple[str, ...]) -> tuple[tuple[str, str | None], ...]:
+    # Each field key with its escaped ``key=``, in key order; None for a key that cannot be written.
+    # A measurement's field set repeats with every sample of it.
+    return tuple((key, f"{_field_key(key)}=" if key else None) for key in sorted(keys))
 
 
 def _escaper(escapes: re.Pattern[str]) -> Callable[[str], str]:
@@ -105,6 +174,7 @@ def _escaper(escapes: re.Pattern[str]) -> Callable[[str], str]:
 _measurement = _escaper(_MEASUREMENT_ESCAPES)
 _tag = _escaper(_TAG_ESCAPES)
 _field_key = _escaper(_FIELD_KEY_ESCAPES)
+_heads = _SeriesHeads(CACHED_SERIES)
 
 
 def _writable(text: str) -> str:
@@ -123,5 +193,17 @@ def _format_field(value: float | int | str | bool) -> str | None:
     if isinstance(value, int):
         return f"{value}i" if INT64_MIN <= value <= INT64_MAX else None
     if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else None
-    return '"' + _STRING_ESCAPES.sub(lambda match: "\\" + match[0], _writable(value)) + '"'
+        return repr(float(value)) if math.isfinite(value) else None
+    return _string_field(value)
+
+
+def _quoted(text: str) -> str:
+    return '"' + _STRING_ESCAPES.sub(lambda match: "\\" + match[0], _writable(text)) + '"'
+
+
+_cached_quoted = functools.lru_cache(maxsize=CACHED_TEXTS)(_quoted)
+
+
+def _string_field(text: str) -> str:
+    # Status texts ("up", "down", "ok") repeat as much as names do.
+    return _cached_quoted(text) if len(text) <= CACHED_TEXT_MAX else _quoted(text)

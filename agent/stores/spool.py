@@ -1,21 +1,28 @@
 """An on-disk spool in front of a remote store: an outage loses nothing and replays in order.
 
 Points go to disk first, always: ``write`` appends the batch to the spool, fsyncs it and returns;
-it never waits on the network. A background sender drains the spool, oldest point first, one chunk
-at a time, each request under a deadline (``request_timeout_s``), and moves a persisted cursor past
-what the remote store took, so points reach it in the order they were written, including what a
-previous process left behind. Delivery is at least once: a crash (or a request cut by its deadline)
-between the server taking a chunk and the cursor moving resends that chunk, which InfluxDB and
-VictoriaMetrics take as the same points again (same series, same timestamp).
+it never waits on the network. The spool keeps them as the remote store will send them (its
+``encode_lines``: line protocol for ``InfluxStore``), so they are encoded once, not once into the
+spool and again out of it. A background sender drains the spool, oldest point first, in chunks of
+``batch_size`` lines, up to ``max_in_flight`` chunks in flight at once, each request under a
+deadline (``request_timeout_s``), and moves a persisted cursor past what the remote store took, in
+order: a chunk taken while an older one failed is remembered and not sent again once the older one
+goes through, so an outage in the middle of a drain delivers each point once. Delivery is at least
+once across a crash (or a request cut by its deadline): one between the server taking a chunk and
+the cursor moving resends that chunk, which the server stores again (VictoriaMetrics keeps both
+copies of a point until deduplication is configured).
 
 ``close`` goes on sending for at most ``close_timeout_s``; what is still unsent then stays on disk
 and goes first at the next start. A hung server therefore costs a shutdown that bound, never a
 point.
 
-Layout of ``spool_dir``: ``<seq>.seg`` segment files of JSON lines (one sample per line, the
-``Sample.to_json`` form) rotated every ``segment_bytes``; ``cursor`` holds the first unsent byte
-of the oldest segment; ``quarantine.jsonl`` the lines the server refused. A process only appends to
-segments it created itself.
+Layout of ``spool_dir``: ``<seq>.lp`` segment files of the remote store's lines (one point per
+line) rotated every ``segment_bytes``; ``cursor`` holds the first unsent byte of the oldest segment;
+``quarantine.jsonl`` the lines the server refused (``{"line": ...}``). A process only appends to
+segments it created itself. ``<seq>.seg`` segments, JSON lines of samples (the ``Sample.to_json``
+form), are what versions before 2026-12-02 wrote: they are still read, in their turn, and their
+samples sent through the remote store's ``write`` (their refused lines are quarantined as
+``{"sample": ...}``).
 
 The spool is bounded: past ``max_bytes`` the oldest segments are dropped with a warning and
 counted in ``dropped_points``. When the server refuses a chunk as data (``StoreError.data_rejected``:
@@ -43,7 +50,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, NamedTuple, TypeVar
+from typing import IO, NamedTuple, Protocol, TypeVar
 
 from agent.api import Sample
 from agent.stores import Store, StoreError
@@ -51,7 +58,8 @@ from agent.stores import Store, StoreError
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-SEGMENT_SUFFIX = ".seg"
+SEGMENT_SUFFIX = ".lp"
+JSON_SEGMENT_SUFFIX = ".seg"
 CURSOR_FILE = "cursor"
 QUARANTINE_FILE = "quarantine.jsonl"
 # Lone surrogates (text decoded with surrogateescape) survive the spool; the encoder of the remote
@@ -59,6 +67,14 @@ QUARANTINE_FILE = "quarantine.jsonl"
 TEXT_ERRORS = "surrogatepass"
 # Closing the remote store's client drops connections, it does not wait on the server.
 INNER_CLOSE_TIMEOUT_S = 2.0
+
+
+class LineStore(Store, Protocol):
+    """A remote store whose requests are text lines, one per point: what the spool keeps."""
+
+    def encode_lines(self, samples: Sequence[Sample]) -> list[str]: ...
+
+    async def write_lines(self, lines: Sequence[str]) -> None: ...
 
 
 class SpoolDepth(NamedTuple):
@@ -72,13 +88,20 @@ class _Segment:
     path: Path
     size: int
     points: int
+    json: bool = False
+    """A segment of JSON samples left by a version before 2026-12-02."""
 
 
 class _Chunk(NamedTuple):
     seq: int
+    start: int
+    end: int
+    points: int
     lines: list[str]
+    """Empty for a chunk taken ahead."""
     ends: list[int]
     """Byte offset in the segment just past each line."""
+    json: bool
 
 
 def sample_from_json(line: str) -> Sample:
@@ -86,12 +109,21 @@ def sample_from_json(line: str) -> Sample:
     return Sample(data["measurement"], data["tags"], data["fields"], int(data["timestamp"]))
 
 
+def _samples_from_json(lines: list[str], spool_dir: Path) -> list[Sample]:
+    try:
+        return [sample_from_json(line) for line in lines]
+    except (ValueError, KeyError, TypeError) as exc:
+        # Refused like bad data: halving isolates the line, and the sender is not stuck on it.
+        raise StoreError(str(spool_dir), f"unreadable spool line ({exc})", data_rejected=True) from None
+
+
 class SpooledStore:
     def __init__(
         self,
-        inner: Store,
+        inner: LineStore,
         spool_dir: Path,
         batch_size: int = 5000,
+        max_in_flight: int = 4,
         max_bytes: int = 1 << 30,
         segment_bytes: int = 8 << 20,
         retry_min_s: float = 5.0,
@@ -106,6 +138,7 @@ class SpooledStore:
         self.inner = inner
         self.spool_dir = Path(spool_dir)
         self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
         self.max_bytes = max_bytes
         # At least four segments fit under the bound, so dropping one frees a known share.
         self.segment_bytes = max(1, min(segment_bytes, max_bytes // 4))
@@ -134,6 +167,9 @@ class SpooledStore:
         self._open_seq: int | None = None
         self._next_seq = 0
         self._quarantine_bytes = 0
+        # Chunks the remote store took while an older one failed, by (segment, start offset): their
+        # (end offset, points), committed in their turn without being sent again.
+        self._taken_ahead: dict[tuple[int, int], tuple[int, int]] = {}
         self._recover()
 
     # -- async API -------------------------------------------------------------------------------
@@ -144,7 +180,7 @@ class SpooledStore:
         Never waits on the remote store and never raises for its failures: the points stay spooled
         and ``last_error`` says why they are not sent yet.
         """
-        lines = [s.to_json() for s in samples if s.known_fields()]
+        lines = self.inner.encode_lines(samples)
         if lines:
             await self._run(self._append, lines)
         if self._sender is None:
@@ -233,47 +269,66 @@ class SpooledStore:
 
     async def _drain(self) -> bool:
         while True:
-            chunk = await self._run(self._read_chunk)
-            if chunk is None:
+            chunks = await self._run(self._read_chunks)
+            if not chunks:
+                self._taken_ahead.clear()
                 return True
-            try:
-                await self._deliver(chunk.seq, chunk.lines, chunk.ends)
-            except Exception as exc:  # noqa: BLE001 - any failure must leave the points spooled
-                if not isinstance(exc, StoreError):
-                    log.exception("sending spooled points to %s failed", self.inner)
-                self._failed(exc)
-                return False
+            outcomes = await asyncio.gather(*(self._send_chunk(chunk) for chunk in chunks), return_exceptions=True)
+            # Settled in order, so that the cursor only ever moves past what the server took.
+            for index, (chunk, outcome) in enumerate(zip(chunks, outcomes, strict=True)):
+                try:
+                    if isinstance(outcome, StoreError) and outcome.data_rejected:
+                        await self._isolate(chunk.seq, chunk.lines, chunk.ends, chunk.json, outcome)
+                    elif isinstance(outcome, BaseException):
+                        raise outcome
+                    else:
+                        await self._run(self._commit, chunk.seq, chunk.end, chunk.points)
+                except Exception as exc:  # noqa: BLE001 - any failure must leave the points spooled
+                    if not isinstance(exc, StoreError):
+                        log.exception("sending spooled points to %s failed", self.inner)
+                    for later, later_outcome in zip(chunks[index + 1 :], outcomes[index + 1 :], strict=True):
+                        if later_outcome is None:
+                            self._taken_ahead[(later.seq, later.start)] = (later.end, later.points)
+                    self._failed(exc)
+                    return False
             self._failures = 0
             self._next_attempt = float("-inf")
             self.last_error = None
 
-    async def _deliver(self, seq: int, lines: list[str], ends: list[int]) -> None:
+    async def _send_chunk(self, chunk: _Chunk) -> None:
+        if chunk.lines:  # else taken ahead by an earlier drain
+            await self._send(chunk.lines, chunk.json)
+
+    async def _deliver(self, seq: int, lines: list[str], ends: list[int], json_lines: bool) -> None:
         """Send consecutive lines of segment ``seq`` and move the cursor past them; lines the server
         refuses as data are isolated by halving and quarantined. Raises on any other failure, with
         the cursor past what was delivered."""
         try:
-            await self._send(lines)
+            await self._send(lines, json_lines)
         except StoreError as exc:
             if not exc.data_rejected:
                 raise
-            if len(lines) == 1:
-                await self._run(self._quarantine, lines[0], exc)
-            else:
-                middle = len(lines) // 2
-                await self._deliver(seq, lines[:middle], ends[:middle])
-                await self._deliver(seq, lines[middle:], ends[middle:])
-                return
+            await self._isolate(seq, lines, ends, json_lines, exc)
+            return
         await self._run(self._commit, seq, ends[-1], len(lines))
 
-    async def _send(self, lines: list[str]) -> None:
-        try:
-            samples = [sample_from_json(line) for line in lines]
-        except (ValueError, KeyError, TypeError) as exc:
-            # Refused like bad data: halving isolates the line, and the sender is not stuck on it.
-            raise StoreError(str(self.spool_dir), f"unreadable spool line ({exc})", data_rejected=True) from None
+    async def _isolate(self, seq: int, lines: list[str], ends: list[int], json_lines: bool, error: StoreError) -> None:
+        """``lines`` were refused as data: deliver each half, down to the single lines at fault."""
+        if len(lines) == 1:
+            await self._run(self._quarantine, lines[0], json_lines, error)
+            await self._run(self._commit, seq, ends[-1], 1)
+            return
+        middle = len(lines) // 2
+        await self._deliver(seq, lines[:middle], ends[:middle], json_lines)
+        await self._deliver(seq, lines[middle:], ends[middle:], json_lines)
+
+    async def _send(self, lines: list[str], json_lines: bool) -> None:
         try:
             async with asyncio.timeout(self.request_timeout_s):
-                await self.inner.write(samples)
+                if json_lines:
+                    await self.inner.write(_samples_from_json(lines, self.spool_dir))
+                else:
+                    await self.inner.write_lines(lines)
         except TimeoutError:
             raise StoreError(str(self.inner), f"no answer within {self.request_timeout_s:g}s") from None
 
@@ -307,7 +362,8 @@ class SpooledStore:
         if cursor_path.exists():
             saved = json.loads(cursor_path.read_text())
             cursor_seq, cursor_offset = int(saved["segment"]), int(saved["offset"])
-        for path in sorted(self.spool_dir.glob(f"*{SEGMENT_SUFFIX}")):
+        paths = [*self.spool_dir.glob(f"*{SEGMENT_SUFFIX}"), *self.spool_dir.glob(f"*{JSON_SEGMENT_SUFFIX}")]
+        for path in sorted(paths, key=lambda path: int(path.stem)):
             seq = int(path.stem)
             if seq < cursor_seq:
                 # Fully sent before a crash got in the way of deleting it.
@@ -325,7 +381,9 @@ class SpooledStore:
             if not data:
                 path.unlink()
                 continue
-            self._segments.append(_Segment(seq, path, len(data), data.count(b"\n")))
+            self._segments.append(
+                _Segment(seq, path, len(data), data.count(b"\n"), json=path.suffix == JSON_SEGMENT_SUFFIX)
+            )
             if seq == cursor_seq:
                 self._cursor_offset = cursor_offset
                 self._cursor_points = data[:cursor_offset].count(b"\n")
@@ -385,28 +443,42 @@ class SpooledStore:
                 self.dropped_points,
             )
 
-    def _read_chunk(self) -> _Chunk | None:
-        """Up to ``batch_size`` unsent lines of the oldest segment, with where each one ends."""
+    def _read_chunks(self) -> list[_Chunk]:
+        """Up to ``max_in_flight`` chunks of ``batch_size`` unsent lines of the oldest segment, in
+        order, with where each line ends; a chunk taken ahead comes back whole and without lines."""
         while self._segments:
             segment = self._segments[0]
             if self._cursor_offset < segment.size:
+                chunks: list[_Chunk] = []
                 with segment.path.open("rb") as f:
-                    f.seek(self._cursor_offset)
-                    lines: list[str] = []
-                    ends: list[int] = []
                     offset = self._cursor_offset
-                    while len(lines) < self.batch_size and offset < segment.size:
-                        raw = f.readline()
-                        offset += len(raw)
-                        lines.append(raw.decode("utf-8", TEXT_ERRORS).rstrip("\n"))
-                        ends.append(offset)
-                return _Chunk(segment.seq, lines, ends)
+                    f.seek(offset)
+                    while len(chunks) < self.max_in_flight and offset < segment.size:
+                        taken = self._taken_ahead.get((segment.seq, offset))
+                        if taken is not None:
+                            end, points = taken
+                            chunks.append(_Chunk(segment.seq, offset, end, points, [], [], segment.json))
+                            offset = end
+                            f.seek(offset)
+                            continue
+                        start = offset
+                        lines: list[str] = []
+                        ends: list[int] = []
+                        while len(lines) < self.batch_size and offset < segment.size:
+                            raw = f.readline()
+                            offset += len(raw)
+                            lines.append(raw.decode("utf-8", TEXT_ERRORS).rstrip("\n"))
+                            ends.append(offset)
+                            if (segment.seq, offset) in self._taken_ahead:
+                                break
+                        chunks.append(_Chunk(segment.seq, start, offset, len(lines), lines, ends, segment.json))
+                return chunks
             if segment.seq == self._open_seq:
-                return None
+                return []
             self._retire_oldest()
-        return None
+        return []
 
-    def _quarantine(self, line: str, error: StoreError) -> None:
+    def _quarantine(self, line: str, json_line: bool, error: StoreError) -> None:
         self.quarantined_lines += 1
         record = json.dumps(
             {
@@ -414,7 +486,7 @@ class SpooledStore:
                 "status": error.status,
                 "error": error.server_message,
                 "url": error.url,
-                "sample": _json_or_text(line),
+                **({"sample": _json_or_text(line)} if json_line else {"line": line}),
             },
             ensure_ascii=False,
         )

@@ -37,7 +37,9 @@ DEFAULT_RETENTION_DAYS = 400
 # Rows deleted per retention step: small enough that one step never holds the write lock for long.
 PRUNE_STEP_ROWS = 20_000
 
-SCHEMA = SERIES_SCHEMA + """
+SCHEMA = (
+    SERIES_SCHEMA
+    + """
 CREATE TABLE IF NOT EXISTS field (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE
@@ -59,6 +61,7 @@ CREATE TABLE IF NOT EXISTS point_str (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS point_str_ts ON point_str (ts);
 """
+)
 
 T = TypeVar("T")
 Value = float | int | str
@@ -72,9 +75,13 @@ class SeriesPoints:
     points: list[tuple[int, Value]]
 
 
+# json.dumps with any option builds a new encoder per call; this runs for every sample stored
+_TAGS_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
 def canonical_tags(tags: Mapping[str, str]) -> str:
     """The one spelling of a tag set used as a key (sorted, empty values dropped like the LP form)."""
-    return json.dumps({k: str(v) for k, v in sorted(tags.items()) if v != ""}, ensure_ascii=False)
+    return _TAGS_ENCODER.encode({k: str(v) for k, v in sorted(tags.items()) if v != ""})
 
 
 def tag_filter_sql(tag_filter: Mapping[str, str] | None, series_alias: str = "s") -> tuple[str, list[str]]:

@@ -241,3 +241,25 @@ def test_agent_keeps_rollups_as_long_as_the_embedded_store_keeps_points(tmp_path
     assert retention("{kind: sqlite, retention_days: 30}") == 30
     influx = "{kind: influxdb, url: 'http://tsdb:8086', org: noc, bucket: vigie, token: {secret: t}}"
     assert retention(influx) == DEFAULT_RETENTION_DAYS
+
+
+def test_series_rows_are_written_once_across_a_reopen_and_a_failed_batch(tmp_path):
+    # The ids of the series already in the file are read at the first update, and the tag rows of
+    # the series a batch creates are written with it: a reopen must not duplicate a series, a
+    # rolled-back batch must not leave an id remembered that the file does not hold.
+    db = StateDB(tmp_path / "s.sqlite")
+    db.update([status("ok", T0)], T0)
+    db.close()
+    again = StateDB(tmp_path / "s.sqlite")
+    again.update([status("ok", T0 + MIN), status("ok", T0 + MIN, device="sw2")], T0 + MIN)
+    with pytest.raises(sqlite3.Error):  # a value SQLite cannot bind: the whole batch rolls back
+        again.update([status("ok", T0 + 2 * MIN, device="sw3"),
+                      Sample("collection", {**TAGS, "device": "sw3"}, {"error": ["not", "a", "value"]},
+                             T0 + 2 * MIN)], T0 + 2 * MIN)
+    again.update([status("ok", T0 + 3 * MIN, device="sw3")], T0 + 3 * MIN)
+    assert table_rows(again, "series") == 3
+    assert table_rows(again, "series_tag") == 3 * len(TAGS)
+    sw1 = again.latest("collection", {"device": "sw1"})
+    assert [lt.timestamp_ns for lt in sw1 if lt.field == "status"] == [T0 + MIN]
+    assert {lt.tags["device"] for lt in again.latest("collection", {"device": "sw3"})} == {"sw3"}
+    again.close()

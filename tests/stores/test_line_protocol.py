@@ -5,7 +5,7 @@ import pytest
 
 from agent.api import Sample
 from agent.stores.influx import InfluxStore
-from agent.stores.line_protocol import EncodedLine, encode
+from agent.stores.line_protocol import EncodedLine, _SeriesHeads, encode
 
 MS = 1_000_000
 T0 = 1_700_000_000_000 * MS
@@ -117,3 +117,28 @@ async def test_unrepresentable_field_is_counted_once_sent_and_the_rest_of_the_po
     await store.close()
     assert store.unrepresentable_fields == 1 and store.stats() == {"unrepresentable_fields": 1}
     assert [name for name, _, _ in victoria.export('{__name__=~"m_.*"}')] == ["m_good"]
+
+
+def test_cached_series_heads_never_stand_for_another_tag_set():
+    # Equal keys of different text (1 == True == 1.0) are not cached; tag order does not matter.
+    for value, text in [(1, "1"), (True, "True"), (1.0, "1.0"), ("1", "1")]:
+        assert encode(Sample("m", {"t": value}, {"v": 1.0}, T0)).text == f"m,t={text} v=1.0 {T0}"
+    assert encode(Sample("m", {"b": "2", "a": "1"}, {"v": 1.0}, T0)) == encode(
+        Sample("m", {"a": "1", "b": "2"}, {"v": 1.0}, T0)
+    )
+
+
+def test_a_full_series_cache_keeps_its_entries_then_starts_afresh():
+    heads = _SeriesHeads(size=2)
+    series = [("m", {"device": f"d{i}", "if": "Gi1/0/1"}) for i in range(3)]
+    for _ in range(5):  # more series than entries, in a cycle, as polls bring them back
+        assert [heads.get(*s) for s in series] == [f"m,device=d{i},if=Gi1/0/1" for i in range(3)]
+    assert list(heads._heads) == [(m, tuple(tags.items())) for m, tags in series[:2]]  # the first ones kept
+    renamed = [("m", {"device": f"d{i}", "if": "Gi1/0/2"}) for i in range(3)]
+    for _ in range(5):  # the old series are gone: emptied and refilled with the new ones
+        assert [heads.get(*s) for s in renamed] == [f"m,device=d{i},if=Gi1/0/2" for i in range(3)]
+    assert len(heads._heads) == 2 and set(heads._heads) < {(m, tuple(tags.items())) for m, tags in renamed}
+    assert (
+        heads.get("", {"device": "d"}) is None
+        and heads.get("m", {"device": ["unhashable"]}) == "m,device=['unhashable']"
+    )

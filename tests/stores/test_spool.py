@@ -7,6 +7,7 @@ on elapsed time; ``SAFETY_S`` only turns a hang into a failure.
 
 import asyncio
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import pytest
@@ -15,6 +16,7 @@ from aiohttp import web
 from agent.api import Sample
 from agent.stores import StoreError, build_store
 from agent.stores.influx import InfluxStore
+from agent.stores.line_protocol import encode
 from agent.stores.spool import QUARANTINE_FILE, SpoolDepth, SpooledStore
 from tests.agent.helpers import SAFETY_S, Changes
 from tests.stores.helpers import ManualTime
@@ -28,12 +30,34 @@ def sample(i: int, device: str = "d") -> Sample:
     return Sample("spooltest", {"client": "c", "device": device}, {"seq": float(i)}, T0 + i * MS)
 
 
-def seqs(samples: Sequence[Sample]) -> list[float]:
-    return [s.fields["seq"] for s in samples]
+def seq_of(line: str) -> float:
+    return float(line.split("seq=")[1].split(" ")[0])
 
 
-class Recording:
-    """Passes batches to the real store and records what it accepted, in order."""
+def seqs(lines: Sequence[str]) -> list[float]:
+    return [seq_of(line) for line in lines]
+
+
+class LineFake(ABC):
+    """A line-protocol remote store (``encode_lines`` and ``write_lines``); ``write``, which the spool
+    uses for the JSON segments of an older version, goes through the same lines."""
+
+    def encode_lines(self, samples: Sequence[Sample]) -> list[str]:
+        return [line for line in (encode(s).text for s in samples) if line is not None]
+
+    async def write(self, samples: Sequence[Sample]) -> None:
+        await self.write_lines(self.encode_lines(samples))
+
+    @abstractmethod
+    async def write_lines(self, lines: Sequence[str]) -> None:
+        """What this fake store does with a batch of lines."""
+
+    async def close(self) -> None:  # noqa: B027 - a fake with nothing to release, unless it says
+        return None
+
+
+class Recording(LineFake):
+    """Passes batches to the real store and records what it accepted, in the order it answered."""
 
     def __init__(self, inner):
         self.inner = inner
@@ -42,13 +66,16 @@ class Recording:
         self.closed = False
         self.changes = Changes()
 
-    async def write(self, samples: Sequence[Sample]) -> None:
+    def encode_lines(self, samples: Sequence[Sample]) -> list[str]:
+        return self.inner.encode_lines(samples)
+
+    async def write_lines(self, lines: Sequence[str]) -> None:
         self.attempts += 1
         try:
-            await self.inner.write(samples)
+            await self.inner.write_lines(lines)
         finally:
             self.changes.bump()
-        self.sent += seqs(samples)
+        self.sent += seqs(lines)
 
     async def close(self) -> None:
         self.closed = True
@@ -92,13 +119,13 @@ async def test_outage_is_spooled_and_replayed_in_order(tmp_path, victoria):
     await remote.changes.until(lambda: len(remote.sent) == 30)
     await store.write([sample(i) for i in range(30, 35)])
     await remote.changes.until(lambda: len(remote.sent) == 35)
-    assert remote.sent == [float(i) for i in range(35)]
+    assert sorted(remote.sent) == [float(i) for i in range(35)]  # chunks in flight together land in any order
     assert await store.flush() is True
     assert store.depth() == SpoolDepth(0, 0) and store.last_error is None
     await store.close()
     assert remote.closed
     assert stored_seq(victoria) == [float(i) for i in range(35)]
-    assert list((tmp_path / "spool").glob("*.seg")) == []
+    assert list((tmp_path / "spool").glob("*.lp")) == []
 
 
 async def test_spool_left_by_a_previous_process_is_replayed_first(tmp_path, victoria):
@@ -114,49 +141,49 @@ async def test_spool_left_by_a_previous_process_is_replayed_first(tmp_path, vict
     assert second.depth().points == 10
     await second.write([sample(i) for i in range(10, 13)])
     await second.close()
-    assert remote.sent == [float(i) for i in range(13)]
+    assert sorted(remote.sent) == [float(i) for i in range(13)]
     assert stored_seq(victoria) == [float(i) for i in range(13)]
 
 
-class Down:
+class Down(LineFake):
     def __init__(self):
         self.calls = 0
         self.changes = Changes()
 
-    async def write(self, samples):
+    async def write_lines(self, lines):
         self.calls += 1
         self.changes.bump()
         raise StoreError("http://tsdb:8086", "connection refused")
 
-    async def close(self):
-        pass
 
+class RefusesData(LineFake):
+    """Refuses, as data, any batch holding one of the ``bad`` points; ``down_on_calls`` fail as an
+    outage, and so does any batch holding one of the ``down_for`` points (once each)."""
 
-class RefusesData:
-    """Refuses, as data, any batch holding one of the ``bad`` points; ``down_on_calls`` fail as an outage."""
-
-    def __init__(self, bad: set[float], down_on_calls: frozenset[int] = frozenset()):
+    def __init__(
+        self, bad: set[float], down_on_calls: frozenset[int] = frozenset(), down_for: frozenset[float] = frozenset()
+    ):
         self.bad = bad
         self.down_on_calls = down_on_calls
+        self.down_for = set(down_for)
         self.calls = 0
-        self.taken: list[Sample] = []
+        self.taken: list[str] = []
         self.batches: list[list[float]] = []
 
-    async def write(self, samples):
+    async def write_lines(self, lines):
         self.calls += 1
-        if self.calls in self.down_on_calls:
+        batch = seqs(lines)
+        if self.calls in self.down_on_calls or self.down_for.intersection(batch):
+            self.down_for.difference_update(batch)
             raise StoreError("http://tsdb:8086", "connection refused")
-        if any(s.fields["seq"] in self.bad for s in samples):
+        if self.bad.intersection(batch):
             raise StoreError("http://tsdb:8086", "unable to parse", status=400, retryable=False, data_rejected=True)
-        self.taken += samples
-        self.batches.append(seqs(samples))
+        self.taken += lines
+        self.batches.append(batch)
 
     @property
     def sent(self) -> list[float]:
         return [seq for batch in self.batches for seq in batch]
-
-    async def close(self):
-        pass
 
 
 def quarantined(spool_dir) -> list[dict]:
@@ -212,20 +239,20 @@ async def test_backoff_grows_and_only_flush_bypasses_it(tmp_path):
 
 async def test_refused_lines_are_isolated_and_quarantined_and_every_good_point_delivered(tmp_path):
     remote = RefusesData({3.0, 9.0})
-    store = SpooledStore(remote, tmp_path / "spool", batch_size=4, wall_clock_ns=lambda: 42)
+    store = SpooledStore(remote, tmp_path / "spool", batch_size=4, max_in_flight=1, wall_clock_ns=lambda: 42)
     await store.write([sample(i) for i in range(10)])
     assert await store.flush() is True
     # Chunks [0-3] [4-7] [8-9]: the refused ones are halved down to the lines at fault.
     assert remote.batches == [[0.0, 1.0], [2.0], [4.0, 5.0, 6.0, 7.0], [8.0]]
     assert store.quarantined_lines == 2 and store.depth() == SpoolDepth(0, 0)
     records = quarantined(tmp_path / "spool")
-    assert [r["sample"]["fields"]["seq"] for r in records] == [3.0, 9.0]
+    assert [seq_of(r["line"]) for r in records] == [3.0, 9.0]
     assert records[0] == {
         "quarantined_at_ns": 42,
         "status": 400,
         "error": "unable to parse",
         "url": "http://tsdb:8086",
-        "sample": json.loads(sample(3).to_json()),
+        "line": encode(sample(3)).text,
     }
     assert store.stats() == {"spool_points": 0, "spool_bytes": 0, "spool_dropped_points": 0, "quarantined_lines": 2}
     await store.close()
@@ -246,9 +273,7 @@ async def test_an_outage_in_the_middle_of_a_split_resends_only_what_was_not_deli
     again = SpooledStore(remote, tmp_path / "spool", batch_size=8)
     assert await again.flush() is True
     assert remote.sent == [0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 7.0]
-    assert again.quarantined_lines == 1 and [r["sample"]["fields"]["seq"] for r in quarantined(tmp_path / "spool")] == [
-        5.0
-    ]
+    assert again.quarantined_lines == 1 and [seq_of(r["line"]) for r in quarantined(tmp_path / "spool")] == [5.0]
     await again.close()
 
 
@@ -307,22 +332,55 @@ async def test_influxdb2_refusing_a_batch_loses_only_the_refused_lines(tmp_path,
     assert taken == [float(i) for i in range(1000) if i not in (17, 401, 402)]
     assert store.quarantined_lines == 3
     records = quarantined(tmp_path / "spool")
-    assert [r["sample"]["fields"]["seq"] for r in records] == [17.0, 401.0, 402.0]
+    assert [seq_of(r["line"]) for r in records] == [17.0, 401.0, 402.0]
     assert records[0]["status"] == 400 and records[0]["url"].startswith(url)
     assert records[0]["error"].startswith("unable to parse 'spooltest,client=c,device=poison seq=17.0")
     # Bisecting 2 chunks of 500 to 3 lines: far fewer requests than one per line.
     assert fake.requests < 60
 
 
-async def test_a_spool_line_that_cannot_be_read_back_is_quarantined_not_a_stuck_sender(tmp_path):
-    first = SpooledStore(Down(), tmp_path / "spool", close_timeout_s=0)
-    await first.write([sample(i) for i in range(4)])
-    await first.close()
-    (segment,) = (tmp_path / "spool").glob("*.seg")
-    lines = segment.read_text().splitlines()
-    lines[1] = '{"measurement": "spooltest"}'
-    segment.write_text("\n".join(lines) + "\n")
+def write_json_spool(spool_dir, samples: Sequence[Sample], sent: int = 0) -> None:
+    """A spool as versions before 2026-12-02 left it: JSON samples, ``sent`` lines past the cursor."""
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    lines = [(s.to_json() if isinstance(s, Sample) else s) + "\n" for s in samples]
+    (spool_dir / f"{0:016d}.seg").write_bytes("".join(lines).encode("utf-8", "surrogatepass"))
+    offset = len("".join(lines[:sent]).encode("utf-8", "surrogatepass"))
+    (spool_dir / "cursor").write_text(json.dumps({"segment": 0, "offset": offset}))
 
+
+async def test_a_spool_left_by_the_json_version_is_delivered_first_and_once(tmp_path, victoria):
+    spool = tmp_path / "spool"
+    hostile = Sample("spooltest", {"client": "c", "device": "d", "alias": 'a,b=c "d"\nghost v=1'}, {"seq": 100.0}, T0)
+    surrogate = Sample(
+        "spooltest", {"client": "c", "device": b"caf\xe9".decode("utf-8", "surrogateescape")}, {"seq": 5.0}, T0
+    )
+    write_json_spool(spool, [*(sample(i) for i in range(5)), surrogate, hostile], sent=2)
+    remote = influx(victoria.url)
+    store = SpooledStore(remote, spool, batch_size=2)
+    assert store.depth().points == 5
+    await store.write([sample(i) for i in range(6, 9)])  # after the old ones, in a segment of line protocol
+    assert await store.flush() is True
+    await store.close()
+    # The cursor's two points are not sent again; each of the others once.
+    assert sorted(remote.sent) == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 100.0]
+    assert sorted(v for _, _, values in victoria.export('{__name__="spooltest_seq"}') for v in values) == sorted(
+        remote.sent
+    )
+    labels = {tuple(sorted(row[0].items())) for row in victoria.series('{__name__="spooltest_seq"}')}
+    assert (
+        ("__name__", "spooltest_seq"),
+        ("alias", 'a,b=c "d"\\nghost v=1'),
+        ("client", "c"),
+        ("device", "d"),
+    ) in labels
+    assert [row[2] for row in victoria.series('{device="caf\ufffd"}')] == [[5.0]]
+    assert list(spool.glob("*.seg")) == [] and store.depth() == SpoolDepth(0, 0)
+
+
+async def test_a_json_spool_line_that_cannot_be_read_back_is_quarantined_not_a_stuck_sender(tmp_path):
+    lines = [sample(i).to_json() for i in range(4)]
+    lines[1] = '{"measurement": "spooltest"}'
+    write_json_spool(tmp_path / "spool", lines)
     remote = RefusesData(set())
     again = SpooledStore(remote, tmp_path / "spool")
     assert await again.flush() is True
@@ -332,7 +390,22 @@ async def test_a_spool_line_that_cannot_be_read_back_is_quarantined_not_a_stuck_
     await again.close()
 
 
-async def test_lone_surrogates_survive_the_spool(tmp_path):
+async def test_chunks_taken_while_an_older_one_failed_are_not_sent_again(tmp_path):
+    # Four chunks in flight: the oldest meets an outage, the three others are taken.
+    remote = RefusesData(set(), down_for=frozenset({0.0}))
+    time = ManualTime()
+    store = SpooledStore(remote, tmp_path / "spool", batch_size=2, max_in_flight=4, clock=time.clock, sleep=time.sleep)
+    await store.write([sample(i) for i in range(8)])
+    assert await store.flush() is False
+    assert sorted(remote.sent) == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    assert store.depth().points == 8  # the cursor only moves past the oldest unsent point
+    assert await store.flush() is True
+    assert remote.batches[-1] == [0.0, 1.0] and sorted(remote.sent) == [float(i) for i in range(8)]
+    assert store.depth() == SpoolDepth(0, 0)
+    await store.close()
+
+
+async def test_lone_surrogates_in_a_spooled_point_are_written_as_replacement_characters(tmp_path):
     text = b"caf\xe9".decode("utf-8", "surrogateescape")
     odd = Sample("spooltest", {"device": text}, {"seq": 0.0}, T0)
     first = SpooledStore(Down(), tmp_path / "spool", close_timeout_s=0)
@@ -342,7 +415,7 @@ async def test_lone_surrogates_survive_the_spool(tmp_path):
     remote = RefusesData(set())
     again = SpooledStore(remote, tmp_path / "spool")
     assert await again.flush() is True
-    assert remote.taken == [odd]
+    assert remote.taken == [f"spooltest,device=caf\ufffd seq=0.0 {T0}"]
     await again.close()
 
 
@@ -358,7 +431,7 @@ async def test_a_hung_tsdb_holds_neither_writes_nor_close_and_loses_nothing(tmp_
         close_timeout_s=0.5,
     )
     await hung.write([sample(i) for i in range(250)])
-    await hung_tsdb.changes.until(lambda: hung_tsdb.connections == 1)
+    await hung_tsdb.changes.until(lambda: hung_tsdb.connections >= 1)
     async with asyncio.timeout(SAFETY_S):
         for start in range(250, 1000, 250):
             await hung.write([sample(i) for i in range(start, start + 250)])
@@ -370,8 +443,8 @@ async def test_a_hung_tsdb_holds_neither_writes_nor_close_and_loses_nothing(tmp_
     again = SpooledStore(remote, spool, batch_size=100)
     assert await again.flush() is True
     await again.close()
-    assert remote.sent == [float(i) for i in range(1000)]
-    assert stored_seq(victoria) == [float(i) for i in range(1000)]  # each point once, in order
+    assert sorted(remote.sent) == [float(i) for i in range(1000)]
+    assert stored_seq(victoria) == [float(i) for i in range(1000)]  # each point once
 
 
 async def test_a_request_past_its_deadline_is_a_failure_that_keeps_the_points(tmp_path, hung_tsdb):

@@ -74,6 +74,7 @@ ANSWERED = frozenset({"ok", "partial", "error"})
 DEFAULT_NON_IDENTIFYING_TAGS = frozenset({"if_alias", "if_descr", "description", "sys_descr", "location"})
 
 ParentMap = Mapping[tuple[str, str], str]
+SILENCE_CHECK_S = 5.0  # how often the silence rules' series are looked over (at most)
 # A rule with its compiled forms read once (a pydantic private attribute costs a lookup each time).
 CompiledRule = tuple[Rule, tuple[TagMatcher, ...], Expression]
 
@@ -105,20 +106,35 @@ CREATE TABLE IF NOT EXISTS alerts (
     fired_at REAL,
     resolved_at REAL,
     last_sample_at REAL,
-    inhibited_by TEXT
+    inhibited_by TEXT,
+    flapping INTEGER NOT NULL DEFAULT 0,
+    good_since REAL,
+    impacted TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_active ON alerts(fingerprint) WHERE state IN ('pending', 'firing');
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts(state);
 CREATE INDEX IF NOT EXISTS alerts_active_rule ON alerts(rule) WHERE state IN ('pending', 'firing');
+CREATE INDEX IF NOT EXISTS alerts_fingerprint ON alerts(fingerprint, fired_at);
+CREATE TABLE IF NOT EXISTS series_seen (
+    fingerprint TEXT PRIMARY KEY,
+    rule TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    last_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS device_status (
     client TEXT NOT NULL,
     device TEXT NOT NULL,
     collector TEXT NOT NULL,
     status TEXT NOT NULL,
     at REAL NOT NULL,
+    answered_since REAL,
     PRIMARY KEY (client, device, collector)
 );
 """
+_ADDED_COLUMNS = {
+    "alerts": {"flapping": "INTEGER NOT NULL DEFAULT 0", "good_since": "REAL", "impacted": "TEXT"},
+    "device_status": {"answered_since": "REAL"},
+}
 
 
 class AlertEngine:
@@ -143,10 +159,17 @@ class AlertEngine:
             raise ValueError("; ".join(problems))
         # target rule name -> its inhibitions, and the order rules are applied in
         self._inhibitions = _by_target(self.rules)
+        conditions = [rule for rule in self.rules if rule.absent_for_s is None]
         self._passes = [
             {measurement: [(rule, rule.matchers, rule.condition) for rule in rules] for measurement, rules in p.items()}
-            for p in _passes(self.rules)
+            for p in _passes(conditions)
         ]
+        # silence rules: measurement -> the rules watching its series for a silence
+        self._silences: dict[str, list[Rule]] = {}
+        for rule in self.rules:
+            if rule.absent_for_s is not None:
+                self._silences.setdefault(rule.measurement, []).append(rule)
+        self._silence_checked_at = 0.0
         self.clock = clock
         self.parents: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()  # the writing connection; evaluate() holds it for a batch
@@ -159,6 +182,11 @@ class AlertEngine:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        for table, added in _ADDED_COLUMNS.items():
+            have = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for column, decl in added.items():
+                if have and column not in have:  # a database written before the column existed
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         self._db.executescript(_SCHEMA)
         # Opened once the schema exists; in WAL mode its reads never wait for the writer.
         self._reader = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
@@ -181,8 +209,22 @@ class AlertEngine:
                     cycle = " -> ".join([*chain[chain.index(parent) :], parent])
                     raise ValueError(f"parent cycle in client {client}: {cycle}")
                 chain.append(parent)
+        children: dict[tuple[str, str], list[str]] = {}
+        for (client, device), parent in parents.items():
+            children.setdefault((client, parent), []).append(device)
         with self._lock:
             self.parents = parents
+            self._children = children
+
+    def behind(self, client: str, device: str) -> list[str]:
+        """Every device whose parent chain leads to ``device``: what its outage takes down with it."""
+        found: list[str] = []
+        todo = list(self._children.get((client, device), ()))
+        while todo:
+            child = todo.pop()
+            found.append(child)
+            todo.extend(self._children.get((client, child), ()))
+        return sorted(found)
 
     # -- evaluation ---------------------------------------------------------------------------
 
@@ -203,6 +245,11 @@ class AlertEngine:
                         for rule, matchers, condition in by_measurement.get(sample.measurement, ()):
                             if all(m.matches(sample.tags) for m in matchers):
                                 self._apply(rule, condition, sample, now, transitions)
+                if self._silences:
+                    self._heard(ordered, now, transitions)
+                    if now - self._silence_checked_at >= SILENCE_CHECK_S:
+                        self._silence_checked_at = now
+                        self._check_silences(now, transitions)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -229,9 +276,15 @@ class AlertEngine:
         status = sample.fields.get("status")
         if not client or not device or not isinstance(status, str):
             return
+        answered = ",".join(f"'{s}'" for s in sorted(ANSWERED))
+        down = ",".join(f"'{s}'" for s in sorted(self.unreachable_statuses))
+        # answered_since: when it answered again after not answering (its children's runs that
+        # began before then may still have been cut off by its outage)
         self._db.execute(
             "INSERT INTO device_status(client, device, collector, status, at) VALUES (?,?,?,?,?) "
-            "ON CONFLICT(client, device, collector) DO UPDATE SET status=excluded.status, at=excluded.at "
+            "ON CONFLICT(client, device, collector) DO UPDATE SET status=excluded.status, at=excluded.at, "
+            f"answered_since=CASE WHEN excluded.status IN ({answered}) AND device_status.status IN ({down}) "
+            f"THEN excluded.at WHEN excluded.status IN ({down}) THEN NULL ELSE device_status.answered_since END "
             "WHERE excluded.at >= device_status.at",
             (client, device, sample.tags.get("collector", ""), status, sample.timestamp_ns / 1e9),
         )
@@ -264,17 +317,36 @@ class AlertEngine:
             else:
                 alert.last_sample_at = max(ts, alert.last_sample_at or ts)
                 alert.summary = summary
+                alert.good_since = None  # a flapping alert's good run is over
+            if alert.state == PENDING and alert.started_at > now:
+                # the wall clock stepped back past the onset: the hold-down counts from its new reading,
+                # not an hour (or however far it went) later
+                alert.started_at = ts
             if alert.state == PENDING and now - alert.started_at >= rule.for_s:
-                inhibitor = self._inhibitor(alert, rule, now)
+                # the run behind this sample began this long before it was stamped
+                took = sample.fields.get("duration_s") if sample.measurement == COLLECTION else None
+                began = ts - (float(took) if isinstance(took, (int, float)) else 0.0)
+                inhibitor = self._inhibitor(alert, rule, now, began)
                 alert.inhibited_by = inhibitor
                 if inhibitor is None:
                     alert.state = FIRING
                     alert.fired_at = now
+                    alert.flapping = self._flaps(rule, alert, now, this_one=1)
+                    if rule.measurement == COLLECTION:  # the device is down: so is what stands behind it
+                        alert.impacted = self.behind(alert.client, alert.device)
                     out.append(AlertTransition(_copy(alert), PENDING, FIRING, now))
             self._update(alert)
             return
         if alert is None:
             return
+        if alert.state == FIRING and self._holds_firing(rule, alert, sample, ts, now):
+            alert.last_sample_at = max(ts, alert.last_sample_at or ts)
+            self._update(alert)
+            return
+        self._end(alert, ts, now, out)
+
+    def _end(self, alert: Alert, ts: float, now: float, out: list[AlertTransition]) -> None:
+        """A good sample: a pending alert is dropped, a firing one resolved."""
         self._ended(alert)
         if alert.state == PENDING:
             self._db.execute("DELETE FROM alerts WHERE id = ?", (alert.id,))
@@ -285,14 +357,92 @@ class AlertEngine:
         self._update(alert)
         out.append(AlertTransition(_copy(alert), FIRING, RESOLVED, now))
 
+    # -- silences ------------------------------------------------------------------------------
+
+    def _heard(self, samples: Sequence[Sample], now: float, out: list[AlertTransition]) -> None:
+        """Note when each series the silence rules watch last reported; one that comes back ends
+        its silence."""
+        seen: dict[str, tuple[str, str, float]] = {}
+        for sample in samples:
+            for rule in self._silences.get(sample.measurement, ()):
+                if not all(m.matches(sample.tags) for m in rule.matchers):
+                    continue
+                labels = self._labels(rule, sample)
+                fp = fingerprint(labels)
+                ts = sample.timestamp_ns / 1e9
+                earlier = seen.get(fp)
+                last = ts if earlier is None else max(ts, earlier[2])
+                seen[fp] = (rule.name, json.dumps(labels, sort_keys=True), last)
+                alert = self._active(fp) if _object(rule.name, labels) in self._active_counts else None
+                if alert is not None:
+                    self._end(alert, ts, now, out)
+        self._db.executemany(
+            "INSERT INTO series_seen(fingerprint, rule, labels, last_at) VALUES (?,?,?,?) "
+            "ON CONFLICT(fingerprint) DO UPDATE SET last_at=max(last_at, excluded.last_at)",
+            [(fp, rule, labels, at) for fp, (rule, labels, at) in seen.items()],
+        )
+
+    def _check_silences(self, now: float, out: list[AlertTransition]) -> None:
+        """Fire the silence rules whose series have said nothing for their ``absent_for_s``."""
+        rules = {rule.name: rule for rules in self._silences.values() for rule in rules}
+        for row in self._db.execute("SELECT fingerprint, rule, labels, last_at FROM series_seen").fetchall():
+            rule = rules.get(row["rule"])
+            if rule is None or rule.absent_for_s is None or now - row["last_at"] < rule.absent_for_s:
+                continue
+            labels = json.loads(row["labels"])
+            alert = self._active(row["fingerprint"])
+            if alert is None:
+                summary = render(rule.summary or rule.name, {**labels, "silent_s": round(now - row["last_at"])})
+                # its onset: the first sample that did not come, one silence after the last that did
+                alert = Alert(row["fingerprint"], rule.name, labels, rule.severity, summary, PENDING,
+                              started_at=row["last_at"], last_sample_at=row["last_at"])
+                alert.id = self._insert(alert)
+                self._active_counts[_object(rule.name, labels)] += 1
+                out.append(AlertTransition(_copy(alert), None, PENDING, now))
+            if alert.state == PENDING:
+                alert.inhibited_by = self._inhibitor(alert, rule, now, now)
+                if alert.inhibited_by is None:
+                    alert.state = FIRING
+                    alert.fired_at = now
+                    out.append(AlertTransition(_copy(alert), PENDING, FIRING, now))
+                self._update(alert)
+
+    def _holds_firing(self, rule: Rule, alert: Alert, sample: Sample, ts: float, now: float) -> bool:
+        """Whether a firing alert stays firing on a sample where ``when`` no longer holds: its
+        ``clear_when`` does not hold yet (hysteresis), or it flaps and has not been good for the
+        rule's flapping window."""
+        if rule.clear_condition is not None and rule.clear_condition.evaluate(sample.fields, sample.tags) is not True:
+            return True
+        if rule.flapping is None:
+            return False
+        if not alert.flapping:
+            alert.flapping = self._flaps(rule, alert, now, this_one=1)
+        if not alert.flapping:
+            return False
+        if alert.good_since is None:
+            alert.good_since = ts
+        return ts - alert.good_since < rule.flapping.window_s
+
+    def _flaps(self, rule: Rule, alert: Alert, now: float, this_one: int) -> bool:
+        """Whether the object fired ``rule.flapping.threshold`` times or more in its window."""
+        if rule.flapping is None:
+            return False
+        since = now - rule.flapping.window_s
+        (earlier,) = self._db.execute(
+            "SELECT COUNT(*) FROM alerts WHERE fingerprint = ? AND state = ? AND fired_at >= ?",
+            (alert.fingerprint, RESOLVED, since),
+        ).fetchone()
+        return earlier + this_one >= rule.flapping.threshold
+
     # -- inhibition ---------------------------------------------------------------------------
 
-    def _inhibitor(self, alert: Alert, rule: Rule, now: float) -> str | None:
+    def _inhibitor(self, alert: Alert, rule: Rule, now: float, began: float) -> str | None:
         """What holds ``alert`` back: an unreachable device (``client/device``), else an alert of
-        a rule inhibiting its rule (``rule/fingerprint``), else None."""
-        return self._unreachable_device(alert, rule, now) or self._inhibiting_alert(alert)
+        a rule inhibiting its rule (``rule/fingerprint``), else None. ``began``: when the
+        observation that would fire it began (a run's start)."""
+        return self._unreachable_device(alert, rule, now, began) or self._inhibiting_alert(alert)
 
-    def _unreachable_device(self, alert: Alert, rule: Rule, now: float) -> str | None:
+    def _unreachable_device(self, alert: Alert, rule: Rule, now: float, began: float) -> str | None:
         client, device = alert.labels.get("client"), alert.labels.get("device")
         if not client or not device:
             return None
@@ -306,7 +456,18 @@ class AlertEngine:
                 continue  # a device's own reachability alert is not inhibited by itself
             if self._unreachable(self._db, client, dev, now):
                 return f"{client}/{dev}"
+            # a parent that answers again since this observation began: the observation may be
+            # its outage's, not the child's own; the child's next one tells
+            if dev != device and self._answered_since(client, dev, now) > began:
+                return f"{client}/{dev}"
         return None
+
+    def _answered_since(self, client: str, device: str, now: float) -> float:
+        (since,) = self._db.execute(
+            "SELECT MAX(answered_since) FROM device_status WHERE client = ? AND device = ? AND at >= ?",
+            (client, device, now - self.status_ttl_s),
+        ).fetchone()
+        return float(since) if since is not None else float("-inf")
 
     def _inhibiting_alert(self, alert: Alert) -> str | None:
         """``<rule>/<fingerprint>`` of a pending or firing alert whose rule inhibits ``alert``."""
@@ -355,8 +516,9 @@ class AlertEngine:
 
     def _insert(self, alert: Alert) -> int:
         cur = self._db.execute(
-            "INSERT INTO alerts(fingerprint, rule, labels, severity, summary, state, started_at, "
-            "fired_at, resolved_at, last_sample_at, inhibited_by) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO alerts(fingerprint, rule, labels, severity, summary, state, started_at, fired_at, "
+            "resolved_at, last_sample_at, inhibited_by, flapping, good_since, impacted) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 alert.fingerprint,
                 alert.rule,
@@ -369,21 +531,28 @@ class AlertEngine:
                 alert.resolved_at,
                 alert.last_sample_at,
                 alert.inhibited_by,
+                int(alert.flapping),
+                alert.good_since,
+                json.dumps(alert.impacted),
             ),
         )
         return int(cur.lastrowid or 0)
 
     def _update(self, alert: Alert) -> None:
         self._db.execute(
-            "UPDATE alerts SET state=?, summary=?, fired_at=?, resolved_at=?, last_sample_at=?, "
-            "inhibited_by=? WHERE id=?",
+            "UPDATE alerts SET started_at=?, state=?, summary=?, fired_at=?, resolved_at=?, last_sample_at=?, "
+            "inhibited_by=?, flapping=?, good_since=?, impacted=? WHERE id=?",
             (
+                alert.started_at,
                 alert.state,
                 alert.summary,
                 alert.fired_at,
                 alert.resolved_at,
                 alert.last_sample_at,
                 alert.inhibited_by,
+                int(alert.flapping),
+                alert.good_since,
+                json.dumps(alert.impacted),
                 alert.id,
             ),
         )
@@ -463,6 +632,9 @@ def _row_to_alert(row: sqlite3.Row) -> Alert:
         resolved_at=row["resolved_at"],
         last_sample_at=row["last_sample_at"],
         inhibited_by=row["inhibited_by"],
+        flapping=bool(row["flapping"]),
+        good_since=row["good_since"],
+        impacted=json.loads(row["impacted"] or "[]"),
         id=row["id"],
     )
 

@@ -48,6 +48,12 @@ Crash safety (SIGKILL anywhere):
   keys the outbox holds in memory, so it writes nothing when nothing is missing: its cost does
   not grow with the number of alerts already firing and linked.
 
+Grouping (``grouping_for(client)``, see :class:`Grouping`): alerts of one group share one ticket,
+whose outbox row is in ``ticket_groups`` (same columns and states, processed by the same code:
+the writes below dispatch on the table holding the key); each alert keeps its own ``ticket_links``
+row with ``group_key``, linked to the group's ticket when it exists. Open groups also fall due at
+``flush_at`` for the follow-up naming the alerts that joined or resolved, or a reminder.
+
 ``time_to_ticket_s`` = ticket creation time - alert ``started_at`` (first bad sample), the figure
 for the 5-minute critical-alert SLA. Time comes from ``clock``; a lane waiting for a backoff to
 expire is woken early by :meth:`TicketDispatcher.wake` (tests that drive the clock call it).
@@ -68,9 +74,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from agent.api.alerts import FIRING, RESOLVED, Alert, AlertTransition
-from agent.api.ticket_text import DEFAULT_LOCALE, TicketLocale, after_the_fact_text, reattached_text
-from agent.api.tickets import TicketConnector, TicketError, TicketRef
+from agent.api.alerts import FIRING, RESOLVED, Alert, AlertTransition, fingerprint
+from agent.api.rules import SEVERITIES
+from agent.api.ticket_text import (
+    DEFAULT_LOCALE,
+    TicketLocale,
+    after_the_fact_text,
+    group_followup_text,
+    group_summary,
+    member_line,
+    reattached_text,
+    reopened_text,
+)
+from agent.api.tickets import Reopenable, TicketConnector, TicketError, TicketRef
 from agent.db import open_db
 
 log = logging.getLogger(__name__)
@@ -84,8 +100,10 @@ CALL_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
 RECONCILE_INTERVAL_S = 60.0
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS ticket_links (
+# The columns an outbox row has, whether it links one alert (ticket_links) or a group of alerts to
+# one ticket (ticket_groups): the lanes, the failure/backoff bookkeeping and the link/solve writes
+# run on either.
+_ROW_COLUMNS = """
     key TEXT PRIMARY KEY,
     fingerprint TEXT NOT NULL,
     client TEXT NOT NULL,
@@ -107,21 +125,67 @@ CREATE TABLE IF NOT EXISTS ticket_links (
     next_attempt_at REAL NOT NULL DEFAULT 0,
     last_error TEXT,
     failures INTEGER NOT NULL DEFAULT 0,
-    first_failure_at REAL
+    first_failure_at REAL,
+    reopens TEXT,
+    taken_at REAL"""
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS ticket_links ({_ROW_COLUMNS}
 );
 CREATE INDEX IF NOT EXISTS ticket_links_state ON ticket_links(state);
+CREATE TABLE IF NOT EXISTS ticket_groups ({_ROW_COLUMNS},
+    labels TEXT NOT NULL,
+    listed TEXT NOT NULL DEFAULT '[]',
+    flush_at REAL,
+    notified_at REAL
+);
+CREATE INDEX IF NOT EXISTS ticket_groups_state ON ticket_groups(state);
+CREATE INDEX IF NOT EXISTS ticket_groups_fingerprint ON ticket_groups(fingerprint, client);
 """
-# Columns added since the first outboxes were written, and how to add them to those.
-_ADDED_COLUMNS = {"failures": "INTEGER NOT NULL DEFAULT 0", "first_failure_at": "REAL"}
+# Columns added to ticket_links since the first outboxes were written, and how to add them to those.
+# group_key: the ticket_groups row whose ticket the alert is on (NULL: its own ticket); announced:
+# what that ticket said of it so far (0 nothing, 1 firing, 2 resolved); taken_at: when the ITSM
+# says someone took the ticket in charge.
+_ADDED_COLUMNS = {"failures": "INTEGER NOT NULL DEFAULT 0", "first_failure_at": "REAL", "reopens": "TEXT",
+                  "group_key": "TEXT", "announced": "INTEGER NOT NULL DEFAULT 0", "taken_at": "REAL"}
+GROUPS = "ticket_groups"
+LINKS = "ticket_links"
 
 PENDING_STATES = ("to_open", "opening", "to_solve")  # a lane has work to do for these
-FIRING_STATES = ("to_open", "opening", "open")  # the outbox believes their alert is firing
+# the outbox believes their alert is firing; "maintenance": fired inside a maintenance window,
+# held (no ticket) until the window ends, then "to_open" if it still fires
+FIRING_STATES = ("to_open", "opening", "open", "maintenance")
 UNFINISHED_STATES = (*FIRING_STATES, "to_solve", "failed")
 
 
 def critical_alerts(alert: Alert) -> bool:
     """The default for ``ticket_resolved_during_outage``: only critical alerts."""
     return alert.severity == "critical"
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """How a client's firing alerts are gathered into tickets, as Alertmanager's route does it.
+
+    Alerts with equal ``client`` and equal values of the ``by`` labels (a missing label is "")
+    share one ticket. ``wait_s``: how long a new group waits before its ticket is opened, so that
+    alerts firing together land in it (``group_wait``). ``interval_s``: at most one follow-up per
+    interval listing the alerts that joined or resolved since the last one (``group_interval``).
+    ``repeat_s``: a reminder follow-up on a group still firing with nothing new to say
+    (``repeat_interval``). No grouping (``group_by: ["..."]``) is ``None`` where a ``Grouping``
+    is expected: one ticket per alert, keyed by the alert."""
+
+    by: tuple[str, ...] = ("client", "site", "alertname")
+    wait_s: float = 30.0
+    interval_s: float = 300.0
+    repeat_s: float = 4 * 3600.0
+
+    def labels(self, alert: Alert) -> dict[str, str]:
+        return {name: alert.labels.get(name, "") for name in ("client", *self.by)}
+
+    def fingerprint(self, alert: Alert) -> str:
+        # the label names are part of the identity: grouping by [site] and by [site, alertname]
+        # never name the same group, and a group never takes the fingerprint of an alert
+        return fingerprint({**self.labels(alert), "vigie_group_by": ",".join(self.by)})
 
 
 @dataclass(frozen=True)
@@ -145,6 +209,7 @@ class TicketLink:
     last_error: str | None
     failures: int
     next_attempt_at: float
+    taken_at: float | None = None  # read back from the ITSM (alerting/acknowledgement.py)
 
 
 @dataclass
@@ -153,19 +218,24 @@ class DispatchResult:
     be retried (``retrying``) and failures that will not (``failed``), as (key, error)."""
 
     opened: list[TicketLink] = field(default_factory=list)
+    reopened: list[TicketLink] = field(default_factory=list)
     reattached: list[TicketLink] = field(default_factory=list)
     solved: list[TicketLink] = field(default_factory=list)
+    followed_up: list[TicketLink] = field(default_factory=list)  # group tickets told what joined/resolved
     cancelled: list[str] = field(default_factory=list)
     retrying: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return any((self.opened, self.reattached, self.solved, self.cancelled, self.retrying, self.failed))
+        return any((self.opened, self.reopened, self.reattached, self.solved, self.followed_up, self.cancelled,
+                    self.retrying, self.failed))
 
     def extend(self, other: DispatchResult) -> None:
         self.opened += other.opened
+        self.reopened += other.reopened
         self.reattached += other.reattached
         self.solved += other.solved
+        self.followed_up += other.followed_up
         self.cancelled += other.cancelled
         self.retrying += other.retrying
         self.failed += other.failed
@@ -174,7 +244,8 @@ class DispatchResult:
         """What was gathered so far, leaving this one empty."""
         taken = DispatchResult()
         taken.extend(self)
-        for items in (self.opened, self.reattached, self.solved, self.cancelled, self.retrying, self.failed):
+        for items in (self.opened, self.reopened, self.reattached, self.solved, self.followed_up, self.cancelled,
+                      self.retrying, self.failed):
             items.clear()
         return taken
 
@@ -212,6 +283,10 @@ class TicketDispatcher:
         ticket_resolved_during_outage: Callable[[Alert], bool] = critical_alerts,
         locale_for: Callable[[str], TicketLocale] = lambda client: DEFAULT_LOCALE,
         on_result: Callable[[DispatchResult], None] | None = None,
+        in_maintenance: Callable[[Alert, float], tuple[str, float] | None] = lambda alert, at: None,
+        prepare: Callable[[Alert, float], None] = lambda alert, now: None,
+        reopen_within_s: Callable[[str], float] = lambda client: 0.0,
+        grouping_for: Callable[[str], Grouping | None] = lambda client: None,
     ) -> None:
         """``targets``: client -> connector; ``default`` serves clients not listed (or None: their
         rows fail as "no ticket target", tried again at the next start). ``call_timeout_s``: the
@@ -220,6 +295,15 @@ class TicketDispatcher:
         solve a ticket for an alert that fired and resolved while its target failed.
         ``locale_for(client)``: the language and timezone of the dispatcher's own follow-ups.
         ``on_result(result)``: called on the event loop after each row a lane processed.
+        ``in_maintenance(alert, at)``: (window name, its end) when a maintenance window covers the
+        alert: its row waits in ``maintenance``, and reconciliation queues it once the window is
+        over and it still fires (one that resolves meanwhile never opens a ticket).
+        ``prepare(alert, now)``: what the kernel sets on an alert as it is queued for its ticket
+        (its contract priority, the changes of the last hour on the device and its parents).
+        ``reopen_within_s(client)``: an alert firing again that soon after its previous ticket
+        was solved reopens that ticket (receivers with ``reopen``) instead of opening another.
+        ``grouping_for(client)``: how that client's alerts share tickets (:class:`Grouping`; None,
+        the default: one ticket per alert).
         ``checkpoint(point, key)`` is a test seam called at "before_open", "after_open" (ticket
         created, link not yet recorded) and "after_link"; by default it SIGKILLs the process when
         ``$VIGIE_TEST_CRASH_AT`` names the point."""
@@ -232,6 +316,10 @@ class TicketDispatcher:
         self.ticket_resolved_during_outage = ticket_resolved_during_outage
         self.locale_for = locale_for
         self.on_result = on_result
+        self.in_maintenance = in_maintenance
+        self.prepare = prepare
+        self.reopen_within_s = reopen_within_s
+        self.grouping_for = grouping_for
         self._checkpoint = checkpoint or _env_checkpoint
         # One connection, used by the worker thread (writes, lane reads) and, under the lock, by
         # synchronous readers such as links().
@@ -244,6 +332,7 @@ class TicketDispatcher:
             for column, decl in _ADDED_COLUMNS.items():
                 if column not in have:
                     self._db.execute(f"ALTER TABLE ticket_links ADD COLUMN {column} {decl}")
+            self._db.execute("CREATE INDEX IF NOT EXISTS ticket_links_group ON ticket_links(group_key)")
             # key -> state of every row not finished: what reconciliation compares with the engine.
             self._unfinished: dict[str, str] = {
                 r["key"]: r["state"]
@@ -252,6 +341,8 @@ class TicketDispatcher:
                     UNFINISHED_STATES,
                 )
             }
+        # groups whose ticket text changed in the transaction being written (worker thread only)
+        self._dirty_groups: set[str] = set()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticket-outbox")
         self._lanes = self._build_lanes()
         self._observers: list[DispatchResult] = []
@@ -379,7 +470,11 @@ class TicketDispatcher:
 
     async def _reconcile_periodically(self) -> None:
         while True:
-            await asyncio.sleep(self.reconcile_interval_s)
+            # at the interval, or as soon as a maintenance window holding an alert ends
+            held_until = await self._in_worker(self._first_window_end)
+            wait_s = self.reconcile_interval_s if held_until is None else min(
+                self.reconcile_interval_s, max(0.0, held_until - self.clock()) + 0.5)
+            await asyncio.sleep(wait_s)
             try:
                 await self.reconcile()
             except Exception:  # noqa: BLE001 - a failed pass is logged; the next one comes
@@ -392,12 +487,14 @@ class TicketDispatcher:
                     self._queue_open(tr.alert, now)
                 elif tr.state == RESOLVED:
                     self._queue_solve(tr.alert, now)
+            self._render_groups()
 
     def _reconcile(self, alerts: list[Alert], now: float) -> None:
         live = {a.idempotency_key: a for a in alerts}
         missing = [a for key, a in live.items() if key not in self._unfinished]
         gone = [key for key, state in self._unfinished.items() if state in FIRING_STATES and key not in live]
-        if not missing and not gone:
+        held = [key for key, state in self._unfinished.items() if state == "maintenance" and key in live]
+        if not missing and not gone and not held:
             return
         with self._lock, _Tx(self._db):
             for alert in missing:
@@ -408,29 +505,79 @@ class TicketDispatcher:
                 alert.resolved_at = alert.resolved_at or now
                 alert.state = RESOLVED
                 self._queue_solve(alert, now)
+            for key in held:
+                self._end_maintenance(live[key], now)
+            self._render_groups()
+
+    def _first_window_end(self) -> float | None:
+        with self._lock:
+            (end,) = self._db.execute("SELECT MIN(next_attempt_at) FROM ticket_links WHERE state='maintenance'"
+                                      ).fetchone()
+        return end
+
+    def _end_maintenance(self, alert: Alert, now: float) -> None:
+        """A held alert still firing: queued for its ticket once no window covers it any more."""
+        key = alert.idempotency_key
+        row = self._db.execute("SELECT next_attempt_at FROM ticket_links WHERE key=?", (key,)).fetchone()
+        if row["next_attempt_at"] > now:
+            return  # its window is not over yet
+        covered = self.in_maintenance(alert, now)
+        if covered is not None:  # another window took over
+            self._db.execute("UPDATE ticket_links SET next_attempt_at=?, last_error=? WHERE key=?",
+                             (covered[1], _held_text(*covered), key))
+            return
+        self._db.execute("UPDATE ticket_links SET state='to_open', next_attempt_at=0, last_error=NULL, queued_at=? "
+                         "WHERE key=?", (now, key))
+        self._set_state(key, "to_open")
+        log.info("maintenance over, %s still fires: its ticket is opened now [%s]", _who(alert), key)
+        grouping = self.grouping_for(alert.client)
+        if grouping is not None:
+            self._join_group(alert, grouping, now)
 
     def _queue_open(self, alert: Alert, now: float) -> None:
+        self.prepare(alert, now)
+        covered = self.in_maintenance(alert, now)
+        state = "to_open" if covered is None else "maintenance"
+        # a grouped alert reopens through its group (_new_group); a held one joins it when let go
+        grouping = self.grouping_for(alert.client)
+        window = self.reopen_within_s(alert.client) if grouping is None else 0.0
+        previous = None if window <= 0 else self._db.execute(
+            "SELECT key, connector, ticket_id, ticket_url FROM ticket_links WHERE fingerprint=? AND state='solved' "
+            "AND ticket_id IS NOT NULL AND solved_at >= ? ORDER BY solved_at DESC LIMIT 1",
+            (alert.fingerprint, now - window),
+        ).fetchone()
         cur = self._db.execute(
             "INSERT OR IGNORE INTO ticket_links(key, fingerprint, client, rule, state, alert, started_at, "
-            "fired_at, queued_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            "fired_at, queued_at, next_attempt_at, last_error, reopens, connector, ticket_id, ticket_url) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 alert.idempotency_key,
                 alert.fingerprint,
                 alert.client,
                 alert.rule,
-                "to_open",
+                state,
                 json.dumps(alert.to_dict()),
                 alert.started_at,
                 alert.fired_at,
                 now,
+                0 if covered is None else covered[1],
+                None if covered is None else _held_text(*covered),
+                None if previous is None else previous["key"],
+                None if previous is None else previous["connector"],
+                None if previous is None else previous["ticket_id"],
+                None if previous is None else previous["ticket_url"],
             ),
         )
         if cur.rowcount:
-            self._unfinished[alert.idempotency_key] = "to_open"
+            self._unfinished[alert.idempotency_key] = state
+            if covered is not None:
+                log.info("no ticket yet for %s: %s [%s]", _who(alert), _held_text(*covered), alert.idempotency_key)
+            elif grouping is not None:
+                self._join_group(alert, grouping, now)
 
     def _queue_solve(self, alert: Alert, now: float) -> None:
         key = alert.idempotency_key
-        row = self._db.execute("SELECT state, attempts FROM ticket_links WHERE key=?", (key,)).fetchone()
+        row = self._db.execute("SELECT state, attempts, group_key FROM ticket_links WHERE key=?", (key,)).fetchone()
         if row is None or row["state"] in ("to_solve", "solved", "cancelled"):
             return
         resolved_at = alert.resolved_at or now
@@ -439,6 +586,9 @@ class TicketDispatcher:
         elif row["state"] == "to_open" and row["attempts"] == 0:
             new_state = "cancelled"  # shorter than the dispatch latency: never ticketed
             log.info("no ticket for %s: resolved before any attempt to open one [%s]", _who(alert), key)
+        elif row["state"] == "maintenance":
+            new_state = "cancelled"  # over inside its maintenance window: recorded, never ticketed
+            log.info("no ticket for %s: resolved inside its maintenance window [%s]", _who(alert), key)
         else:
             new_state = "to_solve"
         self._db.execute(
@@ -446,6 +596,8 @@ class TicketDispatcher:
             (new_state, json.dumps(alert.to_dict()), resolved_at, key),
         )
         self._set_state(key, new_state)
+        if row["group_key"] is not None:
+            self._member_resolved(row["group_key"], now)
 
     def _retry_failed(self) -> int:
         with self._lock, _Tx(self._db):
@@ -457,13 +609,161 @@ class TicketDispatcher:
             rows = cur.fetchall()
             for row in rows:
                 self._set_state(row["key"], row["state"])
-            return len(rows)
+            groups = self._db.execute(
+                "UPDATE ticket_groups SET state = CASE WHEN resolved_at IS NOT NULL THEN 'to_solve' "
+                "WHEN ticket_id IS NOT NULL THEN 'open' WHEN attempts > 0 THEN 'opening' ELSE 'to_open' END, "
+                "failures=0, next_attempt_at=0 WHERE state='failed'"
+            ).rowcount
+            return len(rows) + groups
 
     def _set_state(self, key: str, state: str) -> None:
         if state in UNFINISHED_STATES:
             self._unfinished[key] = state
         else:
             self._unfinished.pop(key, None)
+
+    # -- groups (worker thread, inside the caller's transaction) --------------------------------
+
+    def _join_group(self, alert: Alert, grouping: Grouping, now: float) -> None:
+        """Put a queued alert on its group's ticket: the group still gathering or open, else a new
+        one. Joining an open ticket links the alert at once (the ticket covers it from now on)
+        and schedules the follow-up that names it."""
+        key = alert.idempotency_key
+        group = self._db.execute(
+            "SELECT key, state, connector, ticket_id, ticket_url FROM ticket_groups WHERE fingerprint=? AND client=? "
+            "AND state IN ('to_open', 'opening', 'open') ORDER BY queued_at DESC LIMIT 1",
+            (grouping.fingerprint(alert), alert.client),
+        ).fetchone()
+        group_key = self._new_group(alert, grouping, now) if group is None else group["key"]
+        self._db.execute("UPDATE ticket_links SET group_key=? WHERE key=?", (group_key, key))
+        if group is not None and group["state"] == "open":
+            self._db.execute(
+                "UPDATE ticket_links SET state='open', connector=?, ticket_id=?, ticket_url=?, opened_at=?, "
+                "time_to_ticket_s=? - started_at WHERE key=?",
+                (group["connector"], group["ticket_id"], group["ticket_url"], now, now, key),
+            )
+            self._set_state(key, "open")
+            self._group_changed(group_key, grouping, now)
+        self._dirty_groups.add(group_key)
+
+    def _new_group(self, alert: Alert, grouping: Grouping, now: float) -> str:
+        """A group row for the first alert of a group: its ticket is due ``wait_s`` from now. Its
+        key is the idempotency key of the group's ticket: the group's fingerprint and the first
+        alert's firing time (a second later while that key is taken)."""
+        group_fp = grouping.fingerprint(alert)
+        window = self.reopen_within_s(alert.client)
+        previous = None if window <= 0 else self._db.execute(
+            "SELECT key, connector, ticket_id, ticket_url FROM ticket_groups WHERE fingerprint=? AND client=? "
+            "AND state='solved' AND ticket_id IS NOT NULL AND solved_at >= ? ORDER BY solved_at DESC LIMIT 1",
+            (group_fp, alert.client, now - window),
+        ).fetchone()
+        fired = int(alert.fired_at or now)
+        while self._db.execute("SELECT 1 FROM ticket_groups WHERE key=?", (f"vigie:{group_fp}:{fired}",)).fetchone():
+            fired += 1
+        key = f"vigie:{group_fp}:{fired}"
+        self._db.execute(
+            "INSERT INTO ticket_groups(key, fingerprint, client, rule, state, alert, labels, started_at, fired_at, "
+            "queued_at, next_attempt_at, reopens, connector, ticket_id, ticket_url) "
+            "VALUES (?,?,?,?,'to_open','{}',?,?,?,?,?,?,?,?,?)",
+            (
+                key, group_fp, alert.client, alert.rule, json.dumps(grouping.labels(alert)), alert.started_at, fired,
+                now, now + grouping.wait_s,
+                *((None, None, None, None) if previous is None else
+                  (previous["key"], previous["connector"], previous["ticket_id"], previous["ticket_url"])),
+            ),
+        )
+        return key
+
+    def _group_changed(self, group_key: str, grouping: Grouping | None, now: float) -> None:
+        """An alert joined or resolved on an open group ticket: its follow-up is due one
+        ``interval_s`` after the previous one (now if that is past), not before."""
+        row = self._db.execute("SELECT state, notified_at FROM ticket_groups WHERE key=?", (group_key,)).fetchone()
+        if row["state"] != "open":
+            return  # the opening lists it, or the group is over
+        interval = (grouping or Grouping()).interval_s
+        due = max(now, (row["notified_at"] or now) + interval)
+        self._db.execute("UPDATE ticket_groups SET flush_at=MIN(COALESCE(flush_at, ?), ?) WHERE key=?",
+                         (due, due, group_key))
+
+    def _member_resolved(self, group_key: str, now: float) -> None:
+        """One alert of a group resolved: the group's ticket is solved once none fires any more."""
+        self._dirty_groups.add(group_key)
+        group = self._db.execute("SELECT state, attempts, client FROM ticket_groups WHERE key=?",
+                                 (group_key,)).fetchone()
+        (firing, last) = self._db.execute(
+            "SELECT SUM(resolved_at IS NULL), MAX(resolved_at) FROM ticket_links WHERE group_key=? "
+            "AND state != 'cancelled'", (group_key,)).fetchone()
+        if firing:
+            self._group_changed(group_key, self.grouping_for(group["client"]), now)
+            return
+        if group["state"] == "to_open" and group["attempts"] == 0:
+            state = "cancelled"  # every alert of it was shorter than group_wait + the dispatch latency
+        elif group["state"] in ("to_open", "opening", "open"):
+            state = "to_solve"
+        else:
+            state = group["state"]  # failed: the resolution is kept for the next start
+        self._db.execute("UPDATE ticket_groups SET state=?, resolved_at=?, next_attempt_at=0 WHERE key=?",
+                         (state, last or now, group_key))
+
+    def _render_groups(self) -> None:
+        """Write the ticket text (a synthetic alert) of the groups changed in this transaction."""
+        for group_key in self._dirty_groups:
+            group = self._db.execute("SELECT fingerprint, labels, fired_at, client FROM ticket_groups WHERE key=?",
+                                     (group_key,)).fetchone()
+            members = [Alert.from_dict(json.loads(r["alert"])) for r in self._db.execute(
+                "SELECT alert FROM ticket_links WHERE group_key=? AND state != 'cancelled' ORDER BY started_at, key",
+                (group_key,))]
+            if not members:
+                continue
+            alert = group_alert(group["fingerprint"], json.loads(group["labels"]), group["fired_at"], members,
+                                self.locale_for(group["client"]))
+            listed = [m.idempotency_key for m in members if m.resolved_at is None]
+            self._db.execute("UPDATE ticket_groups SET alert=?, rule=?, started_at=?, listed=? WHERE key=?",
+                             (json.dumps(alert.to_dict()), alert.rule, alert.started_at, json.dumps(listed),
+                              group_key))
+        self._dirty_groups.clear()
+
+    def _group_news(self, group_key: str) -> tuple[list[Alert], list[Alert], int]:
+        """What a group's ticket has not said yet: alerts that joined, alerts that resolved; and
+        how many still fire."""
+        joined, resolved, firing = [], [], 0
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT alert, announced, resolved_at FROM ticket_links WHERE group_key=? AND state != 'cancelled' "
+                "ORDER BY started_at, key", (group_key,)).fetchall()
+        for row in rows:
+            if row["resolved_at"] is None:
+                firing += 1
+                if row["announced"] == 0:
+                    joined.append(Alert.from_dict(json.loads(row["alert"])))
+            elif row["announced"] < 2:
+                resolved.append(Alert.from_dict(json.loads(row["alert"])))
+        return joined, resolved, firing
+
+    def _mark_notified(self, group_key: str, joined: list[str], resolved: list[str], now: float) -> TicketLink:
+        """The follow-up was posted: what it named is announced; the next one is due at the next
+        change (``_group_changed``) or at the reminder."""
+        with self._lock:
+            with _Tx(self._db):
+                self._db.executemany("UPDATE ticket_links SET announced=1 WHERE key=? AND announced=0",
+                                     [(k,) for k in joined])
+                self._db.executemany("UPDATE ticket_links SET announced=2 WHERE key=?", [(k,) for k in resolved])
+                row = self._db.execute("SELECT client FROM ticket_groups WHERE key=?", (group_key,)).fetchone()
+                self._db.execute("UPDATE ticket_groups SET notified_at=?, flush_at=? WHERE key=?",
+                                 (now, now + (self.grouping_for(row["client"]) or Grouping()).repeat_s, group_key))
+                if self._has_news_locked(group_key):  # changes came in while the follow-up was posted
+                    self._group_changed(group_key, self.grouping_for(row["client"]), now)
+            return _to_link(self._row_locked(group_key))
+
+    def _has_news_locked(self, group_key: str) -> bool:
+        return self._db.execute(
+            "SELECT 1 FROM ticket_links WHERE group_key=? AND state != 'cancelled' AND "
+            "((resolved_at IS NULL AND announced=0) OR (resolved_at IS NOT NULL AND announced<2)) LIMIT 1",
+            (group_key,)).fetchone() is not None
+
+    def _postpone_flush(self, group_key: str, at: float) -> None:
+        with self._lock, _Tx(self._db):
+            self._db.execute("UPDATE ticket_groups SET flush_at=? WHERE key=?", (at, group_key))
 
     # -- lanes --------------------------------------------------------------------------------
 
@@ -494,23 +794,37 @@ class TicketDispatcher:
                 pass
 
     def _due(self, lane: _Lane, now: float) -> tuple[list[sqlite3.Row], float | None]:
-        """This lane's rows due at ``now`` (oldest alert first) and when the next one falls due."""
+        """This lane's rows due at ``now`` (oldest alert first) and when the next one falls due:
+        alerts with their own ticket, group tickets to open or solve, open groups to follow up."""
         served = f"client IN ({_marks(lane.clients)})"
         args: list[Any] = sorted(lane.clients)
         if lane.others:
             served = f"({served} OR client NOT IN ({_marks(self.targets)}))"
             args += sorted(self.targets)
         pending = f"state IN ({_marks(PENDING_STATES)})"
+        # A retry due further ahead than the longest backoff was scheduled before the wall clock
+        # stepped back: it is due now, not after the jump is waited out.
+        due = "(next_attempt_at <= ? OR next_attempt_at > ?)"
+        later = "next_attempt_at > ? AND next_attempt_at <= ?"
+        window = (now, now + MAX_BACKOFF_S)
         with self._lock:
             rows = self._db.execute(
-                f"SELECT * FROM ticket_links WHERE {pending} AND {served} AND next_attempt_at <= ? ORDER BY started_at",
-                (*PENDING_STATES, *args, now),
+                f"SELECT * FROM ticket_links WHERE {pending} AND {served} AND group_key IS NULL AND {due}",
+                (*PENDING_STATES, *args, *window),
+            ).fetchall()
+            rows += self._db.execute(
+                f"SELECT * FROM ticket_groups WHERE {served} AND (({pending} AND {due}) OR "
+                "(state='open' AND flush_at <= ?))",
+                (*args, *PENDING_STATES, *window, now),
             ).fetchall()
             (next_due,) = self._db.execute(
-                f"SELECT MIN(next_attempt_at) FROM ticket_links WHERE {pending} AND {served} AND next_attempt_at > ?",
-                (*PENDING_STATES, *args, now),
+                f"SELECT MIN(at) FROM (SELECT next_attempt_at AS at FROM ticket_links WHERE {pending} AND {served}"
+                f" AND group_key IS NULL AND {later} UNION ALL SELECT next_attempt_at FROM ticket_groups"
+                f" WHERE {pending} AND {served} AND {later} UNION ALL SELECT flush_at FROM ticket_groups"
+                f" WHERE state='open' AND {served} AND flush_at > ?)",
+                (*PENDING_STATES, *args, *window, *PENDING_STATES, *args, *window, *args, now),
             ).fetchone()
-        return rows, next_due
+        return sorted(rows, key=lambda r: r["started_at"]), next_due
 
     async def _process(self, lane: _Lane, row: sqlite3.Row, result: DispatchResult) -> None:
         key = row["key"]
@@ -521,6 +835,9 @@ class TicketDispatcher:
             await self._in_worker(self._record_failure, key, error, False, None, self.clock())
             log.error("ticket for %s failed, not retried until the next start: %s [%s]", _who(alert), error, key)
             result.failed.append((key, error))
+            return
+        if row["state"] == "open":  # a group ticket with news, or due for its reminder
+            await self._follow_up_group(connector, row, result)
             return
         action = "open" if row["state"] in ("to_open", "opening") else "solve"
         try:
@@ -558,15 +875,28 @@ class TicketDispatcher:
 
     async def _open(self, connector: TicketConnector, row: sqlite3.Row, alert: Alert, result: DispatchResult) -> None:
         key = row["key"]
+        reopen = isinstance(connector, Reopenable) and row["reopens"] is not None and row["ticket_id"] is not None
         if not await self._in_worker(self._mark_opening, key, connector.name):
             return  # resolved since the lane read it: the next pass takes it as it is now
+        if reopen:
+            ref = TicketRef(row["connector"] or connector.name, row["ticket_id"], row["ticket_url"])
+            text = reopened_text(alert, self.locale_for(alert.client))
+            await self._remote(connector, connector.reopen(ref, text), "reopen")  # type: ignore[attr-defined]
+            # the reopening text names none of a group's alerts: its next follow-up does
+            link = await self._in_worker(self._link, key, ref, False, self.clock())
+            result.reopened.append(link)
+            log.info("ticket %s#%s reopened for %s (%s): it fired again %.0f s after its previous one [%s]",
+                     connector.name, ref.id, _who(alert), alert.summary, link.time_to_ticket_s, key)
+            if link.state == "to_solve":
+                await self._solve(connector, await self._in_worker(self._row, key), result)
+            return
         ref = await self._remote(connector, connector.find_open(key), "find_open")
         reused = ref is not None
         if ref is None:
             self._checkpoint("before_open", key)
             ref = await self._remote(connector, connector.open(alert), "open")
             self._checkpoint("after_open", key)
-        link = await self._in_worker(self._link, key, ref, reused, self.clock())
+        link = await self._in_worker(self._link, key, ref, reused, self.clock(), _listed(row))
         self._checkpoint("after_link", key)
         (result.reattached if reused else result.opened).append(link)
         log.info(
@@ -595,6 +925,27 @@ class TicketDispatcher:
             return
         log.info("ticket %s#%s followed up for %s: %s", connector.name, ref.id, _who(alert), why)
 
+    async def _follow_up_group(self, connector: TicketConnector, row: sqlite3.Row, result: DispatchResult) -> None:
+        """Tell a group's ticket which alerts joined and resolved since its last follow-up, or
+        remind it that the group still fires. Best effort, like every follow-up: a failure tries
+        again one backoff later; a crash after the post and before the record posts it twice."""
+        key = row["key"]
+        ref = TicketRef(row["connector"] or connector.name, row["ticket_id"], row["ticket_url"])
+        joined, resolved, firing = await self._in_worker(self._group_news, key)
+        text = group_followup_text(joined, resolved, firing, key, self.locale_for(row["client"]))
+        try:
+            await self._remote(connector, connector.add_followup(ref, text), "add_followup")
+        except TicketError as exc:
+            await self._in_worker(self._postpone_flush, key, self.clock() + BACKOFF_S)
+            log.warning("ticket %s#%s for group %s: follow-up failed, tried again in %.0f s: %s [%s]",
+                        connector.name, ref.id, row["rule"], BACKOFF_S, exc, key)
+            return
+        link = await self._in_worker(self._mark_notified, key, [a.idempotency_key for a in joined],
+                                     [a.idempotency_key for a in resolved], self.clock())
+        result.followed_up.append(link)
+        log.info("ticket %s#%s followed up for %s/%s: %d alert(s) joined, %d resolved, %d firing [%s]",
+                 connector.name, ref.id, row["client"], row["rule"], len(joined), len(resolved), firing, key)
+
     async def _solve(self, connector: TicketConnector, row: sqlite3.Row, result: DispatchResult) -> None:
         key = row["key"]
         alert = Alert.from_dict(json.loads(row["alert"]))  # the resolved version, with resolved_at
@@ -606,7 +957,7 @@ class TicketDispatcher:
                 ref = found
                 await self._in_worker(self._attach, key, ref, connector.name)
             elif row["first_failure_at"] is not None and self.ticket_resolved_during_outage(alert):
-                ref = await self._open_after_the_fact(connector, key, alert, result)
+                ref = await self._open_after_the_fact(connector, key, alert, _listed(row), result)
             else:
                 await self._in_worker(self._cancel, key)
                 result.cancelled.append(key)
@@ -618,14 +969,14 @@ class TicketDispatcher:
         log.info("ticket %s#%s solved for %s (%s) [%s]", connector.name, ref.id, _who(alert), alert.summary, key)
 
     async def _open_after_the_fact(
-        self, connector: TicketConnector, key: str, alert: Alert, result: DispatchResult
+        self, connector: TicketConnector, key: str, alert: Alert, listed: list[str], result: DispatchResult
     ) -> TicketRef:
         """The alert fired and resolved while this target failed: open its ticket now, so that the
         outage is in the client's statistics; the caller solves it at once."""
         self._checkpoint("before_open", key)
         ref = await self._remote(connector, connector.open(alert), "open")
         self._checkpoint("after_open", key)
-        link = await self._in_worker(self._link, key, ref, False, self.clock())
+        link = await self._in_worker(self._link, key, ref, False, self.clock(), listed)
         result.opened.append(link)
         log.info(
             "ticket %s#%s opened after the fact for %s (%s): fired and resolved while %s failed [%s]",
@@ -652,49 +1003,101 @@ class TicketDispatcher:
 
     def _mark_opening(self, key: str, connector: str) -> bool:
         with self._lock, _Tx(self._db):
+            table = self._table_locked(key)
             cur = self._db.execute(
-                "UPDATE ticket_links SET state='opening', attempts=attempts+1, connector=? "
+                f"UPDATE {table} SET state='opening', attempts=attempts+1, connector=? "
                 "WHERE key=? AND state IN ('to_open', 'opening')",
                 (connector, key),
             )
-            if cur.rowcount:
+            if cur.rowcount and table == GROUPS:  # its alerts are being opened with it
+                for member in self._db.execute(
+                    "UPDATE ticket_links SET state='opening', attempts=attempts+1, connector=? "
+                    "WHERE group_key=? AND state IN ('to_open', 'opening') RETURNING key", (connector, key),
+                ).fetchall():
+                    self._set_state(member["key"], "opening")
+            elif cur.rowcount:
                 self._set_state(key, "opening")
             return bool(cur.rowcount)
 
-    def _link(self, key: str, ref: TicketRef, reused: bool, opened_at: float) -> TicketLink:
+    def _link(self, key: str, ref: TicketRef, reused: bool, opened_at: float, listed: Sequence[str] = ()) -> TicketLink:
+        """Record the ticket of ``key``; a group's alerts are linked to it too, and those named
+        firing in the text it was opened with (``listed``) are announced."""
         with self._lock:
             with _Tx(self._db):
-                row = self._db.execute("SELECT state, started_at FROM ticket_links WHERE key=?", (key,)).fetchone()
+                table = self._table_locked(key)
+                row = self._db.execute(f"SELECT state, started_at FROM {table} WHERE key=?", (key,)).fetchone()
                 # the alert may have been resolved while the call was in flight: keep 'to_solve'
                 state = "to_solve" if row["state"] == "to_solve" else "open"
                 self._db.execute(
-                    "UPDATE ticket_links SET state=?, connector=?, ticket_id=?, ticket_url=?, reused=?, opened_at=?, "
+                    f"UPDATE {table} SET state=?, connector=?, ticket_id=?, ticket_url=?, reused=?, opened_at=?, "
                     "time_to_ticket_s=?, last_error=NULL, failures=0, next_attempt_at=0 WHERE key=?",
                     (state, ref.connector, ref.id, ref.url, int(reused), opened_at, opened_at - row["started_at"], key),
                 )
-                self._set_state(key, state)
+                if table == GROUPS:
+                    self._link_members(key, ref, reused, opened_at, listed)
+                else:
+                    self._set_state(key, state)
             return _to_link(self._row_locked(key))
+
+    def _link_members(self, group_key: str, ref: TicketRef, reused: bool, opened_at: float,
+                      listed: Sequence[str]) -> None:
+        """The group's ticket exists: each of its alerts is linked to it, ticketed when it was
+        created (or when the alert joined, if later: SLA time_to_ticket_s per alert)."""
+        members = self._db.execute(
+            "UPDATE ticket_links SET state=CASE WHEN state='to_solve' THEN 'to_solve' ELSE 'open' END, connector=?, "
+            "ticket_id=?, ticket_url=?, reused=?, opened_at=MAX(?, queued_at), "
+            "time_to_ticket_s=MAX(?, queued_at) - started_at, last_error=NULL, failures=0, next_attempt_at=0 "
+            "WHERE group_key=? AND ticket_id IS NULL AND state IN ('to_open', 'opening', 'to_solve') "
+            "RETURNING key, state",
+            (ref.connector, ref.id, ref.url, int(reused), opened_at, opened_at, group_key),
+        ).fetchall()
+        for member in members:
+            self._set_state(member["key"], member["state"])
+        group = self._db.execute("SELECT client FROM ticket_groups WHERE key=?", (group_key,)).fetchone()
+        self._db.executemany("UPDATE ticket_links SET announced=1 WHERE key=? AND announced=0",
+                             [(k,) for k in listed])
+        grouping = self.grouping_for(group["client"]) or Grouping()
+        self._db.execute("UPDATE ticket_groups SET notified_at=?, flush_at=? WHERE key=?",
+                         (opened_at, opened_at + grouping.repeat_s, group_key))
+        if self._has_news_locked(group_key):  # alerts that joined or resolved while it was being opened
+            self._group_changed(group_key, grouping, opened_at)
 
     def _attach(self, key: str, ref: TicketRef, connector: str) -> None:
         with self._lock, _Tx(self._db):
             self._db.execute(
-                "UPDATE ticket_links SET ticket_id=?, ticket_url=?, reused=1, connector=? WHERE key=?",
+                f"UPDATE {self._table_locked(key)} SET ticket_id=?, ticket_url=?, reused=1, connector=? WHERE key=?",
+                (ref.id, ref.url, connector, key),
+            )
+            self._db.execute(
+                "UPDATE ticket_links SET ticket_id=?, ticket_url=?, reused=1, connector=? "
+                "WHERE group_key=? AND ticket_id IS NULL AND state != 'cancelled'",
                 (ref.id, ref.url, connector, key),
             )
 
     def _cancel(self, key: str) -> None:
         with self._lock, _Tx(self._db):
-            self._db.execute("UPDATE ticket_links SET state='cancelled' WHERE key=?", (key,))
+            self._db.execute(f"UPDATE {self._table_locked(key)} SET state='cancelled' WHERE key=?", (key,))
             self._set_state(key, "cancelled")
+            for member in self._db.execute(
+                "UPDATE ticket_links SET state='cancelled' WHERE group_key=? AND state IN ('to_open', 'opening', "
+                "'to_solve') RETURNING key", (key,),
+            ).fetchall():
+                self._set_state(member["key"], "cancelled")
 
     def _mark_solved(self, key: str, solved_at: float) -> TicketLink:
         with self._lock:
             with _Tx(self._db):
                 self._db.execute(
-                    "UPDATE ticket_links SET state='solved', solved_at=?, last_error=NULL, failures=0 WHERE key=?",
+                    f"UPDATE {self._table_locked(key)} SET state='solved', solved_at=?, last_error=NULL, failures=0 "
+                    "WHERE key=?",
                     (solved_at, key),
                 )
                 self._set_state(key, "solved")
+                for member in self._db.execute(
+                    "UPDATE ticket_links SET state='solved', solved_at=?, last_error=NULL, failures=0 "
+                    "WHERE group_key=? AND state IN ('to_solve', 'open') RETURNING key", (solved_at, key),
+                ).fetchall():
+                    self._set_state(member["key"], "solved")
             return _to_link(self._row_locked(key))
 
     def _record_failure(
@@ -702,19 +1105,27 @@ class TicketDispatcher:
     ) -> TicketLink:
         with self._lock:
             with _Tx(self._db):
+                table = self._table_locked(key)
                 if retryable:
                     failures = int(self._row_locked(key)["failures"]) + 1
                     delay = min(max(BACKOFF_S * 2 ** (failures - 1), retry_after_s or 0.0), MAX_BACKOFF_S)
                     self._db.execute(
-                        "UPDATE ticket_links SET last_error=?, failures=?, next_attempt_at=?, "
+                        f"UPDATE {table} SET last_error=?, failures=?, next_attempt_at=?, "
                         "first_failure_at=COALESCE(first_failure_at, ?) WHERE key=?",
                         (error[:500], failures, now + delay, now, key),
                     )
+                    # a group's alerts say why they have no ticket yet (vigie tickets)
+                    self._db.execute("UPDATE ticket_links SET last_error=? WHERE group_key=? AND ticket_id IS NULL "
+                                     "AND state != 'cancelled'", (error[:500], key))
                 else:
-                    self._db.execute(
-                        "UPDATE ticket_links SET state='failed', last_error=? WHERE key=?", (error[:500], key)
-                    )
-                    self._set_state(key, "failed")
+                    self._db.execute(f"UPDATE {table} SET state='failed', last_error=? WHERE key=?", (error[:500], key))
+                    if table == LINKS:
+                        self._set_state(key, "failed")
+                    for member in self._db.execute(
+                        "UPDATE ticket_links SET state='failed', last_error=? WHERE group_key=? "
+                        "AND state IN ('to_open', 'opening', 'to_solve') RETURNING key", (error[:500], key),
+                    ).fetchall():
+                        self._set_state(member["key"], "failed")
             return _to_link(self._row_locked(key))
 
     async def _in_worker(self, fn: Callable[..., T], *args: Any) -> T:
@@ -723,8 +1134,12 @@ class TicketDispatcher:
 
     # -- queries ------------------------------------------------------------------------------
 
+    def _table_locked(self, key: str) -> str:
+        """The table holding ``key``: a group's ticket, or one alert's."""
+        return GROUPS if self._db.execute("SELECT 1 FROM ticket_groups WHERE key=?", (key,)).fetchone() else LINKS
+
     def _row_locked(self, key: str) -> sqlite3.Row:
-        return self._db.execute("SELECT * FROM ticket_links WHERE key=?", (key,)).fetchone()
+        return self._db.execute(f"SELECT * FROM {self._table_locked(key)} WHERE key=?", (key,)).fetchone()
 
     def _row(self, key: str) -> sqlite3.Row:
         with self._lock:
@@ -744,6 +1159,43 @@ class TicketDispatcher:
             if (client is None or r["client"] == client) and (wanted is None or r["state"] in wanted)
         ]
 
+    async def record_taken(self, key: str, taken_at: float) -> bool:
+        """The ITSM says the ticket of ``key`` was taken in charge at ``taken_at``: kept once (the
+        first answer stands), in the outbox's own order of writes. True when it was recorded.
+
+        Every alert on that ticket (a group's) gets it, but those solved before the take (an
+        earlier occurrence of a reopened ticket); an alert that joined the ticket after it was
+        taken counts as taken when it started: it landed in someone's hands."""
+        def write() -> bool:
+            with self._lock, _Tx(self._db):
+                return bool(self._db.execute(
+                    # the alert asked about keeps the ITSM's time as it is (whole seconds: it may
+                    # precede a same-second onset); the others on its ticket are taken from their start
+                    "UPDATE ticket_links SET taken_at=CASE WHEN key=? THEN ? ELSE MAX(?, started_at) END "
+                    "WHERE taken_at IS NULL "
+                    "AND (solved_at IS NULL OR solved_at >= ?) AND (key=? OR (ticket_id IS NOT NULL AND "
+                    "(client, connector, ticket_id) = "
+                    "(SELECT client, connector, ticket_id FROM ticket_links WHERE key=?)))",
+                    (key, taken_at, taken_at, taken_at, key, key)).rowcount)
+        return await self._in_worker(write)
+
+    def groups(self, client: str | None = None) -> list[TicketLink]:
+        """The group tickets (``key`` is the ticket's idempotency key, ``fingerprint`` the group's)."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM ticket_groups ORDER BY queued_at, key").fetchall()
+        return [_to_link(r) for r in rows if client is None or r["client"] == client]
+
+    def members(self, group_key: str) -> list[TicketLink]:
+        """The alerts on one group's ticket."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM ticket_links WHERE group_key=? ORDER BY started_at, key",
+                                    (group_key,)).fetchall()
+        return [_to_link(r) for r in rows]
+
+    def fingerprints_on(self, link: TicketLink) -> list[str]:
+        """The alerts a ticket of a lane's result is about: a group's alerts, else its own."""
+        return [member.fingerprint for member in self.members(link.key)] or [link.fingerprint]
+
 
 class _Tx:
     def __init__(self, db: sqlite3.Connection) -> None:
@@ -754,6 +1206,41 @@ class _Tx:
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def group_alert(group_fp: str, labels: dict[str, str], fired_at: float, members: Sequence[Alert],
+                locale: TicketLocale = DEFAULT_LOCALE) -> Alert:
+    """What a group's ticket says, as the alert the connectors render: its idempotency key is the
+    group's (``vigie:<group fingerprint>:<first firing time>``), its headline names the group
+    ("12 alerts on site hdv: interface_down"), its body lists the alerts; the severity, priority
+    and context are the worst firing alert's. A group of one reads as that alert."""
+    firing = [m for m in members if m.resolved_at is None]
+    worst = min(firing or members, key=lambda m: SEVERITIES.index(m.severity) if m.severity in SEVERITIES else 99)
+    rules = sorted({m.rule for m in members})
+    alert = Alert.from_dict(worst.to_dict())
+    alert.fingerprint, alert.fired_at, alert.id = group_fp, fired_at, None
+    alert.started_at = min(m.started_at for m in members)
+    alert.state = FIRING if firing else RESOLVED
+    alert.resolved_at = None if firing else max(m.resolved_at or 0.0 for m in members)
+    if len(members) > 1:
+        alert.rule = labels.get("alertname") or ",".join(rules)
+        alert.labels = dict(labels)
+        alert.summary = group_summary(len(members), labels, rules, locale)
+        alert.impacted = list(dict.fromkeys(d for m in members for d in m.impacted))
+        alert.flapping = any(m.flapping for m in members)
+        alert.context = [locale.word("group_members").format(count=len(members)),
+                         *(member_line(m, locale) for m in members), *worst.context]
+    return alert
+
+
+def _held_text(window: str, ends_at: float) -> str:
+    ends = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ends_at))
+    return f"maintenance window {window} until {ends}: the ticket waits for its end"
+
+
+def _listed(row: sqlite3.Row) -> list[str]:
+    """The alerts a group row's text names firing (none for an alert's own row)."""
+    return json.loads(row["listed"]) if "listed" in row.keys() else []
 
 
 def _marks(values: Iterable[Any]) -> str:
@@ -785,6 +1272,7 @@ def _to_link(row: sqlite3.Row) -> TicketLink:
         last_error=row["last_error"],
         failures=row["failures"],
         next_attempt_at=row["next_attempt_at"],
+        taken_at=row["taken_at"],
     )
 
 

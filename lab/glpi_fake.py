@@ -1,19 +1,52 @@
-"""A fake GLPI speaking the legacy REST API (``apirest.php``) on loopback, for tests and the lab.
+"""A fake GLPI on loopback, for tests and the lab: the legacy REST API (``apirest.php``) and GLPI 11's
+high-level API (``api.php/v2``, OAuth2), over one ticket store with GLPI's rights and configuration.
 
-Follows /work/shared/contracts/glpi.md: initSession (``Authorization: user_token`` or Basic when
-allowed) / killSession, App-Token checks, session tokens that expire after ``session_lifetime_s``
-of inactivity (PHP session GC) or on :meth:`FakeGlpi.expire_sessions`, ``[code, message]`` error
-bodies with GLPI's HTTP codes, ``Ticket`` POST (single or bulk) / GET (item or ranged list) / PUT,
-``search/Ticket`` (criteria with link AND/OR/AND NOT/OR NOT, nested ``criteria``, searchtypes
-contains/equals/notequals/lessthan/morethan, status pseudo-values notold/old/notclosed/process/all,
-``range`` with ``Content-Range`` and 206, no ``data`` key on zero hits), ``ITILFollowup`` and
-``ITILSolution`` (ticket -> solved, or closed with ``auto_close``; 400 ``ERROR_GLPI_ADD`` when
-already solved), both also as ``Ticket/<id>/<sub-item>``. Faults (503, 429, ...) can be injected,
-and so can a hang (:meth:`FakeGlpi.hang`: the request is read and never answered, as from a
-PHP-FPM pool stuck behind its web server), released when the fake stops.
+Legacy API, after /work/shared/contracts/glpi.md and GLPI 10's ``src/Api/API.php`` /
+``APIRest.php``: initSession (``Authorization: user_token``, the ``user_token`` query parameter, or
+Basic when allowed) / killSession, App-Token checks, session tokens that expire after
+``session_lifetime_s`` of inactivity or on :meth:`FakeGlpi.expire_sessions`, ``[code, message]``
+error bodies with GLPI's HTTP codes (``ERROR_JSON_PAYLOAD_INVALID``,
+``ERROR_RESOURCE_NOT_FOUND_NOR_COMMONDBTM``, ...), ``input`` as an object or a list for every
+itemtype (a list all refused: 400, some refused: 207), ``Ticket`` POST / GET (item or list,
+default range 0-14) / PUT, ``search/Ticket`` (criteria with link AND/OR/AND NOT/OR NOT, nested
+``criteria``, searchtypes contains/equals/notequals/lessthan/morethan, status pseudo-values,
+``range`` (default 0-14) with ``Content-Range`` only when something matched, no ``data`` key on
+zero hits), ``ITILFollowup`` and ``ITILSolution`` (also as ``Ticket/<id>/<sub-item>``, where the
+input must still name ``itemtype`` / ``items_id`` as GLPI does not add them), getFullSession,
+getGlpiConfig, getMyEntities, ``Entity/<id>``, ``TicketTemplate/<id>/TicketTemplateMandatoryField``.
 
-State is in memory, optionally mirrored to a JSON file (``data_path``) so it survives a restart of
-the fake; sessions are not persisted (a restarted GLPI invalidates them, as a real one may).
+What GLPI does to a ticket (``CommonITILObject::prepareInputForAdd``), modelled here: urgency /
+impact whose level is off in ``urgency_mask`` / ``impact_mask`` (or outside 1..5) become 3; the
+priority sent is kept only with the Ticket "Change priority" right, else it comes from
+``priority_matrix[urgency][impact]``; priority outside 1..6, status outside 1..6, type outside 1..2
+are refused. Rights (``ticket_rights`` / ``followup_rights`` bit masks, GLPI's constants) and the
+profile's ``entities``: creating in an entity the profile cannot see or without "Create",
+following up without "Add", solving without Ticket "Update" give ``ERROR_GLPI_ADD`` "You don't have
+permission to perform this action."; a ticket template's mandatory field left empty gives
+"Mandatory fields are not filled. Please correct: ...". ``strip_authorization`` plays a web server
+that drops the ``Authorization`` header (Apache without CGIPassAuth, some PHP-FPM set-ups).
+
+High-level API (GLPI 11, ``src/Api/HL``): ``POST /api.php/token`` (OAuth2 password and
+client_credentials grants, form-encoded; tokens live ``token_lifetime_s``), then Bearer tokens on
+``/api.php/v2/session``, ``/api.php/v2/Assistance/Ticket`` (GET with an RSQL ``filter``, ``start``, ``limit``; POST),
+``/Assistance/Ticket/<id>`` (GET), ``/Assistance/Ticket/<id>/Timeline/Followup|Solution`` (POST);
+errors as ``{"status", "title", "detail", "additional_messages"}``. A client_credentials token
+acts as ``client_credentials_user`` (which GLPI user such a token acts as is not documented).
+
+Taking a ticket in charge, as GLPI 10/11 record it (``Ticket::pre_updateInDB``,
+``Ticket::updateDateMod``, ``CommonITILActor::post_addItem``): :meth:`FakeGlpi.take_into_account`
+plays a technician assigned to the ticket (or acting on it): status "new" -> 2 "processing
+(assigned)", ``takeintoaccountdate`` set to that moment and ``takeintoaccount_delay_stat`` to the
+seconds since ``date`` (at least 1), both once (a second technician changes neither).
+``technician_after_s`` plays a NOC where every new ticket is taken that many seconds after it was
+opened. vigie's API user never takes a ticket in charge: GLPI makes the creating user the ticket's
+requester (``CommonITILObject::prepareInputForAdd``), and ``canTakeIntoAccount`` refuses a requester
+who is not assigned, so its follow-ups and updates leave both fields alone. Dates are GLPI's
+``Y-m-d H:i:s`` in its ``timezone``.
+
+Faults (503, 429, ...) can be injected, and so can a hang (:meth:`FakeGlpi.hang`). State is in
+memory, optionally mirrored to a JSON file (``data_path``) so it survives a restart of the fake;
+sessions and tokens are not persisted.
 
     python -m lab.glpi_fake --port 8089 --app-token app --user-token secret [--data glpi.json]
 """
@@ -26,16 +59,19 @@ import base64
 import json
 import re
 import secrets
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
 API = "/apirest.php"
+HL_API = "/api.php"
 SEARCH_FIELDS = {
     1: "name",
     2: "id",
@@ -59,7 +95,29 @@ STATUS_PSEUDO = {
     "process": lambda s: s in (2, 3),
     "all": lambda s: True,
 }
-NO_DOC = {"ERROR_GLPI_ADD", "ERROR_GLPI_UPDATE", "ERROR_GLPI_DELETE", "ERROR_ITEM_NOT_FOUND"}
+NO_DOC = {"ERROR_GLPI_ADD", "ERROR_GLPI_UPDATE", "ERROR_GLPI_DELETE", "ERROR_ITEM_NOT_FOUND", "ERROR_RIGHT_MISSING",
+          "ERROR_JSON_PAYLOAD_INVALID", "ERROR_GLPI_PARTIAL_ADD", "ERROR_GLPI_PARTIAL_UPDATE"}
+LIST_LIMIT = 15  # the user's "results per page" preference: default ranges are 0-14
+# Ticket rights (READMY, UPDATE, CREATE, DELETE, PURGE, READALL, READGROUP, READASSIGN, ASSIGN, STEAL,
+# OWN, CHANGEPRIORITY, SURVEY, READNEWTICKET) and follow-up rights (SEEPUBLIC, UPDATEMY, ADDMYTICKET,
+# UPDATEALL, ADDGROUPTICKET, ADDALLTICKET, SEEPRIVATE): a Super-Admin has them all
+TICKET_READMY, TICKET_UPDATE, TICKET_CREATE, TICKET_READALL, TICKET_CHANGEPRIORITY = 1, 2, 4, 1024, 65536
+ALL_TICKET_RIGHTS = 1 | 2 | 4 | 8 | 16 | 1024 | 2048 | 4096 | 8192 | 16384 | 32768 | 65536 | 131072 | 262144
+FOLLOWUP_ADDMYTICKET, FOLLOWUP_ADDALLTICKET = 4, 4096
+ALL_FOLLOWUP_RIGHTS = 1 | 2 | 4 | 1024 | 2048 | 4096 | 8192
+DEFAULT_MATRIX = {
+    1: {1: 1, 2: 1, 3: 2, 4: 2, 5: 2},
+    2: {1: 1, 2: 2, 3: 2, 4: 3, 5: 3},
+    3: {1: 2, 2: 2, 3: 3, 4: 4, 5: 4},
+    4: {1: 2, 2: 3, 3: 4, 4: 4, 5: 5},
+    5: {1: 2, 2: 3, 3: 4, 4: 5, 5: 5},
+}
+NO_PERMISSION = "You don't have permission to perform this action."
+# ticket template search options GLPI may make mandatory, and the ticket field each fills
+TEMPLATE_FIELDS = {1: ("name", "Title"), 21: ("content", "Description"), 7: ("itilcategories_id", "Category"),
+                   9: ("requesttypes_id", "Request source"), 5: ("_users_id_assign", "Technician")}
+STATUS_NAMES = {1: "New", 2: "Processing (assigned)", 3: "Processing (planned)", 4: "Pending", 5: "Solved",
+                6: "Closed"}
 
 
 @dataclass
@@ -67,10 +125,19 @@ class Fault:
     status: int
     times: int
     method: str | None = None
-    path: str | None = None  # substring of the path after /apirest.php/
+    path: str | None = None  # substring of the path after /apirest.php/ (or /api.php/)
     retry_after: str | None = None
     after_processing: bool = False  # the request is carried out, then the error is returned
     hang: bool = False  # never answer (until the fake stops)
+
+
+class Refused(Exception):
+    """GLPI's core refused an item: ``message`` is what GLPI says (its last message after redirect)."""
+
+    def __init__(self, message: str, *, right: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.right = right  # a missing right, not a refused value
 
 
 class FakeGlpi:
@@ -84,7 +151,24 @@ class FakeGlpi:
         auto_close: bool = False,
         data_path: str | None = None,
         clock: Callable[[], float] = time.time,
+        strip_authorization: bool = False,
+        ticket_rights: int = ALL_TICKET_RIGHTS,
+        followup_rights: int = ALL_FOLLOWUP_RIGHTS,
+        entities: Iterable[int] | None = None,
+        priority_matrix: dict[int, dict[int, int]] | None = None,
+        urgency_mask: int = 62,
+        impact_mask: int = 62,
+        url_base: str | None = None,
+        oauth_clients: dict[str, str] | None = None,
+        oauth_users: dict[str, tuple[str, int]] | None = None,
+        client_credentials_user: int = 2,
+        token_lifetime_s: float = 3600.0,
+        timezone: str = "Europe/Paris",
+        technician_after_s: float | None = None,
     ) -> None:
+        """``user_tokens``: token -> GLPI user id. ``entities``: the entities the API profile sees
+        (None: every one). ``url_base``: GLPI's "URL of the application" (default: this fake's
+        root). ``oauth_clients``: client id -> secret; ``oauth_users``: login -> (password, user id)."""
         self.app_token = app_token
         self.user_tokens = user_tokens if user_tokens is not None else {"user-token": 2}
         self.basic_users = basic_users or {}
@@ -92,7 +176,25 @@ class FakeGlpi:
         self.auto_close = auto_close
         self.data_path = Path(data_path) if data_path else None
         self.clock = clock
+        self.strip_authorization = strip_authorization
+        self.ticket_rights = ticket_rights
+        self.followup_rights = followup_rights
+        self.entities = None if entities is None else set(entities)
+        self.priority_matrix = priority_matrix or DEFAULT_MATRIX
+        self.urgency_mask = urgency_mask
+        self.impact_mask = impact_mask
+        self.url_base = url_base
+        self.oauth_clients = oauth_clients if oauth_clients is not None else {"vigie-client": "vigie-secret"}
+        self.oauth_users = oauth_users if oauth_users is not None else {"vigie": ("vigie-password", 2)}
+        self.client_credentials_user = client_credentials_user
+        self.token_lifetime_s = token_lifetime_s
+        self.zone = ZoneInfo(timezone)  # GLPI's: the zone of the dates it stores and answers
+        self.technician_after_s = technician_after_s
+        # entity id -> (parent, ticket template id; -2: the parent's); template id -> mandatory search options
+        self.entity_tree: dict[int, tuple[int, int]] = {0: (-1, 1)}
+        self.templates: dict[int, set[int]] = {1: {1, 21}}  # GLPI's default template: title, description
         self.sessions: dict[str, float] = {}  # token -> last use
+        self.tokens: dict[str, tuple[float, int]] = {}  # OAuth2 access token -> (expiry, user id)
         self.tickets: dict[int, dict[str, Any]] = {}
         self.followups: list[dict[str, Any]] = []
         self.solutions: list[dict[str, Any]] = []
@@ -104,14 +206,25 @@ class FakeGlpi:
         self._release_hung = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.hl_url = ""
         self._load()
         self.app = web.Application(middlewares=[self._middleware])
         self.app.router.add_route("*", API + "/{tail:.*}", self._dispatch)
+        self.app.router.add_route("*", HL_API + "/{tail:.*}", self._dispatch)
 
     # -- test controls ------------------------------------------------------------------------
 
     def expire_sessions(self) -> None:
         self.sessions.clear()
+        self.tokens.clear()
+
+    def require(self, entity_id: int, *search_options: int) -> None:
+        """Give ``entity_id`` a ticket template of its own making these fields mandatory
+        (search option ids: 7 Category, 9 Request source, 5 Technician, ...)."""
+        template_id = max(self.templates) + 1
+        self.templates[template_id] = {1, 21, *search_options}
+        parent = self.entity_tree.get(entity_id, (0 if entity_id else -1, -2))[0]
+        self.entity_tree[entity_id] = (parent, template_id)
 
     def inject(
         self,
@@ -132,6 +245,32 @@ class FakeGlpi:
         """Read the next ``times`` matching requests and never answer them (until :meth:`stop`)."""
         self.faults.append(Fault(0, times, method, path, hang=True))
 
+    def take_into_account(self, ticket_id: int, technician: int = 4, at: float | None = None) -> dict[str, Any]:
+        """A technician (user ``technician``, GLPI's "tech" is 4) is assigned to the ticket at
+        ``at`` (default: now): GLPI records the take into account once, moves a new ticket to
+        "processing (assigned)" and keeps the assignment."""
+        ticket = self.tickets[ticket_id]
+        at = self.clock() if at is None else at
+        if not int(ticket["takeintoaccount_delay_stat"] or 0):  # isAlreadyTakenIntoAccount
+            ticket["takeintoaccountdate"] = self._date_str(at)
+            ticket["takeintoaccount_delay_stat"] = max(1, int(at - self._epoch(ticket["date"])))
+        if ticket["status"] == 1:
+            ticket["status"] = 2
+        if technician not in ticket["_users_id_assign"]:
+            ticket["_users_id_assign"].append(technician)
+        ticket["date_mod"] = self._date_str(at)
+        self._save()
+        return ticket
+
+    def _technician_round(self) -> None:
+        """``technician_after_s``: every open ticket not yet taken is taken that long after it opened."""
+        if self.technician_after_s is None:
+            return
+        for tid, ticket in self.tickets.items():
+            due = self._epoch(ticket["date"]) + self.technician_after_s
+            if ticket["status"] not in (5, 6) and not ticket["takeintoaccount_delay_stat"] and due <= self.clock():
+                self.take_into_account(tid, at=due)
+
     def clear_faults(self) -> None:
         """GLPI is back: no more injected errors for new requests."""
         self.faults.clear()
@@ -139,15 +278,19 @@ class FakeGlpi:
     def count(self, method: str, path: str, status: int | None = None) -> int:
         return sum(1 for m, p, s in self.requests if m == method and p == path and (status is None or s == status))
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> str:
+        """Serve (over HTTPS with ``ssl_context``); return the legacy API's URL (the high-level
+        API's is ``hl_url``)."""
         self._release_hung.clear()
         self._runner = web.AppRunner(self.app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         await site.start()
         sockets = site._server.sockets  # type: ignore[union-attr]
         real_port = sockets[0].getsockname()[1]
-        self.url = f"http://{host}:{real_port}{API}"
+        scheme = "https" if ssl_context is not None else "http"
+        self.url = f"{scheme}://{host}:{real_port}{API}"
+        self.hl_url = f"{scheme}://{host}:{real_port}{HL_API}"
         return self.url
 
     async def stop(self) -> None:
@@ -163,6 +306,10 @@ class FakeGlpi:
             return
         data = json.loads(self.data_path.read_text())
         self.tickets = {int(k): v for k, v in data.get("tickets", {}).items()}
+        for ticket in self.tickets.values():  # files written before the take-into-account fields
+            for key, default in (("takeintoaccountdate", None), ("takeintoaccount_delay_stat", 0),
+                                 ("_users_id_requester", [2]), ("_users_id_assign", [])):
+                ticket.setdefault(key, default)
         self.followups = data.get("followups", [])
         self.solutions = data.get("solutions", [])
         self.next_id.update(data.get("next_id", {}))
@@ -187,7 +334,7 @@ class FakeGlpi:
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    def _error(self, status: int, code: str, message: str) -> web.Response:
+    def _error(self, status: int, code: str, message: Any) -> web.Response:
         if code not in NO_DOC and self.url:
             message = f"{message}; view documentation in your browser at {self.url}/#{code}"
         return web.json_response([code, message], status=status)
@@ -200,7 +347,13 @@ class FakeGlpi:
         return resp
 
     def _now_str(self) -> str:
-        return datetime.fromtimestamp(self.clock()).strftime("%Y-%m-%d %H:%M:%S")
+        return self._date_str(self.clock())
+
+    def _date_str(self, at: float) -> str:
+        return datetime.fromtimestamp(at, self.zone).strftime("%Y-%m-%d %H:%M:%S")
+
+    def _epoch(self, date: str) -> float:
+        return datetime.strptime(date, "%Y-%m-%d %H:%M:%S").replace(tzinfo=self.zone).timestamp()
 
     def _check_app_token(self, request: web.Request) -> web.Response | None:
         if self.app_token is None:
@@ -226,6 +379,7 @@ class FakeGlpi:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         tail = request.match_info["tail"].strip("/")
+        self._technician_round()
         fault = self._take_fault(request, tail)
         if fault is not None and fault.hang:
             await request.read()
@@ -235,7 +389,10 @@ class FakeGlpi:
             return web.Response(status=503, text="stopped")
         if fault is not None and not fault.after_processing:
             return self._fault_response(fault)
-        response = await self._handle(request, tail)
+        if request.path.startswith(HL_API + "/"):
+            response = await self._handle_hl(request, tail)
+        else:
+            response = await self._handle(request, tail)
         return self._fault_response(fault) if fault is not None else response
 
     def _take_fault(self, request: web.Request, tail: str) -> Fault | None:
@@ -263,7 +420,7 @@ class FakeGlpi:
     async def _handle(self, request: web.Request, tail: str) -> web.StreamResponse:
         if (bad := self._check_app_token(request)) is not None:
             return bad
-        if request.method == "GET" and request.can_read_body and (await request.read()):
+        if request.method == "GET" and request.can_read_body and (await request.read()).strip():
             return self._error(
                 400, "ERROR_JSON_PAYLOAD_FORBIDDEN", "GET Request should not have json payload (http body)"
             )
@@ -271,58 +428,71 @@ class FakeGlpi:
             return self._init_session(request)
         if (bad := self._check_session(request)) is not None:
             return bad
-        if tail == "killSession":
-            token = request.headers.get("Session-Token") or request.query.get("session_token")
-            self.sessions.pop(token or "", None)
-            return web.json_response(True)
         parts = tail.split("/")
         body: Any = None
-        if request.method in ("POST", "PUT"):
+        if request.method in ("POST", "PUT", "PATCH"):
+            text = (await request.text()).strip()
             try:
-                body = json.loads(await request.text() or "null")
+                body = json.loads(text) if text else {}
             except ValueError:
-                return self._error(400, "ERROR_JSON_BAD", "JSON payload seems not valid")
-            if not isinstance(body, dict) or not isinstance(body.get("input"), dict | list):
+                return self._error(400, "ERROR_JSON_PAYLOAD_INVALID", "JSON payload seems not valid")
+            if not isinstance(body, dict):
+                return self._error(400, "ERROR_JSON_PAYLOAD_INVALID", "JSON payload seems not valid")
+            if not isinstance(body.get("input"), dict | list):
                 return self._error(400, "ERROR_BAD_ARRAY", "input parameter must be an array of objects")
+        if request.method == "GET" and len(parts) == 1 and parts[0] in SESSION_ENDPOINTS:
+            return SESSION_ENDPOINTS[parts[0]](self, request)
         if parts[0] == "search" and len(parts) == 2 and request.method == "GET":
             if parts[1] != "Ticket":
-                return self._error(400, "ERROR_ITEMTYPE_NOT_FOUND_NOR_COMMONDBTM", "itemtype not found")
+                return self._error(400, "ERROR_RESOURCE_NOT_FOUND_NOR_COMMONDBTM",
+                                   "resource not found or not an instance of CommonDBTM")
             return self._search(request)
+        if parts[0] == "Entity" and len(parts) == 2 and parts[1].isdigit() and request.method == "GET":
+            return self._get_entity(int(parts[1]))
+        if parts[0] == "TicketTemplate" and len(parts) == 3 and parts[1].isdigit() and request.method == "GET":
+            return self._template_fields(int(parts[1]), parts[2])
         if parts[0] == "Ticket":
-            if len(parts) == 1:
-                if request.method == "POST":
-                    return self._create_tickets(request, body["input"])
-                if request.method == "GET":
-                    return self._list_tickets(request)
-            elif len(parts) == 2 and parts[1].isdigit():
-                if request.method == "GET":
-                    return self._get_ticket(int(parts[1]))
-                if request.method == "PUT":
-                    return self._update_ticket(int(parts[1]), body["input"])
-            elif len(parts) == 3 and parts[1].isdigit() and parts[2] in ("ITILFollowup", "ITILSolution"):
-                if request.method == "GET":
-                    if int(parts[1]) not in self.tickets:
-                        return self._error(404, "ERROR_ITEM_NOT_FOUND", "Item not found")
-                    items = self.followups if parts[2] == "ITILFollowup" else self.solutions
-                    return web.json_response([i for i in items if i["items_id"] == int(parts[1])])
-                if request.method == "POST" and isinstance(body["input"], dict):
-                    data = {**body["input"], "itemtype": "Ticket", "items_id": int(parts[1])}
-                    return self._add_child(parts[2], data)
-            return self._error(405, "ERROR_METHOD_NOT_ALLOWED", "Method Not Allowed")
+            return self._ticket_resource(request, parts, body)
         if parts[0] in ("ITILFollowup", "ITILSolution") and len(parts) == 1 and request.method == "POST":
-            if not isinstance(body["input"], dict):
-                return self._error(400, "ERROR_BAD_ARRAY", "input parameter must be an array of objects")
-            return self._add_child(parts[0], body["input"])
-        return self._error(400, "ERROR_ITEMTYPE_NOT_FOUND_NOR_COMMONDBTM", "itemtype not found")
+            return self._add_children(parts[0], body["input"])
+        return self._error(400, "ERROR_RESOURCE_NOT_FOUND_NOR_COMMONDBTM",
+                           "resource not found or not an instance of CommonDBTM")
 
-    # -- endpoints ----------------------------------------------------------------------------
+    def _ticket_resource(self, request: web.Request, parts: list[str], body: Any) -> web.Response:
+        if len(parts) == 1:
+            if request.method == "POST":
+                return self._create_tickets(body["input"])
+            if request.method == "GET":
+                return self._list_tickets(request)
+            if request.method in ("PUT", "PATCH"):
+                return self._update_tickets(body["input"])
+        elif len(parts) == 2 and parts[1].isdigit():
+            if request.method == "GET":
+                return self._get_ticket(int(parts[1]))
+            if request.method in ("PUT", "PATCH"):
+                data = body["input"]
+                if isinstance(data, dict) and "id" not in data:
+                    data = {**data, "id": int(parts[1])}
+                return self._update_tickets(data)
+        elif len(parts) == 3 and parts[1].isdigit() and parts[2] in ("ITILFollowup", "ITILSolution"):
+            if request.method == "GET":
+                if int(parts[1]) not in self.tickets:
+                    return self._error(404, "ERROR_ITEM_NOT_FOUND", "Item not found")
+                items = self.followups if parts[2] == "ITILFollowup" else self.solutions
+                return web.json_response([i for i in items if i["items_id"] == int(parts[1])])
+            if request.method == "POST":
+                # as GLPI's createItems: the parent in the path is not added to the input
+                return self._add_children(parts[2], body["input"])
+        return self._error(405, "ERROR_METHOD_NOT_ALLOWED", "Method Not Allowed")
+
+    # -- sessions, profile, configuration ----------------------------------------------------
 
     def _init_session(self, request: web.Request) -> web.Response:
-        auth = request.headers.get("Authorization", "")
+        auth = "" if self.strip_authorization else request.headers.get("Authorization", "")
         user_token = request.query.get("user_token")
-        if auth.startswith("user_token "):
-            user_token = auth[len("user_token ") :].strip()
-        if user_token is not None:
+        if "user_token" in auth:
+            user_token = auth.split(" ", 1)[1].strip() if " " in auth else ""
+        if user_token:
             if user_token not in self.user_tokens:
                 return self._error(401, "ERROR_GLPI_LOGIN_USER_TOKEN", "parameter user_token seems invalid")
         elif auth.startswith("Basic "):
@@ -344,136 +514,141 @@ class FakeGlpi:
         self.sessions[token] = self.clock()
         return web.json_response({"session_token": token})
 
-    def _new_ticket(self, data: dict[str, Any]) -> dict[str, Any]:
+    def _kill_session(self, request: web.Request) -> web.Response:
+        token = request.headers.get("Session-Token") or request.query.get("session_token")
+        self.sessions.pop(token or "", None)
+        return web.json_response(True)
+
+    def _visible_entities(self) -> list[int]:
+        return sorted(self.entity_tree if self.entities is None else self.entities)
+
+    def _full_session(self, request: web.Request) -> web.Response:
+        return web.json_response({"session": {
+            "glpiID": 2,
+            "glpiname": "vigie-api",
+            "glpiactive_entity": self._visible_entities()[0] if self._visible_entities() else 0,
+            "glpiactiveentities": {str(e): e for e in self._visible_entities()},
+            "glpiactiveprofile": {"id": 4, "name": "vigie-api", "interface": "central",
+                                  "ticket": self.ticket_rights, "followup": self.followup_rights},
+        }})
+
+    def _my_entities(self, request: web.Request) -> web.Response:
+        return web.json_response({"myentities": [{"id": e, "name": f"Entity {e}"} for e in self._visible_entities()]})
+
+    def _glpi_config(self, request: web.Request) -> web.Response:
+        root = self.url_base if self.url_base is not None else self.url[: -len(API)]
+        return web.json_response({"cfg_glpi": {
+            "url_base": root,
+            "priority_matrix": json.dumps({str(u): {str(i): p for i, p in row.items()}
+                                           for u, row in self.priority_matrix.items()}),
+            "urgency_mask": str(self.urgency_mask),
+            "impact_mask": str(self.impact_mask),
+            "list_limit": LIST_LIMIT,
+        }})
+
+    def _get_entity(self, entity_id: int) -> web.Response:
+        if self.entities is not None and entity_id not in self.entities:
+            return self._error(401, "ERROR_RIGHT_MISSING", NO_PERMISSION)
+        parent, template = self.entity_tree.get(entity_id, (0, -2))
+        return web.json_response({"id": entity_id, "name": "Root entity" if entity_id == 0 else f"Entity {entity_id}",
+                                  "entities_id": parent, "tickettemplates_id": template})
+
+    def _template_fields(self, template_id: int, sub: str) -> web.Response:
+        if sub != "TicketTemplateMandatoryField":
+            return self._error(400, "ERROR_RESOURCE_NOT_FOUND_NOR_COMMONDBTM",
+                               "resource not found or not an instance of CommonDBTM")
+        if template_id not in self.templates:
+            return self._error(404, "ERROR_ITEM_NOT_FOUND", "Item not found")
+        return web.json_response([{"id": i, "tickettemplates_id": template_id, "num": num}
+                                  for i, num in enumerate(sorted(self.templates[template_id]), 1)])
+
+    def _mandatory(self, entity_id: int) -> set[int]:
+        while entity_id >= 0:
+            parent, template = self.entity_tree.get(entity_id, (0 if entity_id else -1, -2))
+            if template != -2:
+                return self.templates.get(template, set())
+            entity_id = parent
+        return set()
+
+    # -- the ticket model (both APIs) ---------------------------------------------------------
+
+    def _can_see(self, entity_id: int) -> bool:
+        return self.entities is None or entity_id in self.entities
+
+    def add_ticket(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Create a ticket as GLPI would (rights, template, ranges, masks, matrix); raise Refused."""
+        entity_id = _int(data.get("entities_id", min(self._visible_entities() or [0])))
+        if not self.ticket_rights & TICKET_CREATE or not self._can_see(entity_id):
+            raise Refused(NO_PERMISSION, right=True)
+        for field, low, high in (("type", 1, 2), ("status", 1, 6), ("priority", 1, 6)):
+            if field in data and not low <= _int(data[field]) <= high:
+                raise Refused(f"Invalid value for {field}: {data[field]!r}")
+        missing = [label for num, (field, label) in sorted(TEMPLATE_FIELDS.items())
+                   if num in self._mandatory(entity_id) and not data.get(field)]
+        if missing:
+            raise Refused(f"Mandatory fields are not filled. Please correct: {', '.join(missing)}")
+        urgency = _int(data.get("urgency", 3))
+        impact = _int(data.get("impact", 3))
+        urgency = urgency if 1 <= urgency <= 5 and self.urgency_mask & (1 << urgency) else 3
+        impact = impact if 1 <= impact <= 5 and self.impact_mask & (1 << impact) else 3
+        if self.ticket_rights & TICKET_CHANGEPRIORITY and "priority" in data:
+            priority = _int(data["priority"])
+        else:
+            priority = self.priority_matrix.get(urgency, {}).get(impact, 3)
         now = self._now_str()
         tid = self.next_id["Ticket"]
         self.next_id["Ticket"] += 1
-        urgency = int(data.get("urgency", 3))
-        impact = int(data.get("impact", 3))
         ticket = {
             "id": tid,
-            "entities_id": int(data.get("entities_id", 0)),
+            "entities_id": entity_id,
             "name": str(data.get("name", "")),
             "date": now,
             "date_mod": now,
             "closedate": None,
             "solvedate": None,
-            "status": int(data.get("status", 1)),
+            "status": _int(data.get("status", 1)),
             "content": str(data.get("content", "")),
             "urgency": urgency,
             "impact": impact,
-            "priority": int(data.get("priority", max(1, min(5, round((urgency + impact) / 2))))),
-            "type": int(data.get("type", 1)),
-            "itilcategories_id": int(data.get("itilcategories_id", 0)),
-            "requesttypes_id": int(data.get("requesttypes_id", 1)),
+            "priority": priority,
+            "type": _int(data.get("type", 1)),
+            "itilcategories_id": _int(data.get("itilcategories_id", 0)),
+            "requesttypes_id": _int(data.get("requesttypes_id", 1)),
             "users_id_recipient": 2,
             "is_deleted": 0,
+            "takeintoaccountdate": None,
+            "takeintoaccount_delay_stat": 0,
+            # the actors (Ticket_User): the API user as requester, as GLPI defaults it
+            "_users_id_requester": [2],
+            "_users_id_assign": [],
         }
         self.tickets[tid] = ticket
         return ticket
 
-    def _create_tickets(self, request: web.Request, data: Any) -> web.Response:
-        if isinstance(data, dict):
-            ticket = self._new_ticket(data)
-            self._save()
-            return web.json_response(
-                {"id": ticket["id"], "message": ""},
-                status=201,
-                headers={"Location": f"{self.url}/Ticket/{ticket['id']}"},
-            )
-        results = []
-        for item in data:
-            if isinstance(item, dict):
-                results.append({"id": self._new_ticket(item)["id"], "message": ""})
-            else:
-                results.append({"id": False, "message": "bad input"})
-        self._save()
-        failed = any(r["id"] is False for r in results)
-        if failed:
-            return web.json_response(["ERROR_GLPI_PARTIAL_ADD", results], status=207)
-        return web.json_response(results, status=201)
-
-    def _view(self, ticket: dict[str, Any]) -> dict[str, Any]:
-        return {**ticket, "links": [{"rel": "Entity", "href": f"{self.url}/Entity/{ticket['entities_id']}"}]}
-
-    def _get_ticket(self, tid: int) -> web.Response:
-        ticket = self.tickets.get(tid)
+    def add_child(self, itemtype: str, data: dict[str, Any]) -> dict[str, Any]:
+        """A follow-up or a solution on a ticket, as GLPI checks them; raise Refused."""
+        if data.get("itemtype") != "Ticket" or "items_id" not in data:
+            raise Refused("Mandatory fields are not filled. Please correct: itemtype, items_id")
+        ticket = self.tickets.get(_int(data.get("items_id")))
         if ticket is None:
-            return self._error(404, "ERROR_ITEM_NOT_FOUND", "Item not found")
-        return web.json_response(self._view(ticket))
-
-    @staticmethod
-    def _range(request: web.Request, default: str = "0-49") -> tuple[int, int] | None:
-        m = re.fullmatch(r"(\d+)-(\d+)", request.query.get("range", default))
-        if not m or int(m.group(1)) > int(m.group(2)):
-            return None
-        return int(m.group(1)), int(m.group(2))
-
-    def _paged(
-        self, request: web.Request, rows: list[Any], default: str
-    ) -> tuple[web.Response | None, list[Any], dict[str, str], int]:
-        rng = self._range(request, default)
-        if rng is None:
-            return self._error(400, "ERROR_RANGE_EXCEED_TOTAL", "Provided range exceed total count of data"), [], {}, 0
-        start, end = rng
-        total = len(rows)
-        if start > total:
-            return self._error(400, "ERROR_RANGE_EXCEED_TOTAL", "Provided range exceed total count of data"), [], {}, 0
-        page = rows[start : end + 1]
-        last = min(end, total - 1)
-        headers = {"Content-Range": f"{start}-{last}/{total}", "Accept-Range": "Ticket 1000"}
-        status = 206 if len(page) < total else 200
-        return None, page, headers, status
-
-    def _list_tickets(self, request: web.Request) -> web.Response:
-        rows = [self._view(t) for _, t in sorted(self.tickets.items()) if not t["is_deleted"]]
-        err, page, headers, status = self._paged(request, rows, "0-49")
-        return err or web.json_response(page, status=status, headers=headers)
-
-    def _update_ticket(self, tid: int, data: Any) -> web.Response:
-        ticket = self.tickets.get(tid)
-        if ticket is None:
-            return self._error(404, "ERROR_ITEM_NOT_FOUND", "Item not found")
-        if not isinstance(data, dict):
-            return self._error(400, "ERROR_BAD_ARRAY", "input parameter must be an array of objects")
-        for key, value in data.items():
-            if key in ticket and key != "id":
-                ticket[key] = value
-        ticket["date_mod"] = self._now_str()
-        if int(ticket["status"]) == 6 and not ticket["closedate"]:
-            ticket["closedate"] = ticket["date_mod"]
-        self._save()
-        return web.json_response([{str(tid): True, "message": ""}])
-
-    def _add_child(self, itemtype: str, data: dict[str, Any]) -> web.Response:
-        if data.get("itemtype") != "Ticket":
-            return self._error(400, "ERROR_GLPI_ADD", "Mandatory fields are not filled. Please correct: itemtype")
-        try:
-            ticket = self.tickets.get(int(data.get("items_id", 0)))
-        except (TypeError, ValueError):
-            ticket = None
-        if ticket is None:
-            return self._error(400, "ERROR_GLPI_ADD", "Item not found")
+            raise Refused("Item not found")
+        if itemtype == "ITILFollowup" and not self.followup_rights & (FOLLOWUP_ADDALLTICKET | FOLLOWUP_ADDMYTICKET):
+            raise Refused(NO_PERMISSION, right=True)
+        if itemtype == "ITILSolution":
+            if int(ticket["status"]) in (5, 6):
+                raise Refused("The item is already solved, did anyone pushed a solution before you?")
+            if not self.ticket_rights & TICKET_UPDATE:  # canSolve: Update, or assigned (the API user never is)
+                raise Refused(NO_PERMISSION, right=True)
         now = self._now_str()
         cid = self.next_id[itemtype]
         self.next_id[itemtype] += 1
-        record = {
-            "id": cid,
-            "itemtype": "Ticket",
-            "items_id": ticket["id"],
-            "content": str(data.get("content", "")),
-            "date": now,
-        }
+        record = {"id": cid, "itemtype": "Ticket", "items_id": ticket["id"], "content": str(data.get("content", "")),
+                  "date": now}
         if itemtype == "ITILFollowup":
-            record["is_private"] = int(data.get("is_private", 0))
+            record["is_private"] = _int(data.get("is_private", 0))
             self.followups.append(record)
         else:
-            if int(ticket["status"]) in (5, 6):
-                self.next_id[itemtype] -= 1
-                return self._error(
-                    400, "ERROR_GLPI_ADD", "The item is already solved, did anyone pushed a solution before you?"
-                )
-            record["solutiontypes_id"] = int(data.get("solutiontypes_id", 0))
+            record["solutiontypes_id"] = _int(data.get("solutiontypes_id", 0))
             record["status"] = 3 if self.auto_close else 2
             self.solutions.append(record)
             ticket["status"] = 6 if self.auto_close else 5
@@ -481,24 +656,137 @@ class FakeGlpi:
             if self.auto_close:
                 ticket["closedate"] = now
         ticket["date_mod"] = now
+        return record
+
+    def update_ticket(self, data: dict[str, Any]) -> None:
+        ticket = self.tickets.get(_int(data.get("id")))
+        if ticket is None:
+            raise Refused("Item not found")
+        if not self.ticket_rights & TICKET_UPDATE:
+            raise Refused(NO_PERMISSION, right=True)
+        for field, low, high in (("type", 1, 2), ("status", 1, 6), ("priority", 1, 6), ("urgency", 1, 5),
+                                 ("impact", 1, 5)):
+            if field in data and not low <= _int(data[field]) <= high:
+                raise Refused(f"Invalid value for {field}: {data[field]!r}")
+        for key, value in data.items():
+            if key in ticket and key != "id" and not key.startswith("_"):
+                ticket[key] = value
+        ticket["date_mod"] = self._now_str()
+        if int(ticket["status"]) == 6 and not ticket["closedate"]:
+            ticket["closedate"] = ticket["date_mod"]
+
+    # -- legacy endpoints ---------------------------------------------------------------------
+
+    def _bulk(self, code: str, data: Any, one: Callable[[dict[str, Any]], dict[str, Any]]) -> web.Response:
+        """GLPI's createItems / updateItems: an object -> its result or 400 with GLPI's message; a
+        list -> every result, 400 when all were refused, 207 when some were."""
+        single = isinstance(data, dict)
+        results = []
+        for item in [data] if single else data:
+            try:
+                results.append(one(item) if isinstance(item, dict) else {"id": False, "message": "bad input"})
+            except Refused as refused:
+                results.append({"id": False, "message": refused.message})
         self._save()
-        return web.json_response({"id": cid, "message": ""}, status=201)
+        failed = [r for r in results if r.get("id") is False]
+        if single:
+            if failed:
+                return self._error(400, code, failed[0]["message"])
+            return web.json_response(results[0], status=201 if code == "ERROR_GLPI_ADD" else 200)
+        if results and len(failed) == len(results):
+            return self._error(400, code, results)
+        if failed:
+            return self._error(207, code.replace("ERROR_GLPI_", "ERROR_GLPI_PARTIAL_"), results)
+        return web.json_response(results, status=201 if code == "ERROR_GLPI_ADD" else 200)
+
+    def _create_tickets(self, data: Any) -> web.Response:
+        response = self._bulk("ERROR_GLPI_ADD", data, lambda item: {"id": self.add_ticket(item)["id"], "message": ""})
+        if isinstance(data, dict) and response.status == 201:
+            response.headers["Location"] = f"{self.url}/Ticket/{json.loads(response.text or '{}')['id']}"
+        return response
+
+    def _add_children(self, itemtype: str, data: Any) -> web.Response:
+        return self._bulk("ERROR_GLPI_ADD", data, lambda item: {"id": self.add_child(itemtype, item)["id"],
+                                                                "message": ""})
+
+    def _update_tickets(self, data: Any) -> web.Response:
+        def one(item: dict[str, Any]) -> dict[str, Any]:
+            self.update_ticket(item)
+            return {str(item.get("id")): True, "message": ""}
+
+        response = self._bulk("ERROR_GLPI_UPDATE", data, one)
+        if isinstance(data, dict) and response.status == 200:  # GLPI answers a list even for one item
+            return web.json_response([json.loads(response.text or "{}")])
+        return response
+
+    def _view(self, ticket: dict[str, Any]) -> dict[str, Any]:
+        fields = {k: v for k, v in ticket.items() if not k.startswith("_")}  # the actors are Ticket_User rows
+        return {**fields, "links": [{"rel": "Entity", "href": f"{self.url}/Entity/{ticket['entities_id']}"}]}
+
+    def _can_read(self) -> bool:
+        return bool(self.ticket_rights & (TICKET_READALL | TICKET_READMY))
+
+    def _get_ticket(self, tid: int) -> web.Response:
+        ticket = self.tickets.get(tid)
+        if ticket is None:
+            return self._error(404, "ERROR_ITEM_NOT_FOUND", "Item not found")
+        if not self._can_read() or not self._can_see(ticket["entities_id"]):
+            return self._error(401, "ERROR_RIGHT_MISSING", NO_PERMISSION)
+        return web.json_response(self._view(ticket))
+
+    @staticmethod
+    def _range(request: web.Request) -> tuple[int, int] | None:
+        m = re.fullmatch(r"(\d+)-(\d+)", request.query.get("range", f"0-{LIST_LIMIT - 1}"))
+        if not m or int(m.group(1)) > int(m.group(2)):
+            return None
+        return int(m.group(1)), int(m.group(2))
+
+    def _paged(
+        self, request: web.Request, rows: list[Any]
+    ) -> tuple[web.Response | None, list[Any], dict[str, str], int]:
+        rng = self._range(request)
+        if rng is None:
+            return self._error(400, "ERROR", "range must be in format : [start-end] with integers"), [], {}, 0
+        start, end = rng
+        total = len(rows)
+        if start > total:
+            return self._error(400, "ERROR_RANGE_EXCEED_TOTAL",
+                               f"Provided range exceed total count of data: {total}"), [], {}, 0
+        page = rows[start : end + 1]
+        last = min(end, total - 1)
+        headers = {"Accept-Range": "Ticket 1000"}
+        if total > 0:  # GLPI sends no Content-Range when nothing matched
+            headers["Content-Range"] = f"{start}-{last}/{total}"
+        status = 206 if len(page) < total else 200
+        return None, page, headers, status
+
+    def _list_tickets(self, request: web.Request) -> web.Response:
+        if not self._can_read():
+            return self._error(401, "ERROR_RIGHT_MISSING", NO_PERMISSION)
+        rows = [self._view(t) for _, t in sorted(self.tickets.items())
+                if not t["is_deleted"] and self._can_see(t["entities_id"])]
+        err, page, headers, status = self._paged(request, rows)
+        return err or web.json_response(page, status=status, headers=headers)
 
     # -- search -------------------------------------------------------------------------------
 
     def _search(self, request: web.Request) -> web.Response:
+        if not self._can_read():
+            return self._error(401, "ERROR_RIGHT_MISSING", NO_PERMISSION)
         params = _nest(request.query.items())
         try:
             criteria = _as_list(params.get("criteria", {}))
-            rows = [t for _, t in sorted(self.tickets.items()) if not t["is_deleted"] and _match_all(criteria, t)]
+            rows = [t for _, t in sorted(self.tickets.items())
+                    if not t["is_deleted"] and self._can_see(t["entities_id"]) and _match_all(criteria, t)]
         except ValueError as exc:
             return self._error(400, "ERROR", str(exc))
         columns = {1, 2, 80}
         columns |= {int(v) for v in _as_list(params.get("forcedisplay", {}))}
         columns |= set(_criteria_fields(criteria))
-        err, page, headers, status = self._paged(request, rows, "0-19")
+        err, page, headers, status = self._paged(request, rows)
         if err is not None:
             return err
+        start, end = self._range(request) or (0, 0)
         body: dict[str, Any] = {
             "totalcount": len(rows),
             "count": len(page),
@@ -510,8 +798,294 @@ class FakeGlpi:
                 {str(c): (_entity_name(t) if c == 80 else t.get(SEARCH_FIELDS.get(c, ""))) for c in sorted(columns)}
                 for t in page
             ]
-        body["content-range"] = headers["Content-Range"]
+        body["content-range"] = f"{start}-{min(end, len(rows) - 1)}/{len(rows)}"
         return web.json_response(body, status=status, headers=headers)
+
+    # -- high-level API (GLPI 11) -------------------------------------------------------------
+
+    def _hl_error(self, status: int, code: str, title: str, *messages: str) -> web.Response:
+        body: dict[str, Any] = {"status": code, "title": title, "detail": None}
+        if messages:
+            body["additional_messages"] = [{"priority": "error", "message": m} for m in messages]
+        return web.json_response(body, status=status)
+
+    async def _handle_hl(self, request: web.Request, tail: str) -> web.StreamResponse:
+        if tail == "token" and request.method == "POST":
+            return self._token(await request.post())
+        if not tail.startswith("v2/"):
+            return self._hl_error(404, "ERROR", "Not found")
+        auth = "" if self.strip_authorization else request.headers.get("Authorization", "")
+        token = auth[len("Bearer "):] if auth.startswith("Bearer ") else ""
+        expiry, _user = self.tokens.get(token, (0.0, 0))
+        if expiry <= self.clock():
+            self.tokens.pop(token, None)
+            return web.json_response({"error": "access_denied", "error_description": "The resource owner or "
+                                      "authorization server denied the request.", "hint": "Access token is invalid"},
+                                     status=401)
+        parts = tail.split("/")[1:]
+        if parts == ["session"] and request.method == "GET":  # CoreController::getSession
+            entities = self._visible_entities()
+            return web.json_response({"user_id": _user, "name": "vigie-api", "default_entity": min(entities or [0]),
+                                      "active_entities": entities,
+                                      "active_profile": {"id": 4, "name": "vigie-api", "interface": "central"}})
+        if parts[:2] != ["Assistance", "Ticket"]:
+            return self._hl_error(404, "ERROR", "Not found")
+        body: Any = None
+        if request.method in ("POST", "PATCH"):
+            try:
+                body = json.loads(await request.text() or "{}")
+            except ValueError:
+                return self._hl_error(400, "ERROR_INVALID_PARAMETER", "One or more parameters are invalid")
+            if not isinstance(body, dict):
+                return self._hl_error(400, "ERROR_INVALID_PARAMETER", "One or more parameters are invalid")
+        rest = parts[2:]
+        if not rest and request.method == "GET":
+            return self._hl_search(request)
+        if not rest and request.method == "POST":
+            return self._hl_create(body)
+        if len(rest) == 1 and rest[0].isdigit() and request.method == "GET":
+            ticket = self.tickets.get(int(rest[0]))
+            if ticket is None or not self._can_see(ticket["entities_id"]):
+                return self._hl_error(404, "ERROR_ITEM_NOT_FOUND", "Not found")
+            if not self._can_read():
+                return self._hl_error(403, "ERROR_RIGHT_MISSING", NO_PERMISSION)
+            return web.json_response(self._hl_view(ticket))
+        if (len(rest) == 3 and rest[0].isdigit() and rest[1] == "Timeline" and rest[2] in ("Followup", "Solution")
+                and request.method == "POST"):
+            return self._hl_child(int(rest[0]), rest[2], body)
+        return self._hl_error(405, "ERROR_METHOD_NOT_ALLOWED", "Method not allowed")
+
+    def _token(self, form: Any) -> web.Response:
+        def oauth_error(status: int, error: str, text: str) -> web.Response:
+            return web.json_response({"error": error, "error_description": text, "message": text}, status=status)
+
+        grant = form.get("grant_type", "")
+        if grant not in ("password", "client_credentials"):
+            return oauth_error(400, "unsupported_grant_type",
+                               "The authorization grant type is not supported by the authorization server.")
+        if self.oauth_clients.get(form.get("client_id", "")) != form.get("client_secret") or not form.get("client_id"):
+            return oauth_error(401, "invalid_client", "Client authentication failed")
+        if "api" not in str(form.get("scope", "")).split():
+            return oauth_error(400, "invalid_scope", "The requested scope is invalid, unknown, or malformed")
+        user = self.client_credentials_user
+        if grant == "password":
+            password, user = self.oauth_users.get(form.get("username", ""), ("", 0))
+            if not password or password != form.get("password"):
+                return oauth_error(400, "invalid_grant", "The user credentials were incorrect.")
+        token = secrets.token_hex(24)
+        self.tokens[token] = (self.clock() + self.token_lifetime_s, user)
+        return web.json_response({"token_type": "Bearer", "expires_in": int(self.token_lifetime_s),
+                                  "access_token": token})
+
+    def _hl_view(self, ticket: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": ticket["id"],
+            "name": ticket["name"],
+            "content": ticket["content"],
+            "is_deleted": bool(ticket["is_deleted"]),
+            "type": ticket["type"],
+            "status": {"id": ticket["status"], "name": STATUS_NAMES.get(ticket["status"], "")},
+            "urgency": ticket["urgency"],
+            "impact": ticket["impact"],
+            "priority": ticket["priority"],
+            "entity": {"id": ticket["entities_id"], "name": _entity_name(ticket)},
+            "category": {"id": ticket["itilcategories_id"]},
+            "request_type": {"id": ticket["requesttypes_id"]},
+            "date": ticket["date"],
+            "date_creation": ticket["date"],
+            "date_mod": ticket["date_mod"],
+            # ITILController's team: no take-into-account date in the HL schema
+            "team": [{"role": role, "name": f"user {user}", "href": f"/front/user.form.php?id={user}"}
+                     for role, key in (("requester", "_users_id_requester"), ("assigned", "_users_id_assign"))
+                     for user in ticket[key]],
+        }
+
+    def _hl_search(self, request: web.Request) -> web.Response:
+        if not self._can_read():
+            return self._hl_error(403, "ERROR_RIGHT_MISSING", NO_PERMISSION)
+        try:
+            start = int(request.query.get("start", "0"))
+            limit = int(request.query.get("limit", "100"))
+            match = rsql(request.query.get("filter", ""), HL_TICKET_PROPERTIES)
+        except ValueError as exc:
+            return self._hl_error(400, "ERROR_INVALID_PARAMETER", "One or more parameters are invalid", str(exc))
+        except KeyError as exc:
+            return self._hl_error(400, "ERROR_INVALID_PARAMETER", "One or more parameters are invalid",
+                                  f"Invalid RSQL property: {exc.args[0]}")
+        rows = [self._hl_view(t) for _, t in sorted(self.tickets.items())
+                if not t["is_deleted"] and self._can_see(t["entities_id"]) and match(self._hl_view(t))]
+        page = rows[start : start + limit]
+        headers = {"Content-Range": f"{start}-{start + len(page) - 1 if page else start}/{len(rows)}"}
+        return web.json_response(page, status=206 if len(page) < len(rows) else 200, headers=headers)
+
+    def _hl_create(self, body: dict[str, Any]) -> web.Response:
+        fields = {"name": "name", "content": "content", "type": "type", "urgency": "urgency", "impact": "impact",
+                  "priority": "priority", "status": "status", "entity": "entities_id",
+                  "category": "itilcategories_id", "request_type": "requesttypes_id"}
+        data = {}
+        for key, value in body.items():
+            if key not in fields:
+                return self._hl_error(400, "ERROR_INVALID_PARAMETER", "One or more parameters are invalid",
+                                      f"Invalid parameter: {key}")
+            data[fields[key]] = value["id"] if isinstance(value, dict) else value
+        try:
+            ticket = self.add_ticket(data)
+        except Refused as refused:
+            if refused.right:
+                return self._hl_error(403, "ERROR_RIGHT_MISSING", NO_PERMISSION)
+            return self._hl_error(500, "ERROR", "Failed to create item(s)", refused.message)
+        self._save()
+        href = f"/Assistance/Ticket/{ticket['id']}"
+        return web.json_response({"id": ticket["id"], "href": href}, status=201, headers={"Location": href})
+
+    def _hl_child(self, ticket_id: int, kind: str, body: dict[str, Any]) -> web.Response:
+        if ticket_id not in self.tickets:
+            return self._hl_error(404, "ERROR_ITEM_NOT_FOUND", "Not found")
+        itemtype = "ITILFollowup" if kind == "Followup" else "ITILSolution"
+        data = {**body, "itemtype": "Ticket", "items_id": ticket_id}  # the HL API links the parent itself
+        try:
+            record = self.add_child(itemtype, data)
+        except Refused as refused:
+            if refused.right:
+                return self._hl_error(403, "ERROR_RIGHT_MISSING", NO_PERMISSION)
+            return self._hl_error(500, "ERROR", "Failed to create item(s)", refused.message)
+        self._save()
+        href = f"/Assistance/Ticket/{ticket_id}/Timeline/{kind}/{record['id']}"
+        return web.json_response({"id": record["id"], "href": href}, status=201, headers={"Location": href})
+
+
+SESSION_ENDPOINTS: dict[str, Callable[[FakeGlpi, web.Request], web.Response]] = {
+    "killSession": FakeGlpi._kill_session,
+    "getFullSession": FakeGlpi._full_session,
+    "getMyEntities": FakeGlpi._my_entities,
+    "getGlpiConfig": FakeGlpi._glpi_config,
+}
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -1  # refused by the range checks
+
+
+# -- RSQL (the HL API's filter), after GLPI 11's src/Api/HL/RSQL ---------------------------------
+
+RSQL_TOKEN = re.compile(
+    r"\s*(?:(?P<open>\()|(?P<close>\))|(?P<and>;)|(?P<or>,)"
+    r"|(?P<prop>[A-Za-z_][A-Za-z0-9_.]*)(?P<op>==|!=|=[a-z]+=)"
+    r"(?P<value>\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|\([^)]*\)|[^;,()]+))"
+)
+
+
+HL_TICKET_PROPERTIES = frozenset({
+    "id", "name", "content", "is_deleted", "type", "status.id", "status.name", "urgency", "impact", "priority",
+    "entity.id", "entity.name", "category.id", "request_type.id", "date", "date_creation", "date_mod",
+})
+
+
+def rsql(text: str, properties: frozenset[str] | None = None) -> Callable[[dict[str, Any]], bool]:
+    """A predicate over a ticket view from an RSQL filter (``;`` AND, ``,`` OR, parentheses; the
+    operators ==, !=, =in=, =out=, =lt=, =le=, =gt=, =ge=, =like=, =ilike=, =isnull=, =notnull=).
+    A property outside ``properties`` (the schema's) raises KeyError, as GLPI refuses it."""
+    tokens: list[tuple[str, Any]] = []
+    pos = 0
+    text = text.strip()
+    while pos < len(text):
+        m = RSQL_TOKEN.match(text, pos)
+        if not m:
+            raise ValueError(f"Invalid RSQL near {text[pos:pos + 20]!r}")
+        pos = m.end()
+        kind = m.lastgroup if m.group("prop") is None else "cmp"
+        tokens.append((kind, (m.group("prop"), m.group("op"), m.group("value")) if kind == "cmp" else None))
+    if not tokens:
+        return lambda row: True
+    at = 0
+
+    def expr() -> Callable[[dict[str, Any]], bool]:
+        nonlocal at
+        terms = [conj()]
+        while at < len(tokens) and tokens[at][0] == "or":
+            at += 1
+            terms.append(conj())
+        return lambda row: any(t(row) for t in terms)
+
+    def conj() -> Callable[[dict[str, Any]], bool]:
+        nonlocal at
+        terms = [primary()]
+        while at < len(tokens) and tokens[at][0] == "and":
+            at += 1
+            terms.append(primary())
+        return lambda row: all(t(row) for t in terms)
+
+    def primary() -> Callable[[dict[str, Any]], bool]:
+        nonlocal at
+        if at >= len(tokens):
+            raise ValueError("Invalid RSQL: unexpected end")
+        kind, value = tokens[at]
+        at += 1
+        if kind == "open":
+            inner = expr()
+            if at >= len(tokens) or tokens[at][0] != "close":
+                raise ValueError("Invalid RSQL: missing ')'")
+            at += 1
+            return inner
+        if kind != "cmp":
+            raise ValueError(f"Invalid RSQL: unexpected {kind}")
+        if properties is not None and value[0] not in properties:
+            raise KeyError(value[0])
+        return _comparison(*value)
+
+    predicate = expr()
+    if at != len(tokens):
+        raise ValueError("Invalid RSQL: trailing tokens")
+    return predicate
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return re.sub(r"\\(.)", r"\1", value[1:-1])
+    return value
+
+
+def _comparison(prop: str, op: str, raw: str) -> Callable[[dict[str, Any]], bool]:
+    def actual(row: dict[str, Any]) -> Any:
+        node: Any = row
+        for part in prop.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise KeyError(prop)
+            node = node[part]
+        return node
+
+    value = _unquote(raw)
+    group = [_unquote(v) for v in value[1:-1].split(",")] if value.startswith("(") else []
+
+    def like(pattern: str, text: str, flags: int) -> bool:
+        regex = "".join(".*" if c == "*" else "." if c == "%" else re.escape(c) for c in pattern)
+        return re.fullmatch(regex, text, flags | re.DOTALL) is not None
+
+    def number(v: Any) -> float:
+        return float(v)
+
+    ops: dict[str, Callable[[Any], bool]] = {
+        "==": lambda a: str(a) == value,
+        "!=": lambda a: str(a) != value,
+        "=in=": lambda a: str(a) in group,
+        "=out=": lambda a: str(a) not in group,
+        "=lt=": lambda a: number(a) < number(value),
+        "=le=": lambda a: number(a) <= number(value),
+        "=gt=": lambda a: number(a) > number(value),
+        "=ge=": lambda a: number(a) >= number(value),
+        "=like=": lambda a: like(value, str(a or ""), 0),
+        "=ilike=": lambda a: like(value, str(a or ""), re.IGNORECASE),
+        "=isnull=": lambda a: a is None,
+        "=notnull=": lambda a: a is not None,
+    }
+    if op not in ops:
+        raise ValueError(f"Invalid RSQL operator: {op}")
+    test = ops[op]
+    return lambda row: test(actual(row))
 
 
 def _entity_name(ticket: dict[str, Any]) -> str:
@@ -604,6 +1178,7 @@ def _match_one(c: dict[str, Any], ticket: dict[str, Any]) -> bool:
     raise ValueError(f"unsupported searchtype {searchtype!r}")
 
 
+
 async def _serve(args: argparse.Namespace) -> None:
     fake = FakeGlpi(
         app_token=args.app_token or None,
@@ -611,9 +1186,11 @@ async def _serve(args: argparse.Namespace) -> None:
         session_lifetime_s=args.session_lifetime,
         auto_close=args.auto_close,
         data_path=args.data,
+        strip_authorization=args.strip_authorization,
+        ticket_rights=ALL_TICKET_RIGHTS & ~(0 if args.change_priority else TICKET_CHANGEPRIORITY),
     )
     url = await fake.start(args.host, args.port)
-    print(f"fake GLPI listening on {url}", flush=True)
+    print(f"fake GLPI listening on {url} (high-level API: {fake.hl_url})", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
@@ -628,6 +1205,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--user-token", default="user-token")
     parser.add_argument("--session-lifetime", type=float, default=1440.0)
     parser.add_argument("--auto-close", action="store_true")
+    parser.add_argument("--strip-authorization", action="store_true",
+                        help="drop the Authorization header, as some Apache / PHP-FPM set-ups do")
+    parser.add_argument("--change-priority", action=argparse.BooleanOptionalAction, default=True,
+                        help="the API profile has the Ticket 'Change priority' right (default: yes)")
     parser.add_argument("--data", help="JSON file to keep tickets across restarts")
     args = parser.parse_args(argv)
     try:

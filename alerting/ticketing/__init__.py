@@ -1,4 +1,5 @@
-"""Ticket receivers: the built-in ticket log and GLPI, declared in alerting/ticketing/plugins.py.
+"""Ticket receivers: the built-in ticket log, GLPI (legacy and high-level APIs), an ITSM's mail
+gateway, a signed webhook and a Teams channel, declared in alerting/ticketing/plugins.py.
 
 The contract they implement is :class:`agent.api.TicketConnector` (as Alertmanager's Jira
 notifier): the ticket carries the alert's idempotency key (``Alert.idempotency_key``) in its title

@@ -1,7 +1,9 @@
 """TicketLog: the embedded default "ITSM" — tickets kept in a local SQLite file.
 
 Used when a client has no ITSM of its own (or for the demo); ``vigie tickets`` lists it with
-:meth:`TicketLog.list`. One log may serve several clients: each ticket is written in its client's
+:meth:`TicketLog.list`. The NOC marks a ticket taken in charge with ``vigie tickets take ID``
+(:meth:`TicketLog.take`): the time the alert SLA's "taken in charge within 5 minutes" reads back
+(:meth:`TicketLog.taken_in_charge`). One log may serve several clients: each ticket is written in its client's
 language and timezone (``locale_for``). Its writes run in a worker thread, not on the event loop
 the agent's polls share.
 """
@@ -33,7 +35,9 @@ CREATE TABLE IF NOT EXISTS tickets (
     status TEXT NOT NULL,
     opened_at REAL NOT NULL,
     solved_at REAL,
-    solution TEXT
+    solution TEXT,
+    taken_at REAL,
+    taken_by TEXT
 );
 CREATE INDEX IF NOT EXISTS tickets_key ON tickets(idempotency_key);
 CREATE TABLE IF NOT EXISTS followups (
@@ -45,7 +49,14 @@ CREATE TABLE IF NOT EXISTS followups (
 """
 
 
+# Columns added since the first logs were written, and how to add them to those.
+_ADDED_COLUMNS = {"taken_at": "REAL", "taken_by": "TEXT"}
+
 T = TypeVar("T")
+
+
+class UnknownTicket(LookupError):
+    """``vigie tickets take`` named a ticket the log does not hold."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,8 @@ class TicketRecord:
     solved_at: float | None
     idempotency_key: str
     content: str
+    taken_at: float | None = None  # when someone took it in charge (vigie tickets take)
+    taken_by: str | None = None
 
 
 class TicketLog:
@@ -82,6 +95,10 @@ class TicketLog:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
+            have = {r["name"] for r in self._db.execute("PRAGMA table_info(tickets)")}
+            for column, decl in _ADDED_COLUMNS.items():
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE tickets ADD COLUMN {column} {decl}")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> TicketLog:
@@ -145,6 +162,38 @@ class TicketLog:
             (self.clock(), solution_text(alert, self.locale_for(alert.client)), int(ref.id)),
         )
 
+    async def reopen(self, ref: TicketRef, text: str) -> None:
+        await self._in_thread(self._reopen, int(ref.id), text)
+
+    def _reopen(self, ticket_id: int, text: str) -> None:
+        # open again for a new occurrence: the NOC takes it in charge again (vigie tickets take)
+        self._db.execute("UPDATE tickets SET status='open', solved_at=NULL, taken_at=NULL, taken_by=NULL WHERE id=?",
+                         (ticket_id,))
+        said = self._db.execute("SELECT 1 FROM followups WHERE ticket_id=? AND content=?", (ticket_id, text))
+        if said.fetchone() is None:  # a reopen repeated after a crash says it once
+            self._db.execute("INSERT INTO followups(ticket_id, at, content) VALUES (?,?,?)",
+                             (ticket_id, self.clock(), text))
+
+    def take(self, ticket_id: str | int, by: str, at: float | None = None) -> tuple[str, float]:
+        """``by`` takes ticket ``ticket_id`` in charge at ``at`` (default: now); answers who took it
+        and when: the first one stands, taking it again changes nothing (``agent.api.Takeable``).
+        Raise :class:`UnknownTicket` for an id the log does not hold."""
+        number = int(ticket_id) if str(ticket_id).isdigit() else -1
+
+        def write() -> sqlite3.Row | None:
+            self._db.execute("UPDATE tickets SET taken_at=?, taken_by=? WHERE id=? AND taken_at IS NULL",
+                             (self.clock() if at is None else at, by, number))
+            return self._db.execute("SELECT taken_by, taken_at FROM tickets WHERE id=?", (number,)).fetchone()
+        row = self._locked(write)
+        if row is None:
+            raise UnknownTicket(f"no ticket #{ticket_id} in {self.path}")
+        return str(row["taken_by"]), float(row["taken_at"])
+
+    async def taken_in_charge(self, ref: TicketRef) -> float | None:
+        row = await self._in_thread(
+            lambda: self._db.execute("SELECT taken_at FROM tickets WHERE id=?", (int(ref.id),)).fetchone())
+        return None if row is None else row["taken_at"]
+
     async def find_open(self, idempotency_key: str) -> TicketRef | None:
         row = await self._in_thread(self._find_open, idempotency_key)
         return TicketRef(self.name, str(row["id"])) if row else None
@@ -164,21 +213,7 @@ class TicketLog:
         if status is not None:
             sql += " AND status=?"
             args.append(status)
-        return [
-            TicketRecord(
-                id=r["id"],
-                client=r["client"],
-                alert=r["alert"],
-                severity=r["severity"],
-                title=r["title"],
-                status=r["status"],
-                opened_at=r["opened_at"],
-                solved_at=r["solved_at"],
-                idempotency_key=r["idempotency_key"],
-                content=r["content"],
-            )
-            for r in self._locked(lambda: self._db.execute(sql + " ORDER BY id", args).fetchall())
-        ]
+        return [_to_record(r) for r in self._locked(lambda: self._db.execute(sql + " ORDER BY id", args).fetchall())]
 
     def followups(self, ticket_id: int) -> list[str]:
         rows = self._locked(
@@ -190,3 +225,20 @@ class TicketLog:
 
     async def close(self) -> None:
         self._locked(self._db.close)
+
+
+def _to_record(r: sqlite3.Row) -> TicketRecord:
+    return TicketRecord(
+        id=r["id"],
+        client=r["client"],
+        alert=r["alert"],
+        severity=r["severity"],
+        title=r["title"],
+        status=r["status"],
+        opened_at=r["opened_at"],
+        solved_at=r["solved_at"],
+        idempotency_key=r["idempotency_key"],
+        content=r["content"],
+        taken_at=r["taken_at"],
+        taken_by=r["taken_by"],
+    )

@@ -370,7 +370,7 @@ async def test_one_info_line_per_ticket_opened_followed_up_solved(state, clock, 
     assert lines[2].startswith("ticket log#1 solved for vsgp/sw-core-1 interface_down")
 
 
-async def run_agent(state, url, now, oper, crash=None):
+async def run_agent(state, url, now, oper, crash=None, extra=()):
     env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
     if crash:
         env[CRASH_ENV] = crash
@@ -386,6 +386,7 @@ async def run_agent(state, url, now, oper, crash=None):
         str(now),
         "--oper",
         oper,
+        *extra,
         cwd=ROOT,
         env=env,
         stdout=asyncio.subprocess.PIPE,

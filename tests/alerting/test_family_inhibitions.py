@@ -267,21 +267,15 @@ C9200L_PSU_A = {f"{ENVMON}.5.1.3.1013": 3, f"{FRU_POWER}.1013": 5}  # ENVMON cri
 C9200L_PSU_A_BACK = {f"{ENVMON}.5.1.3.1013": 1, f"{FRU_POWER}.1013": 2}
 
 
-async def test_catalyst_9200_psu_holds_the_generic_alerts_of_both_its_rows(watch) -> None:
+async def test_catalyst_9200_psu_holds_the_generic_alert_of_its_rows(watch) -> None:
+    # ENVMON names it "Switch 1 - Power Supply A, Normal", the FRU row "Switch 1 - Power Supply A":
+    # the profile drops the state ENVMON appends, so both rows are one sensor
     device = watch("iosxe_c9200l")
     await _fault(device, C9200L_PSU_A)
-    assert device.held() == {
-        ("sensor_critical", "Switch 1 - Power Supply A, Normal", "cisco_ios_psu_failed"),
-        ("sensor_critical", "Switch 1 - Power Supply A", "cisco_ios_psu_failed"),  # its FRU row
-    }
+    assert device.held() == {("sensor_critical", "Switch 1 - Power Supply A", "cisco_ios_psu_failed")}
     await _cleared(device, C9200L_PSU_A_BACK)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the cisco_ios profile names a PSU's ENVMON row '<name>, <state>' and its FRU row '<name>': "
-    "two rows, two alerts of the PSU rule, until the profile gives them one name and tells them apart",
-)
 async def test_catalyst_9200_psu_is_one_ticket(watch) -> None:
     device = watch("iosxe_c9200l")
     await _fault(device, C9200L_PSU_A)

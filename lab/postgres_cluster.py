@@ -85,6 +85,18 @@ class PostgresCluster:
         self._run(["pg_ctl", "-D", str(self.data), "-l", str(self.directory / "log"), "-o", options, "-w", "start"])
         return self
 
+    def server_command(self) -> list[str]:
+        """The server in the foreground, for a lab child process (``start`` daemonizes it instead).
+        As root it runs as the cluster's owner through setpriv, which sets the parent-death signal
+        again after the change of user (the change clears the one lab.processes set)."""
+        command = [str(self.bin_dir / "postgres"), "-D", str(self.data), "-c", "listen_addresses=127.0.0.1",
+                   "-p", str(self.port), "-k", str(self.directory), "-c", "fsync=off"]
+        if self.owner is None:
+            return command
+        entry = pwd.getpwnam(self.owner)
+        return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups",
+                "--pdeathsig=TERM", *command]
+
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
             self._run(["pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop"], check=False)

@@ -1,10 +1,13 @@
-"""The SNMP trap receiver: a service (``agent.services.snmp_traps``) turning SNMPv1 and SNMPv2c
-notifications into ``snmp_trap`` samples for the alert engine. See TRAPS.md.
+"""The SNMP trap receiver: a service (``agent.services.snmp_traps``) turning SNMPv1, SNMPv2c and
+SNMPv3 notifications into ``snmp_trap`` samples for the alert engine. See TRAPS.md.
 
 Per datagram, on the event loop and without I/O: the sender's token bucket (a flood is dropped
 before it costs a decode), the BER decode (:func:`collectors.snmp.ber.decode_notification`), the
 attribution to an inventory device (by sender address, then the SNMPv1 agent-addr or a proxy's
-snmpTrapAddress.0), the notification's definition (traps.yaml). What fails a step is counted,
+snmpTrapAddress.0), the notification's definition (traps.yaml). An SNMPv3 trap is attributed by
+its sender's address first, then authenticated and decrypted with that device's USM user
+(:mod:`collectors.snmp.usm`): a device is never trusted for a trap its own credentials do not
+open. What fails a step is counted,
 logged with its source, and dropped; the receiver itself never fails on input. An InformRequest
 is acknowledged once accepted. The samples are then built by one consumer task, which reads the
 polled state in a thread (the interface's name and alias for a linkDown) and submits them in
@@ -40,6 +43,7 @@ from agent.api.events import (
 )
 from agent.api.expressions import Expression, compile_expression
 from collectors.snmp import ber
+from collectors.snmp.usm import Usm, UsmError, UsmUser
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +171,7 @@ class TrapError(ValueError):
 class Trap:
     """A notification in SNMPv2 terms, whatever version carried it."""
 
-    version: str  # "1" | "2c"
+    version: str  # "1" | "2c" | "3"
     oid: str
     uptime_ticks: int | None
     varbinds: list[tuple[str, int, int | bytes | None]]  # after sysUpTime.0 and snmpTrapOID.0
@@ -195,7 +199,12 @@ def as_trap(notification: ber.Notification) -> Trap:
         raise TrapError("no snmpTrapOID.0 varbind")
     uptime = next((v for o, t, v in varbinds if o == SYS_UPTIME_0 and t == ber.TIMETICKS), None)
     rest = [(o, t, v) for o, t, v in varbinds if o not in (SYS_UPTIME_0, SNMP_TRAP_OID_0)]
-    return Trap("2c", ber.oid_text(trap_oids[0]), uptime, rest, tuple(addresses))  # type: ignore[arg-type]
+    version = "3" if notification.version == ber.VERSION_3 else "2c"
+    return Trap(version, ber.oid_text(trap_oids[0]), uptime, rest, tuple(addresses))  # type: ignore[arg-type]
+
+
+def _frozen(focus: Mapping[str, str] | None) -> frozenset[tuple[str, str]] | None:
+    return None if focus is None else frozenset(focus.items())
 
 
 def _value(tag: int, value: int | bytes | None) -> int | str | None:
@@ -244,6 +253,14 @@ class Counters:
     unknown_trap: int = 0
     overflow: int = 0
     informs_acknowledged: int = 0
+    # SNMPv3: the message's user is not the sending device's, its digest is wrong, it is a
+    # replay, it does not decrypt, its security level is not the user's; or an SNMPv3 inform
+    v3_unknown_user: int = 0
+    v3_auth_failed: int = 0
+    v3_not_in_time_window: int = 0
+    v3_decryption_failed: int = 0
+    v3_wrong_security_level: int = 0
+    v3_unsupported: int = 0
     confirmation_rounds: int = 0
     cleared: int = 0
 
@@ -277,11 +294,12 @@ class TrapReceiver:
         self._queue: asyncio.Queue[Accepted] = asyncio.Queue(QUEUE_SIZE)
         self._transport: asyncio.DatagramTransport | None = None
         self._consumer: asyncio.Task[None] | None = None
-        self._logged: set[str] = set()
+        self._logged: set[tuple[str, ...]] = set()
         self._enrichments: dict[tuple[str, str, str], _Enrichment] = {}
 
     async def start(self, context: ServiceContext) -> None:
         self.context = context
+        self.usm = Usm(context.clock)
         self.attribution = Attribution(context.inventory.devices(), self.options.sources)
         self.buckets = TokenBucket(self.options.rate_per_source, self.options.burst_per_source, context.clock)
         self.events = OpenEvents(Path(context.state_dir) / "snmp_traps.db", context.clock,
@@ -316,19 +334,21 @@ class TrapReceiver:
             self.counters.rate_limited += 1
             return
         try:
-            notification = ber.decode_notification(data)
-            trap = as_trap(notification)
+            if ber.is_v3(data):
+                opened = self._open_v3(data, source)
+                if opened is None:
+                    return
+                notification, device = opened
+                trap = as_trap(notification)
+            else:
+                notification = ber.decode_notification(data)
+                trap = as_trap(notification)
+                device = self._device((source, *trap.agent_addresses), source)
+                if device is None:
+                    return
         except (ber.BerError, TrapError) as exc:
             self.counters.malformed += 1
             log.warning("snmp_traps: malformed trap from %s (%d bytes): %s", source, len(data), exc)
-            return
-        device = self.attribution.device((source, *trap.agent_addresses))
-        if isinstance(device, str):
-            if device == UNKNOWN_SOURCE:
-                self.counters.unknown_source += 1
-            else:
-                self.counters.ambiguous_source += 1
-            self._log_source_once(source, device)
             return
         definition = self.definitions.get(trap.oid)
         if definition is None:
@@ -349,12 +369,52 @@ class TrapReceiver:
             self._transport.sendto(ack, address)
             self.counters.informs_acknowledged += 1
 
+    def _device(self, addresses: tuple[str, ...], source: str) -> DeviceInfo | None:
+        device = self.attribution.device(addresses)
+        if isinstance(device, str):
+            if device == UNKNOWN_SOURCE:
+                self.counters.unknown_source += 1
+            else:
+                self.counters.ambiguous_source += 1
+            self._log_source_once(source, device)
+            return None
+        return device
+
+    def _open_v3(self, data: bytes, source: str) -> tuple[ber.Notification, DeviceInfo] | None:
+        """An SNMPv3 datagram -> its notification and the device whose USM user opened it; None
+        (counted, logged) when none does. BerError for a malformed message."""
+        message = ber.decode_v3_message(data)
+        device = self._device((source,), source)
+        if device is None:
+            return None
+        user = UsmUser.from_credentials(self.context.credentials(device.client, device.name, "snmp") or {})
+        try:
+            if user is None:
+                raise UsmError("unknown_user", "the device has no SNMPv3 user in its credentials")
+            notification = ber.decode_scoped_notification(self.usm.open(message, data, user))
+        except UsmError as exc:
+            setattr(self.counters, f"v3_{exc.reason}", getattr(self.counters, f"v3_{exc.reason}") + 1)
+            self._log_once((source, exc.reason), "snmp_traps: SNMPv3 traps from %s (%s/%s) refused: %s; counted "
+                           "from now on", source, device.client, device.name, exc)
+            return None
+        if notification.pdu_type == ber.INFORM_REQUEST:
+            # acknowledging would make vigie the authoritative engine (discovery, reports)
+            self.counters.v3_unsupported += 1
+            self._log_once((source, "inform"), "snmp_traps: SNMPv3 informs from %s dropped: not supported (send "
+                           "SNMPv3 traps, or SNMPv2c informs); counted from now on", source)
+            return None
+        return notification, device
+
     def _log_source_once(self, source: str, why: str) -> None:
-        if source in self._logged or len(self._logged) >= LOGGED_SOURCES:
+        self._log_once((source,), "snmp_traps: traps from %s dropped: %s source (not in the inventory%s); counted "
+                       "from now on", source, why, " or shared by several devices" if why != UNKNOWN_SOURCE else "")
+
+    def _log_once(self, key: tuple[str, ...], message: str, *args: Any) -> None:
+        """One warning per sender and cause, for a bounded number of them: a flood is counted, not logged."""
+        if key in self._logged or len(self._logged) >= LOGGED_SOURCES:
             return
-        self._logged.add(source)
-        log.warning("snmp_traps: traps from %s dropped: %s source (not in the inventory%s); counted from now on",
-                    source, why, " or shared by several devices" if why != UNKNOWN_SOURCE else "")
+        self._logged.add(key)
+        log.warning(message, *args)
 
     # -- samples (consumer task) -------------------------------------------------------------------
     async def _consume(self) -> None:
@@ -377,9 +437,13 @@ class TrapReceiver:
             await self.context.submit([sample for sample, _ in samples])
             active = [(sample, event.clearing) for sample, event in samples if event.active and event.clearing]
             # The device confirms what its trap says at once, not at its next turn (a trap is one
-            # unauthenticated datagram; the poll is the device's word).
-            for device in {(sample.tags["client"], sample.tags["device"]) for sample, _ in active}:
-                self.context.poll_now(*device, "snmp")
+            # unauthenticated datagram; the poll is the device's word): only the object the trap
+            # names when there is one, the whole device when its traps name several or none.
+            foci: dict[tuple[str, str], list[dict[str, str] | None]] = {}
+            for sample, clearing in active:
+                foci.setdefault((sample.tags["client"], sample.tags["device"]), []).append(clearing.focus(sample.tags))
+            for device, wanted in foci.items():
+                self.context.poll_now(*device, "snmp", focus=wanted[0] if len(set(map(_frozen, wanted))) == 1 else None)
             if active:
                 await asyncio.to_thread(self.events.remember, active)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from agent.api import PluginSpec
 from collectors.syslog.receiver import SyslogOptions, SyslogReceiver, syslog_rules
+from collectors.syslog.store import device_messages
 
 __all__ = ["PLUGIN", "SyslogOptions", "SyslogReceiver"]
 
@@ -13,5 +14,6 @@ PLUGIN = PluginSpec(
     factory=SyslogReceiver,
     options=SyslogOptions,
     default_rules=syslog_rules,
+    device_messages=device_messages,
     description="syslog receiver (UDP, TCP; RFC 5424, RFC 3164): raw messages kept, patterns made events",
 )

@@ -16,8 +16,10 @@ quiet for the pattern's ``quiet_s``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
+import ssl
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +40,7 @@ from agent.api.events import (
     udp_socket,
 )
 from collectors.syslog.parse import Framer, FramingError, Message, SyslogError, parse
-from collectors.syslog.store import MessageStore, StoredMessage
+from collectors.syslog.store import STORE_FILE, MessageStore, StoredMessage
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ QUEUE_SIZE = 10_000
 BATCH = 500
 ENRICH_TTL_S = 300.0
 LOGGED_SOURCES = 1024
+TLS_HANDSHAKE_TIMEOUT_S = 10.0  # a sender that opens a connection and says nothing holds no slot longer
 
 
 class ClearSpec(BaseModel):
@@ -119,6 +122,13 @@ class SyslogOptions(ReceiverOptions):
 
     udp_port: Annotated[int, Field(ge=1, le=65535)] | None = 514
     tcp_port: Annotated[int, Field(ge=1, le=65535)] | None = 514
+    # RFC 5425 (syslog over TLS, octet-counted frames; its port is 6514): off unless a port and the
+    # server's certificate and key (PEM, the key unencrypted and readable by the agent only) are given
+    tls_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+    # mutual TLS: only senders with a certificate this CA signed may connect
+    tls_client_ca: Path | None = None
     rate_per_source: Annotated[float, Field(gt=0)] = 50.0
     burst_per_source: Annotated[int, Field(ge=1)] = 500
     # after the built-in ones; one of the same name replaces it
@@ -131,9 +141,30 @@ class SyslogOptions(ReceiverOptions):
 
     @model_validator(mode="after")
     def _a_port(self) -> SyslogOptions:
-        if self.udp_port is None and self.tcp_port is None:
-            raise ValueError("udp_port and tcp_port cannot both be off")
+        if self.udp_port is None and self.tcp_port is None and self.tls_port is None:
+            raise ValueError("udp_port, tcp_port and tls_port cannot all be off")
+        if self.tls_port is not None and (self.tls_certificate is None or self.tls_key is None):
+            raise ValueError("tls_port needs tls_certificate and tls_key")
         return self
+
+    def server_tls(self) -> ssl.SSLContext | None:
+        """The TLS listener's context (TLS 1.2 at least); None without ``tls_port``. Raises
+        ValueError naming the file that cannot be read or used."""
+        if self.tls_port is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(str(self.tls_certificate), str(self.tls_key))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"tls_certificate {self.tls_certificate} / tls_key {self.tls_key}: {exc}") from None
+        if self.tls_client_ca is not None:
+            try:
+                context.load_verify_locations(str(self.tls_client_ca))
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"tls_client_ca {self.tls_client_ca}: {exc}") from None
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
 
 
 @dataclass(frozen=True)
@@ -207,11 +238,15 @@ class SyslogReceiver:
         self.options = options
         self.patterns = compile_patterns(options.patterns)
         self.counters = Counters()
+        # read now: a certificate that cannot be used is refused with the configuration
+        self.tls = options.server_tls()
         self.udp_port: int | None = None  # bound ports, once started
         self.tcp_port: int | None = None
+        self.tls_port: int | None = None
         self._queue: asyncio.Queue[Accepted] = asyncio.Queue(QUEUE_SIZE)
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
+        self._tls: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
         self._consumer: asyncio.Task[None] | None = None
         self._logged: set[str] = set()
@@ -223,7 +258,7 @@ class SyslogReceiver:
         self.attribution = Attribution(context.inventory.devices(), self.options.sources)
         self.buckets = TokenBucket(self.options.rate_per_source, self.options.burst_per_source, context.clock)
         state_dir = Path(context.state_dir)
-        self.store = MessageStore(state_dir / "syslog.db", context.clock, self.options.keep_messages_s,
+        self.store = MessageStore(state_dir / STORE_FILE, context.clock, self.options.keep_messages_s,
                                   self.options.max_messages)
         self.events = OpenEvents(state_dir / "syslog_events.db", context.clock, self.options.max_open_events)
         loop = asyncio.get_running_loop()
@@ -234,17 +269,26 @@ class SyslogReceiver:
                 self._udp, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
                 self.udp_port = self._udp.get_extra_info("sockname")[1]
             if self.options.tcp_port is not None:
-                self._tcp = await asyncio.start_server(self._connection, address, self.options.tcp_port)
+                self._tcp = await asyncio.start_server(
+                    functools.partial(self._connection, transport="tcp"), address, self.options.tcp_port
+                )
                 self.tcp_port = self._tcp.sockets[0].getsockname()[1]
+            if self.options.tls_port is not None:
+                self._tls = await asyncio.start_server(
+                    functools.partial(self._connection, transport="tls"), address, self.options.tls_port,
+                    ssl=self.tls, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S,
+                )
+                self.tls_port = self._tls.sockets[0].getsockname()[1]
         except OSError as exc:
             await self._close()
-            low = min(p for p in (self.options.udp_port, self.options.tcp_port) if p is not None) < 1024
+            ports = (self.options.udp_port, self.options.tcp_port, self.options.tls_port)
+            low = min(p for p in ports if p is not None) < 1024
             hint = " (below 1024 needs CAP_NET_BIND_SERVICE, see collectors/syslog/README.md)" if low else ""
             raise OSError(f"syslog: {address}: {exc.strerror}{hint}") from None
         self._consumer = loop.create_task(self._consume(), name="vigie-syslog")
         context.every(self.options.confirm_interval_s, self._confirm, "syslog-confirm")
         context.every(self.options.health_interval_s, self._health, "syslog-health")
-        log.info("syslog: listening on %s udp %s tcp %s", address, self.udp_port, self.tcp_port)
+        log.info("syslog: listening on %s udp %s tcp %s tls %s", address, self.udp_port, self.tcp_port, self.tls_port)
 
     async def stop(self) -> None:
         await self._close()
@@ -252,8 +296,9 @@ class SyslogReceiver:
     async def _close(self) -> None:
         if self._udp is not None:
             self._udp.close()
-        if self._tcp is not None:
-            self._tcp.close()
+        for server in (self._tcp, self._tls):
+            if server is not None:
+                server.close()
         for writer in list(self._connections):
             writer.close()
         if self._consumer is not None:
@@ -292,7 +337,7 @@ class SyslogReceiver:
             return
         self.counters.accepted += 1
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transport: str) -> None:
         peer = str(writer.get_extra_info("peername")[0])
         if len(self._connections) >= self.options.max_tcp_connections:
             self.counters.tcp_refused += 1
@@ -304,14 +349,14 @@ class SyslogReceiver:
         try:
             while chunk := await asyncio.wait_for(reader.read(65536), self.options.tcp_idle_timeout_s):
                 for frame in framer.feed(chunk):
-                    self.received(frame, peer, "tcp")
+                    self.received(frame, peer, transport)
             for frame in framer.flush():
-                self.received(frame, peer, "tcp")
+                self.received(frame, peer, transport)
         except FramingError as exc:
             self.counters.malformed += 1
-            log.warning("syslog: tcp stream from %s closed: %s", peer, exc)
-        except (TimeoutError, ConnectionError):
-            pass  # idle past the timeout, or reset by the peer
+            log.warning("syslog: %s stream from %s closed: %s", transport, peer, exc)
+        except (TimeoutError, ConnectionError, ssl.SSLError):
+            pass  # idle past the timeout, reset by the peer, or a TLS session that broke
         finally:
             self._connections.discard(writer)
             writer.close()

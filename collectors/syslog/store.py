@@ -13,6 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.api import DeviceMessage
+
+STORE_FILE = "syslog.db"
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -87,9 +91,27 @@ class MessageStore:
     def recent(self, client: str, device: str, limit: int = 100, since: float | None = None) -> list[StoredMessage]:
         """A device's latest messages, newest first: what a view shows beside its alerts."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT at, client, device, source, facility, severity, app, event, text FROM messages "
-                "WHERE client = ? AND device = ? AND at >= ? ORDER BY at DESC, id DESC LIMIT ?",
-                (client, device, since if since is not None else 0.0, limit),
-            ).fetchall()
-        return [StoredMessage(*row) for row in rows]
+            return _recent(self._db, client, device, limit, since)
+
+
+def _recent(db: sqlite3.Connection, client: str, device: str, limit: int, since: float | None) -> list[StoredMessage]:
+    rows = db.execute(
+        "SELECT at, client, device, source, facility, severity, app, event, text FROM messages "
+        "WHERE client = ? AND device = ? AND at >= ? ORDER BY at DESC, id DESC LIMIT ?",
+        (client, device, since if since is not None else 0.0, limit),
+    ).fetchall()
+    return [StoredMessage(*row) for row in rows]
+
+
+def device_messages(state_dir: Path, client: str, device: str, limit: int) -> list[DeviceMessage]:
+    """``PluginSpec.device_messages``: a device's latest messages from ``<state_dir>/syslog.db``,
+    opened read-only (no lock, no write, beside the live receiver); none without the file."""
+    path = Path(state_dir) / STORE_FILE
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        found = _recent(db, client, device, limit, None)
+    finally:
+        db.close()
+    return [DeviceMessage(m.at, "syslog", m.source, m.severity, m.text, m.event) for m in found]

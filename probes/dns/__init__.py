@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from agent.api import PluginSpec, Rule, Sink, Target, Unreachable
+from agent.api import CollectorContext, PluginSpec, Rule, Sink, Target, Unreachable
 from probes.dns.client import NoReply, Reply, ask
 
 __all__ = ["PLUGIN", "DnsOptions", "DnsProbe", "DnsQuery", "default_rules", "evaluate", "target_from_url"]
@@ -94,7 +94,9 @@ def silent(reason: str) -> dict[str, Any]:
 
 
 class DnsProbe:
-    def __init__(self, options: DnsOptions, *, monotonic: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self, options: DnsOptions, context: CollectorContext, *, monotonic: Callable[[], float] = time.perf_counter
+    ) -> None:
         self.options = options
         self.monotonic = monotonic
 

@@ -9,6 +9,7 @@ port are not read. Measurement ``http_response`` (docs/METRICS.md, "Probes").
 
 from __future__ import annotations
 
+import logging
 import re
 import ssl
 import time
@@ -29,8 +30,10 @@ from pydantic import (
     model_validator,
 )
 
-from agent.api import CollectError, PluginSpec, Rule, Sink, Target, Unreachable
+from agent.api import CollectError, CollectorContext, PluginSpec, Rule, Sink, Target, Unreachable
 from probes.http.client import Answer, ConnectFailed, HttpFailure, Request, exchange
+
+log = logging.getLogger(__name__)
 
 __all__ = ["PLUGIN", "HttpCredentials", "HttpOptions", "HttpProbe", "default_rules", "target_from_url"]
 
@@ -187,9 +190,14 @@ def failed(failure: HttpFailure) -> dict[str, Any]:
 
 
 class HttpProbe:
-    def __init__(self, options: HttpOptions, *, monotonic: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self, options: HttpOptions, context: CollectorContext, *, monotonic: Callable[[], float] = time.perf_counter
+    ) -> None:
         self.options = options
         self.tls = tls_context(options)
+        if not options.verify_tls and options.url.startswith("https://"):
+            log.warning("%s/%s: http: TLS verification of %s disabled by verify_tls: false", context.client,
+                        context.device, shown_url(options.url))
         self.monotonic = monotonic
         self.tags = {"url": shown_url(options.url), "method": options.method}
 

@@ -22,7 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 import icmplib
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from agent.api import CollectError, PluginSpec, Rule, Sink, Target, Unreachable
+from agent.api import CollectError, CollectorContext, PluginSpec, Rule, Sink, Target, Unreachable
+from agent.api.rules import Inhibition
 from probes.icmp.client import Echoes, EchoUnavailable, choose_socket, echo, read_ping_group_range
 
 __all__ = ["PLUGIN", "IcmpOptions", "IcmpProbe", "default_rules", "evaluate", "target_from_url"]
@@ -53,7 +54,8 @@ class IcmpOptions(BaseModel):
 
     @model_validator(mode="after")
     def _fits_its_interval(self) -> IcmpOptions:
-        run_s = (self.count - 1) * self.spacing_s + self.timeout_s
+        # a silent target's run: icmplib waits for each reply in turn before the next request
+        run_s = self.count * self.timeout_s + (self.count - 1) * self.spacing_s
         if run_s >= self.interval_s:
             raise ValueError(f"a run takes up to {run_s:g} s (count, spacing_s, timeout_s): "
                              f"longer than interval_s ({self.interval_s:g})")
@@ -80,7 +82,7 @@ def evaluate(echoes: Echoes) -> dict[str, Any]:
 
 
 class IcmpProbe:
-    def __init__(self, options: IcmpOptions) -> None:
+    def __init__(self, options: IcmpOptions, context: CollectorContext) -> None:
         self.options = options
 
     async def collect(self, target: Target, sink: Sink) -> None:
@@ -112,6 +114,9 @@ def default_rules() -> list[Rule]:
             for_s=10,
             severity="critical",
             summary="{device} ({site}) answers no ping (100 % loss for 10 s and more)",
+            # one outage, one alert: the same device's `device_unreachable` (its ICMP run and its
+            # other collectors', 120 s later) is this outage seen slower
+            inhibits=[Inhibition(rule="device_unreachable", equal=("client", "device"), required=False)],
         ),
         Rule(
             name="icmp_packet_loss",

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from agent.api import CollectError, PluginSpec, Rule, Sink, Target, Unreachable
+from agent.api import CollectError, CollectorContext, PluginSpec, Rule, Sink, Target, Unreachable
 from probes.postgresql.client import Login, NoServer, Reading, Refused, read
 
 __all__ = ["PLUGIN", "PostgresCredentials", "PostgresOptions", "PostgresProbe", "default_rules", "target_from_url"]
@@ -92,7 +92,9 @@ def evaluate(options: PostgresOptions, reading: Reading) -> list[tuple[str, dict
 
 
 class PostgresProbe:
-    def __init__(self, options: PostgresOptions, *, monotonic: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self, options: PostgresOptions, context: CollectorContext, *, monotonic: Callable[[], float] = time.perf_counter
+    ) -> None:
         self.options = options
         self.monotonic = monotonic
 

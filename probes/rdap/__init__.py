@@ -10,8 +10,6 @@ kept that long: expiry dates move once a year, registries rate-limit), ``timeout
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlsplit
@@ -19,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from agent.api import CollectError, PluginSpec, Rule, Sink, Target
+from agent.api import CollectError, CollectorContext, PluginSpec, Rule, Sink, Target
 from probes.rdap.client import DomainRecord, NotFound, RateLimited, RdapError, lookup, parse
 
 __all__ = ["PLUGIN", "RdapOptions", "RdapProbe", "default_rules", "evaluate", "target_from_url"]
@@ -83,9 +81,9 @@ def evaluate(known: Known, now: float) -> dict[str, Any]:
 
 
 class RdapProbe:
-    def __init__(self, options: RdapOptions, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, options: RdapOptions, context: CollectorContext) -> None:
         self.options = options
-        self.clock = clock
+        self.clock = context.clock
         self.known: dict[str, Known] = {}
         self.not_before = 0.0  # a 429's Retry-After: nothing is asked before
 

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from agent.api import CollectError, PluginSpec, Rule, Sink, Target, Unreachable
+from agent.api import CollectError, CollectorContext, PluginSpec, Rule, Sink, Target, Unreachable
 from probes.tcp.client import PortResult, connect_all
 
 __all__ = ["PLUGIN", "TcpOptions", "TcpProbe", "default_rules", "target_from_url"]
@@ -51,7 +51,9 @@ def evaluate(result: PortResult) -> dict[str, Any]:
 
 
 class TcpProbe:
-    def __init__(self, options: TcpOptions, *, monotonic: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self, options: TcpOptions, context: CollectorContext, *, monotonic: Callable[[], float] = time.perf_counter
+    ) -> None:
         self.options = options
         self.monotonic = monotonic
 

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from agent.api import CollectError, PluginSpec, Rule, Sink, Target, Unreachable
+from agent.api import CollectError, CollectorContext, PluginSpec, Rule, Sink, Target, Unreachable
 from probes.tls.client import Handshake, HandshakeFailed, handshake, hostname_matches, verifying_context
 
 __all__ = ["PLUGIN", "TlsOptions", "TlsProbe", "default_rules", "evaluate", "target_from_url"]
@@ -67,8 +67,8 @@ class TlsProbe:
     def __init__(
         self,
         options: TlsOptions,
+        context: CollectorContext,
         *,
-        clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.options = options
@@ -76,7 +76,7 @@ class TlsProbe:
             self.verifying = verifying_context(str(options.ca_bundle) if options.ca_bundle else None)
         except OSError as exc:
             raise ValueError(f"ca_bundle: {exc}") from None
-        self.clock = clock
+        self.clock = context.clock
         self.monotonic = monotonic
 
     async def collect(self, target: Target, sink: Sink) -> None:

@@ -7,11 +7,11 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.api import PluginSpec, Sample, Sink, Target
+from agent.api import CollectorContext, PluginSpec, Sample, Sink, Target
 from agent.inventory import Poll
 from agent.plugins import Plugins
 from agent.runner import CollectorFactory
@@ -28,6 +28,18 @@ def target(address: str = "127.0.0.1", credentials: dict[str, Any] | None = None
     return Target(name="probe-target", address=address, credentials=credentials or {}, tags=BASE_TAGS)
 
 
+def context(state_dir: Path | None = None, clock: Callable[[], float] = lambda: T0) -> CollectorContext:
+    """What the agent builds a probe with; a probe that writes nothing needs no real directory."""
+    return CollectorContext(
+        client="acme", device="probe-target", state_dir=state_dir or Path("/nonexistent/vigie-test"),
+        secret=_no_secret, clock=clock,
+    )
+
+
+def _no_secret(ref: Any) -> str:
+    raise KeyError(ref)
+
+
 def sink(now: float = T0) -> Sink:
     return Sink(BASE_TAGS, lambda: int(now * 1e9))
 
@@ -36,7 +48,8 @@ async def run_poll(spec: PluginSpec, options: Any, tgt: Target, timeout_s: float
     """One run through the scheduler's run_poll: the samples and the `collection` sample."""
     validated = spec.options.model_validate(options) if isinstance(options, dict) else options
     poll = Poll(target=tgt, collector=spec.name, options=validated, interval_s=60, timeout_s=timeout_s, jitter_s=0)
-    scheduler = Scheduler([poll], CollectorFactory(Plugins([spec])), _discard)
+    make_collector = CollectorFactory(Plugins([spec]), Path("/nonexistent/vigie-test"), _no_secret)
+    scheduler = Scheduler([poll], make_collector, _discard)
     return await scheduler.run_poll(poll)
 
 

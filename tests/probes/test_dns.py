@@ -10,7 +10,7 @@ import pytest
 from lab.dns_fake import DnsFake
 from probes.dns import PLUGIN, DnsOptions
 
-from .helpers import T0, engine, firing, free_udp_port, of, run_poll, sink, status, target, vigie_collect
+from .helpers import T0, context, engine, firing, free_udp_port, of, run_poll, sink, status, target, vigie_collect
 
 RECORDS = {
     ("app.ofdt.test", "A"): ["127.0.0.1", "127.0.0.2"],
@@ -67,7 +67,7 @@ async def test_a_silent_resolver_beside_an_answering_one_is_a_timeout_not_an_err
 
 async def test_a_changed_record_pages_after_two_minutes(resolver, tmp_path) -> None:
     probe = PLUGIN.factory(DnsOptions.model_validate(_options(resolver, {"name": "app.ofdt.test",
-                                                                         "expect": ["127.0.0.1"]})))
+                                                                         "expect": ["127.0.0.1"]})), context())
     alerts = engine(tmp_path, PLUGIN)
     resolver.set_records("app.ofdt.test", "A", ["127.0.0.9"])
     for minute in range(3):

@@ -9,7 +9,7 @@ import pytest
 from probes.http import PLUGIN, HttpOptions
 
 from .conftest import LOGINS, TOKENS
-from .helpers import T0, engine, firing, free_tcp_port, of, run_poll, sink, status, target, vigie_collect
+from .helpers import T0, context, engine, firing, free_tcp_port, of, run_poll, sink, status, target, vigie_collect
 
 
 async def _one(options: dict, credentials: dict | None = None, expect: str = "ok") -> dict:
@@ -78,7 +78,7 @@ async def test_nothing_listening_is_unreachable_with_its_sample(tmp_path) -> Non
 
 
 async def test_a_failing_check_pages_through_the_default_rule(http, tmp_path) -> None:
-    probe = PLUGIN.factory(HttpOptions(url=f"{http.url}/status/500"))
+    probe = PLUGIN.factory(HttpOptions(url=f"{http.url}/status/500"), context())
     alerts = engine(tmp_path, PLUGIN)
     for minute in range(3):
         out = sink(T0 + 60 * minute)
@@ -106,7 +106,7 @@ def test_options_that_cannot_be_meant_are_refused(bad) -> None:
 
 def test_an_unreadable_ca_bundle_refuses_the_config(tmp_path) -> None:
     with pytest.raises(ValueError, match="TLS files"):
-        PLUGIN.factory(HttpOptions(url="https://host/", ca_bundle=tmp_path / "missing.pem"))
+        PLUGIN.factory(HttpOptions(url="https://host/", ca_bundle=tmp_path / "missing.pem"), context())
 
 
 async def test_vigie_collect_takes_an_http_url(http) -> None:

@@ -10,6 +10,8 @@ import subprocess
 import pytest
 
 from agent.api import Sample
+from agent.config.schema import BUILTIN_RULES
+from alerting.engine import AlertEngine
 from probes.icmp import PLUGIN, IcmpOptions
 from probes.icmp.client import choose_socket, datagram_allowed, read_ping_group_range
 
@@ -58,6 +60,22 @@ def test_a_silent_target_is_100_percent_loss_not_an_error_and_the_site_is_down_w
     ((rule, severity, summary),) = firing(alerts)
     assert (rule, severity) == ("icmp_down", "critical")
     assert summary == "rtr-agence-12 (agence-12) answers no ping (100 % loss for 10 s and more)"
+
+
+def test_a_dead_device_is_one_alert_not_icmp_down_and_device_unreachable(tmp_path) -> None:
+    # a router watched by ICMP (every 5 s) and SNMP (every 60 s) dies: three minutes later the
+    # fast path has fired, and the kernel's device_unreachable of both collectors is held under it
+    rules = [*PLUGIN.default_rules(), *BUILTIN_RULES]
+    alerts = AlertEngine(str(tmp_path / "alerts.db"), rules, clock=lambda: T0)
+    down = {"status": "unreachable", "reachable": False, "error": "no answer"}
+    base = {"client": "acme", "site": "agence-12", "device": "rtr-agence-12"}
+    for second in range(0, 181, 5):
+        at = T0 + second
+        batch = [Sample("collection", {**base, "collector": "icmp"}, down, int(at * 1e9))]
+        if second % 60 == 0:
+            batch.append(Sample("collection", {**base, "collector": "snmp"}, down, int(at * 1e9)))
+        alerts.evaluate(batch, now=at + 1)
+    assert [rule for rule, _, _ in firing(alerts)] == ["icmp_down"]
 
 
 def test_datagram_sockets_where_ping_group_range_allows_them(netns) -> None:

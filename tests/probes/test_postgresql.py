@@ -7,7 +7,7 @@ import asyncio
 
 from probes.postgresql import PLUGIN, PostgresOptions
 
-from .helpers import T0, engine, firing, free_tcp_port, of, run_poll, sink, status, target, vigie_collect
+from .helpers import T0, context, engine, firing, free_tcp_port, of, run_poll, sink, status, target, vigie_collect
 
 
 def _login(postgres) -> dict:
@@ -33,7 +33,8 @@ async def test_the_primary_answers_its_databases_are_there_and_its_named_replica
 
 
 async def test_a_missing_database_and_a_missing_replica_page(postgres, tmp_path) -> None:
-    probe = PLUGIN.factory(PostgresOptions(port=postgres.primary.port, databases=["billing"], replicas=["replica-2"]))
+    options = PostgresOptions(port=postgres.primary.port, databases=["billing"], replicas=["replica-2"])
+    probe = PLUGIN.factory(options, context())
     alerts = engine(tmp_path, PLUGIN)
     for minute in range(3):
         out = sink(T0 + 60 * minute)

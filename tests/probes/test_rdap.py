@@ -12,7 +12,7 @@ import pytest
 from lab.rdap_fake import Domain, RdapFake
 from probes.rdap import PLUGIN, RdapOptions
 
-from .helpers import T0, engine, firing, of, sink, target, vigie_collect
+from .helpers import T0, context, engine, firing, of, sink, target, vigie_collect
 
 NOW = dt.datetime.fromtimestamp(T0, dt.UTC)
 
@@ -38,7 +38,7 @@ class Clock:
 
 
 def _probe(fake: RdapFake, clock: Clock, *domains: str, **options):
-    return PLUGIN.factory(RdapOptions(domains=list(domains), base_url=fake.url, **options), clock=clock)
+    return PLUGIN.factory(RdapOptions(domains=list(domains), base_url=fake.url, **options), context(clock=clock))
 
 
 async def _collect(probe, now: float):

@@ -7,7 +7,7 @@ import asyncio
 from probes.tcp import PLUGIN, TcpOptions
 
 from .conftest import SILENT, collect_in
-from .helpers import T0, engine, firing, free_tcp_port, of, run_poll, sink, status, target, vigie_collect
+from .helpers import T0, context, engine, firing, free_tcp_port, of, run_poll, sink, status, target, vigie_collect
 
 
 async def test_an_open_port_has_its_latency_a_refused_one_is_down_and_pages() -> None:
@@ -28,7 +28,7 @@ async def test_an_open_port_has_its_latency_a_refused_one_is_down_and_pages() ->
 
 
 async def test_a_refused_port_fires_tcp_port_down_after_two_minutes(tmp_path) -> None:
-    probe = PLUGIN.factory(TcpOptions(ports=[free_tcp_port()]))
+    probe = PLUGIN.factory(TcpOptions(ports=[free_tcp_port()]), context())
     alerts = engine(tmp_path, PLUGIN)
     for minute in range(3):
         out = sink(T0 + 60 * minute)

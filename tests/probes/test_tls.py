@@ -10,12 +10,12 @@ from urllib.parse import urlsplit
 from probes.tls import PLUGIN, TlsOptions
 
 from .conftest import SERVER_NAME
-from .helpers import engine, firing, free_tcp_port, of, run_poll, sink, status, target, vigie_collect
+from .helpers import context, engine, firing, free_tcp_port, of, run_poll, sink, status, target, vigie_collect
 
 
 def _probe(fake, pki, **options):
     port = urlsplit(fake.url).port
-    return PLUGIN.factory(TlsOptions(port=port, **options), clock=pki.now.timestamp)
+    return PLUGIN.factory(TlsOptions(port=port, **options), context(clock=pki.now.timestamp))
 
 
 async def _collect(probe, now: float):

@@ -117,12 +117,12 @@ async def poll(agent: Agent, measurement: str, device: str, tags: dict[str, str]
 
 
 @pytest.fixture
-def asked(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str | None]]:
+def asked(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str | None, Any]]:
     """The polls the trap receiver asks the scheduler to run now (requested before `running`)."""
-    calls: list[tuple[str, str, str | None]] = []
+    calls: list[tuple[str, str, str | None, Any]] = []
 
-    def poll_now(self: Scheduler, client: str, device: str, collector: str | None = None) -> int:
-        calls.append((client, device, collector))
+    def poll_now(self: Scheduler, client: str, device: str, collector: str | None = None, focus: Any = None) -> int:
+        calls.append((client, device, collector, focus))
         return 0
 
     monkeypatch.setattr(Scheduler, "poll_now", poll_now)
@@ -143,7 +143,8 @@ async def test_a_link_down_fires_at_once_a_link_up_does_not_resolve_it_the_next_
     await agent.pipeline.drain()
     stored = {row.field: row.value for row in agent.state.latest("snmp_trap", {"trap": "link_down"})}
     assert stored["oper_status"] == "down" and stored["source"] == "127.0.0.2" and stored["version"] == "2c"
-    assert asked == [("acme", "core-1", "snmp")]  # the device is asked to confirm at once
+    # the device is asked at once to confirm that interface
+    assert asked == [("acme", "core-1", "snmp", {"measurement": "snmp_interface", "if_index": "3"})]
 
     send(link(LINK_UP, 3, 1, 1), port, "127.0.0.2")
     await until(lambda: agent.state.latest("snmp_trap", {"trap": "link_up"}), "the link-up sample")

@@ -5,7 +5,10 @@ waits are for an observable state, with a bound."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -190,3 +193,29 @@ def test_the_built_in_patterns_on_lines_as_devices_write_them(line: str, event: 
     (pattern, found) = next((p, m) for p in compile_patterns([]) if (m := p.regex.search(text)))
     assert pattern.spec.event == event
     assert {k: v for k, v in found.groupdict().items() if k in wanted} == wanted
+
+
+async def test_the_raw_lines_are_shown_beside_the_device_alerts(running, tmp_path) -> None:
+    agent, ports, clock = running
+    uplink = {"if_index": "3", "if_name": "Gi1/0/3", "if_alias": "Uplink to core"}
+    await poll(agent, "snmp_interface", "sw-1", uplink,
+               {"if_descr": "GigabitEthernet1/0/3", "oper_status": "up", "admin_status": "up"}, clock.now - 60)
+    ports.udp_send(LINK_DOWN, "127.0.0.2")
+    await until(lambda: firing(agent, "syslog_uplink_down"), "the uplink alert")
+    await until(lambda: health(agent).get("stored_messages") == 1, "the line kept")
+    # `vigie alerts --device`, read-only beside the live agent, as the NOC types it
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "agent.cli", "alerts", "--state-dir", str(tmp_path / "state"), "--device", "acme/sw-1",
+         "--json"], capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    alert, message = [json.loads(line) for line in done.stdout.splitlines()]
+    assert (alert["device"], alert["rule"]) == ("sw-1", "syslog_uplink_down")
+    assert (message["origin"], message["source"], message["event"]) == ("syslog", "127.0.0.2", "link_down")
+    assert message["text"].endswith("changed state to down")
+    text = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "agent.cli", "alerts", "--state-dir", str(tmp_path / "state"),
+                         "--device", "sw-1"], capture_output=True, text=True, timeout=60,
+    )
+    assert text.returncode == 64 and "give CLIENT/DEVICE" in text.stderr  # EX_USAGE

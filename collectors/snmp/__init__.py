@@ -27,10 +27,20 @@ from pydantic import (
     model_validator,
 )
 
-from agent.api import PluginSpec, Rule, Sink, Target
+from agent.api import CollectorContext, PluginSpec, Rule, Sink, Target
 from collectors.snmp.client import SnmpAuth, SnmpClient, SnmpValue
-from collectors.snmp.engine import CounterStore, Row, evaluate, fetch
+from collectors.snmp.engine import (
+    CounterStore,
+    Row,
+    StaticColumns,
+    evaluate,
+    evaluate_row,
+    fetch,
+    fetch_row,
+    row_tables,
+)
 from collectors.snmp.profile import Profile, ProfileSet
+from collectors.snmp.topology import EDGE_SOURCES
 
 __all__ = ["PLUGIN", "SnmpCollector", "SnmpCredentials", "SnmpOptions", "target_from_url"]
 
@@ -164,6 +174,7 @@ class SnmpCollector:
         self.store = CounterStore()
         self._client: SnmpClient | None = None
         self._client_key: tuple[Any, ...] | None = None
+        self.statics = StaticColumns(self.clock)  # a new one with each new client: another device
         self._detected: tuple[str | None, Profile] | None = None
 
     async def collect(self, target: Target, sink: Sink) -> None:
@@ -171,11 +182,30 @@ class SnmpCollector:
         for reason in failed_tables:  # the run is `partial`, the rows read are kept
             sink.error(reason)
         for row in rows:
-            fields = row.fields
+            fields = gauges_as_floats(row.measurement, row.fields)
             if row.measurement == SYSTEM_MEASUREMENT:
                 fields = {**fields, "malformed_replies": rejected.malformed,
                           "mismatched_replies": rejected.mismatched, "auth_failures": rejected.auth_failures}
             sink.emit(row.measurement, fields, row.tags)
+
+    async def collect_focused(self, target: Target, sink: Sink, focus: Mapping[str, str]) -> bool:
+        """Read only the row ``focus`` names (``{"measurement": "snmp_interface", "if_index": "3"}``,
+        after a linkDown trap): one GET instead of the whole profile. False — nothing read — when
+        the device's profile is not known yet (no poll since the start) or that measurement's rows
+        cannot be read alone (see :func:`~collectors.snmp.engine.row_tables`): poll it whole."""
+        measurement = focus.get("measurement")
+        keys = [key for key in focus if key != "measurement"]
+        if (self._detected is None and self.profile_name == "auto") or not measurement or len(keys) != 1:
+            return False
+        profile = self._detected[1] if self._detected is not None else self.profiles.get(self.profile_name)
+        tables = row_tables(profile, measurement, keys[0])
+        if tables is None:
+            return False
+        snapshot = await fetch_row(self._client_for(target), tables, focus[keys[0]])
+        for row in evaluate_row(profile, tables, snapshot, self.store, self.clock()):
+            if self._wanted(row):
+                sink.emit(row.measurement, gauges_as_floats(row.measurement, row.fields), row.tags)
+        return True
 
     async def poll(self, target: Target) -> list[Row]:
         """The rows of one poll (with the OIDs they were read from), before they become samples."""
@@ -188,7 +218,7 @@ class SnmpCollector:
         client = self._client_for(target)
         system = await client.get([SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME])
         profile = await self._profile(client, system)
-        snapshot = await fetch(client, profile, known=system)
+        snapshot = await fetch(client, profile, known=system, statics=self.statics)
         rows = [row for row in evaluate(profile, snapshot, self.store, self.clock()) if self._wanted(row)]
         return rows, list(snapshot.failed_tables(profile)), client.rejected
 
@@ -235,6 +265,7 @@ class SnmpCollector:
                 max_repetitions=self.max_repetitions,
             )
             self._client_key = key
+            self.statics = StaticColumns(self.clock)
         return self._client
 
 
@@ -295,20 +326,50 @@ def target_from_url(url: str, name: str | None = None) -> tuple[Target, dict[str
     return target, options
 
 
+# Gauges that some profiles compute as integers (a raw INTEGER reading) and others as floats (a
+# scaled one): always floats, since a TSDB keeps one type per field (InfluxDB refuses a batch that
+# mixes them, and the spool would quarantine the points of the other type).
+FLOAT_GAUGES: Mapping[str, frozenset[str] | None] = {
+    "snmp_sensor": frozenset({"value"}),
+    "snmp_cpu": frozenset({"usage_percent"}),
+    "snmp_memory": frozenset({"usage_percent"}),
+    "snmp_poe": frozenset({"budget_w", "used_w"}),
+    "snmp_ups": None,  # every numeric field
+}
+
+
+def gauges_as_floats(measurement: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    if measurement not in FLOAT_GAUGES:
+        return dict(fields)
+    names = FLOAT_GAUGES[measurement]
+    return {
+        name: float(value) if type(value) is int and (names is None or name in names) else value
+        for name, value in fields.items()
+    }
+
+
 def _text(value: SnmpValue | None) -> str | None:
     return None if value is None else str(value.value)
+
+
+def _collector(options: SnmpOptions, context: CollectorContext) -> SnmpCollector:
+    # SNMP keeps nothing across restarts: the profiles are shared, the counters re-learnt
+    return SnmpCollector(options)
 
 
 PLUGIN = PluginSpec(
     name="snmp",
     kind="collector",
-    factory=SnmpCollector,
+    factory=_collector,
     options=SnmpOptions,
     credentials=SnmpCredentials,
     default_rules=default_rules,
     state_fields=frozenset({("snmp_interface", "oper_status"), ("snmp_sensor", "state")}),
+    # the raw octet counts beside their rates (in_bps, out_bps): rolled up as increases
+    counter_fields=frozenset({("snmp_interface", "in_octets"), ("snmp_interface", "out_octets")}),
     # descriptive, editable by an operator: an alert keeps its identity when an alias changes
     descriptive_tags=frozenset({"if_alias", "if_descr", "description", "sys_descr", "location"}),
     url_schemes={"snmp": target_from_url, "snmpv3": target_from_url},
+    edge_sources=EDGE_SOURCES,
     description="SNMP v1/v2c/v3 with vendor profiles as data",
 )

@@ -2,8 +2,10 @@
 
 Encodes GetRequest, GetNextRequest and GetBulkRequest; decodes Response PDUs. For the trap
 receiver (:mod:`collectors.snmp.traps`) it also decodes notifications (SNMPv1 Trap-PDU, SNMPv2c
-Trap and InformRequest) and encodes them and the Response that acknowledges an Inform. Nothing
-else: no SET, no SNMPv3 (that stays with pysnmp in :mod:`collectors.snmp.client`).
+Trap and InformRequest) and encodes them and the Response that acknowledges an Inform, and reads
+the SNMPv3 message around a notification (RFC 3412 header, RFC 3414 USM parameters, the scoped
+PDU once :mod:`collectors.snmp.usm` has checked and decrypted it). Nothing else: no SET, no SNMPv3
+requests (polling over v3 stays with pysnmp in :mod:`collectors.snmp.client`).
 
 Strict means: definite lengths only (short or long form, at most 4 length octets), every length
 must fit its enclosing TLV exactly, no trailing bytes, primitive encodings only, value ranges of
@@ -46,6 +48,8 @@ TRAP_V2 = 0xA7
 
 VERSION_1 = 0
 VERSION_2C = 1
+VERSION_3 = 3
+USM = 3  # msgSecurityModel of the User-based Security Model
 
 TOO_BIG = 1
 NO_SUCH_NAME = 2
@@ -447,8 +451,13 @@ def _decode_notification(buf: bytes) -> Notification:
         varbinds = _varbinds(buf, l_start, l_end)
         return Notification(version, community, pdu_type, None, varbinds, enterprise, agent_address, generic,
                             specific, timestamp)
+    return _v2_notification(buf, version, community, pdu_type, i, end)
+
+
+def _v2_notification(buf: bytes, version: int, community: bytes, pdu_type: int, i: int, end: int) -> Notification:
+    """An SNMPv2 Trap or InformRequest PDU's content (``buf[i:end]``), as SNMPv2c and SNMPv3 carry it."""
     if pdu_type not in (TRAP_V2, INFORM_REQUEST):
-        raise BerError(f"PDU type 0x{pdu_type:02x} is not an SNMPv2c Trap or InformRequest")
+        raise BerError(f"PDU type 0x{pdu_type:02x} is not an SNMPv2 Trap or InformRequest")
     request_id, i = _read_integer(buf, i, end, "request-id")
     try:
         _, i = _read_integer(buf, i, end, "error-status")
@@ -460,6 +469,120 @@ def _decode_notification(buf: bytes) -> Notification:
     except BerError as exc:
         raise BerError(str(exc), request_id) from None
     return Notification(version, community, pdu_type, request_id, varbinds)
+
+
+@dataclass(frozen=True, slots=True)
+class V3Message:
+    """An SNMPv3 message as received (RFC 3412 section 6, RFC 3414 section 2.4), before any check.
+
+    ``flags``: msgFlags (1 auth, 2 priv, 4 reportable). ``engine_id``, ``boots``, ``time``: the
+    authoritative engine's (for a trap, the sender's). ``auth_offset``: where the
+    msgAuthenticationParameters value sits in the datagram (zeroed there to compute the HMAC).
+    ``data``: the scoped PDU's encoding, or for an encrypted message the encryptedPDU's octets."""
+
+    msg_id: int
+    flags: int
+    engine_id: bytes
+    boots: int
+    time: int
+    user: bytes
+    auth_params: bytes
+    auth_offset: int
+    priv_params: bytes
+    data: bytes
+
+
+def is_v3(buf: bytes) -> bool:
+    """Whether the datagram claims to be an SNMPv3 message (read no further than its version)."""
+    try:
+        start, end = _expect(buf, 0, len(buf), SEQUENCE, "message")
+        version, _ = _read_integer(buf, start, end, "version")
+    except BerError:
+        return False
+    return version == VERSION_3
+
+
+def decode_v3_message(buf: bytes) -> V3Message:
+    """One SNMPv3 datagram with USM security parameters -> :class:`V3Message`; BerError otherwise."""
+    try:
+        return _decode_v3_message(buf)
+    except BerError:
+        raise
+    except Exception as exc:  # as decode_notification: never anything but BerError
+        raise BerError(f"undecodable ({type(exc).__name__}: {exc})") from exc
+
+
+def _decode_v3_message(buf: bytes) -> V3Message:
+    size = len(buf)
+    start, end = _expect(buf, 0, size, SEQUENCE, "message")
+    if end != size:
+        raise BerError(f"{size - end} trailing bytes after the message")
+    version, i = _read_integer(buf, start, end, "version")
+    if version != VERSION_3:
+        raise BerError(f"version {version} is not SNMPv3")
+    g_start, i = _expect(buf, i, end, SEQUENCE, "msgGlobalData")
+    msg_id, j = _read_integer(buf, g_start, i, "msgID")
+    _, j = _read_integer(buf, j, i, "msgMaxSize")
+    f_start, j = _expect(buf, j, i, OCTET_STRING, "msgFlags")
+    if j - f_start != 1:
+        raise BerError(f"msgFlags of {j - f_start} octets")
+    flags = buf[f_start]
+    model, j = _read_integer(buf, j, i, "msgSecurityModel")
+    if j != i:
+        raise BerError("trailing bytes in msgGlobalData")
+    if model != USM:
+        raise BerError(f"msgSecurityModel {model} is not USM (3)")
+    if flags & 2 and not flags & 1:
+        raise BerError("msgFlags: privacy without authentication")
+    p_start, i = _expect(buf, i, end, OCTET_STRING, "msgSecurityParameters")
+    u_start, u_end = _expect(buf, p_start, i, SEQUENCE, "UsmSecurityParameters")
+    if u_end != i:
+        raise BerError("trailing bytes in msgSecurityParameters")
+    e_start, k = _expect(buf, u_start, u_end, OCTET_STRING, "msgAuthoritativeEngineID")
+    engine_id = buf[e_start:k]
+    boots, k = _read_integer(buf, k, u_end, "msgAuthoritativeEngineBoots")
+    engine_time, k = _read_integer(buf, k, u_end, "msgAuthoritativeEngineTime")
+    if not (0 <= boots <= _INT32[1] and 0 <= engine_time <= _INT32[1]):
+        raise BerError("engine boots or time out of range")
+    n_start, k = _expect(buf, k, u_end, OCTET_STRING, "msgUserName")
+    user = buf[n_start:k]
+    a_start, k = _expect(buf, k, u_end, OCTET_STRING, "msgAuthenticationParameters")
+    auth_params, auth_offset = buf[a_start:k], a_start
+    v_start, k = _expect(buf, k, u_end, OCTET_STRING, "msgPrivacyParameters")
+    priv_params = buf[v_start:k]
+    if k != u_end:
+        raise BerError("trailing bytes in UsmSecurityParameters")
+    tag, d_start, d_end = _header(buf, i, end, "msgData")
+    if d_end != end:
+        raise BerError(f"{end - d_end} trailing bytes after msgData")
+    if flags & 2:
+        if tag != OCTET_STRING:
+            raise BerError(f"msgData: tag 0x{tag:02x}, an encrypted message carries an OCTET STRING")
+        data = buf[d_start:d_end]
+    else:
+        if tag != SEQUENCE:
+            raise BerError(f"msgData: tag 0x{tag:02x}, a plaintext message carries a scoped PDU")
+        data = buf[i:d_end]
+    return V3Message(msg_id, flags, engine_id, boots, engine_time, user, auth_params, auth_offset, priv_params, data)
+
+
+def decode_scoped_notification(scoped: bytes) -> Notification:
+    """A scoped PDU (RFC 3412: contextEngineID, contextName, PDU) carrying an SNMPv2 Trap or
+    InformRequest -> :class:`Notification` with ``version`` 3 and the context name as
+    ``community``. Decrypted data may end with padding (DES): bytes after the scoped PDU are
+    ignored."""
+    try:
+        start, end = _expect(scoped, 0, len(scoped), SEQUENCE, "scopedPDU")
+        _, i = _expect(scoped, start, end, OCTET_STRING, "contextEngineID")
+        n_start, i = _expect(scoped, i, end, OCTET_STRING, "contextName")
+        pdu_type, p_start, p_end = _header(scoped, i, end, "PDU")
+        if p_end != end:
+            raise BerError(f"{end - p_end} trailing bytes after the PDU")
+        return _v2_notification(scoped, VERSION_3, scoped[n_start:i], pdu_type, p_start, p_end)
+    except BerError:
+        raise
+    except Exception as exc:  # as decode_notification: never anything but BerError
+        raise BerError(f"undecodable ({type(exc).__name__}: {exc})") from exc
 
 
 def encode_value(tag: int, value: int | bytes | None) -> bytes:

@@ -279,7 +279,9 @@ def decode_octets(raw: bytes) -> SnmpValue:
         text = text_bytes.decode("utf-8")
     except UnicodeDecodeError:
         return SnmpValue(raw.hex(), "hex")
-    if all(ch in _PRINTABLE or ch.isprintable() for ch in text):
+    # str.isprintable() first: one C pass over the usual name or description; the per-character
+    # test only for text that carries a tab or line break (_PRINTABLE) or is not text at all.
+    if text.isprintable() or all(ch in _PRINTABLE or ch.isprintable() for ch in text):
         return SnmpValue(text, "string")
     return SnmpValue(raw.hex(), "hex")
 

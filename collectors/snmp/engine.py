@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
+from typing import Any, TypeVar
 
 from agent.api import CollectError, FieldValue, Unreachable
 from collectors.snmp.client import ReadBudget, SnmpClient, SnmpValue, oid_key
+from collectors.snmp.expr import inet_text
 from collectors.snmp.profile import Profile, ResolvedTable, ResolvedValue
 
 # The tag naming the profile that polled the device, on every sample of the SNMP collector.
@@ -36,6 +40,26 @@ WALKS_IN_FLIGHT = 4
 FORGET_AFTER_POLLS = 10
 _TIMETICKS_WRAP = 2**32
 _ONE_DAY_TICKS = 86400 * 100
+# Smart polling (as LibreNMS and Checkmk split discovery from polling): columns that change only
+# with configuration are walked at discovery cadence and reused in between; status and counters
+# are walked every poll. Static here: IF-MIB ifDescr, ifType, ifMtu, ifSpeed, ifPhysAddress, ifName,
+# ifHighSpeed, ifAlias; ENTITY-MIB entPhysicalTable (descriptions, containment, class, names,
+# revisions, serial numbers, vendor, model).
+STATIC_COLUMNS = frozenset({
+    "1.3.6.1.2.1.2.2.1.2", "1.3.6.1.2.1.2.2.1.3", "1.3.6.1.2.1.2.2.1.4", "1.3.6.1.2.1.2.2.1.5",
+    "1.3.6.1.2.1.2.2.1.6", "1.3.6.1.2.1.31.1.1.1.1", "1.3.6.1.2.1.31.1.1.1.15", "1.3.6.1.2.1.31.1.1.1.18",
+    *(f"1.3.6.1.2.1.47.1.1.1.1.{column}" for column in range(2, 14)),
+})
+# The static columns are walked again after this long, and at once when a discovery mark below
+# changes, sysUpTime goes back (a reboot renumbers), a walked column gains or loses a row, or an
+# ifOperStatus changes (a link that comes up may have renegotiated its speed).
+REDISCOVER_AFTER_S = 3600.0
+SYS_UPTIME = "1.3.6.1.2.1.1.3.0"
+# ifNumber, ifTableLastChange (sysUpTime at the last row created or deleted, where implemented),
+# entLastChangeTime (sysUpTime at the last change of the entity tables: a module or SFP swapped).
+DISCOVERY_MARKS = ("1.3.6.1.2.1.2.1.0", "1.3.6.1.2.1.31.1.5.0", "1.3.6.1.2.1.47.1.4.1.0")
+IF_OPER_STATUS = "1.3.6.1.2.1.2.2.1.8"
+T = TypeVar("T")
 # The integers a field may hold: Integer32 to Counter64. Beyond is arithmetic on hostile values,
 # not a reading, and no store holds it.
 _FIELD_INT_RANGE = (-(2**63), 2**64 - 1)
@@ -162,6 +186,89 @@ class CounterStore:
         self._poll += 1
 
 
+class StaticColumns:
+    """The static columns (:data:`STATIC_COLUMNS`) of one device as last walked, and what says
+    they still hold: the discovery marks, sysUpTime and the rows of the other columns then. Owned
+    by the collector of that device, like :class:`CounterStore`. A poll that reuses them gives the
+    snapshot a full walk gives while the device's configuration has not changed."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 rediscover_after_s: float = REDISCOVER_AFTER_S) -> None:
+        self.clock = clock
+        self.rediscover_after_s = rediscover_after_s
+        # column OID -> (row indexes, values): kept compact, for thousands of devices (the indexes
+        # interned, equal values shared), and made a column again for each poll that reuses it
+        self.columns: dict[str, tuple[tuple[str, ...], tuple[SnmpValue, ...]]] | None = None
+        self._walked_at = 0.0
+        self._marks: dict[str, SnmpValue] = {}
+        self._uptime: int | None = None
+        # What the other columns were when the static ones were walked, as hashes: holding every
+        # device's row indexes and statuses would cost more memory than the static columns save.
+        self._rows = 0
+        self._oper = 0
+
+    def reusable(self, oids: list[str], marks: Mapping[str, SnmpValue], scalars: Mapping[str, SnmpValue]) -> set[str]:
+        """Which of ``oids`` (the static columns a poll would walk) need no walk now."""
+        now = self.clock()
+        uptime = _ticks(scalars.get(SYS_UPTIME))
+        if (
+            self.columns is None
+            or not set(oids) <= self.columns.keys()
+            or now - self._walked_at >= self.rediscover_after_s
+            or now < self._walked_at
+            or dict(marks) != self._marks
+            or uptime is None
+            or self._uptime is None
+            or uptime < self._uptime
+        ):
+            return set()
+        return set(oids)
+
+    def still_hold(self, snapshot: Snapshot) -> bool:
+        """Whether the other columns this poll walked have the rows (and the ifOperStatus) they
+        had when the static ones were walked."""
+        return self._row_sets(snapshot) == self._rows and _oper(snapshot) == self._oper
+
+    def remember(self, oids: list[str], marks: Mapping[str, SnmpValue], snapshot: Snapshot) -> None:
+        """Keep the static columns a full poll walked, unless one of them failed (walked again next
+        poll)."""
+        if any(oid in snapshot.errors for oid in oids):
+            self.columns = None
+            return
+        self.columns = {}
+        for oid in oids:
+            rows = snapshot.columns.get(oid, {})
+            indexes = _shared(tuple(sys.intern(index) for index in rows))  # one per table layout
+            self.columns[oid] = (indexes, tuple(_shared(v) for v in rows.values()))
+        self._walked_at = self.clock()
+        self._marks = dict(marks)
+        self._uptime = _ticks(snapshot.scalars.get(SYS_UPTIME))
+        self._rows = self._row_sets(snapshot)
+        self._oper = _oper(snapshot)
+
+    @staticmethod
+    def _row_sets(snapshot: Snapshot) -> int:
+        return hash(frozenset(
+            (oid, frozenset(rows)) for oid, rows in snapshot.columns.items() if oid not in STATIC_COLUMNS
+        ))
+
+
+def _oper(snapshot: Snapshot) -> int:
+    return hash(frozenset(snapshot.columns.get(IF_OPER_STATUS, {}).items()))
+
+
+@lru_cache(maxsize=65536)
+def _shared(value: T) -> T:
+    """The first equal value seen: a fleet's static columns repeat (ifType, speeds, port names and
+    the row indexes of one model), and one object per distinct value costs less than one per
+    device. Bounded: past it, a value is simply not shared."""
+    return value
+
+
+def _ticks(value: SnmpValue | None) -> int | None:
+    return value.value if value is not None and isinstance(value.value, int) else None
+
+
 def planned_oids(tables: tuple[ResolvedTable, ...]) -> tuple[list[str], list[str]]:
     """(column OIDs to walk, scalar OIDs to GET), each once, in declaration order."""
     walks: dict[str, None] = {}
@@ -172,8 +279,16 @@ def planned_oids(tables: tuple[ResolvedTable, ...]) -> tuple[list[str], list[str
     return list(walks), list(gets)
 
 
-async def fetch(client: SnmpClient, profile: Profile, known: Mapping[str, SnmpValue] | None = None) -> Snapshot:
+async def fetch(
+    client: SnmpClient,
+    profile: Profile,
+    known: Mapping[str, SnmpValue] | None = None,
+    statics: StaticColumns | None = None,
+) -> Snapshot:
     """Read everything ``profile`` declares. ``known`` are scalars already read this poll.
+
+    With ``statics`` (the device's :class:`StaticColumns`) the static columns are reused from an
+    earlier poll while they hold, and walked (and kept) otherwise.
 
     A fallback table is fetched only when the table it stands in for came back empty. A column
     that fails is recorded in ``errors`` (with the rows read before the failure, if any); once the
@@ -186,7 +301,7 @@ async def fetch(client: SnmpClient, profile: Profile, known: Mapping[str, SnmpVa
     budget = ReadBudget()
     failures: list[CollectError] = []
     primary = tuple(t for t in profile.tables if not t.fallback_for)
-    await _fetch_tables(client, primary, snapshot, budget, failures)
+    await _fetch_tables(client, primary, snapshot, budget, failures, statics)
     by_id = {t.id: t for t in profile.tables}
     fallbacks = tuple(
         t for t in profile.tables if t.fallback_for and not _has_rows(by_id[t.fallback_for], snapshot)
@@ -207,10 +322,14 @@ async def _fetch_tables(
     snapshot: Snapshot,
     budget: ReadBudget,
     failures: list[CollectError],
+    statics: StaticColumns | None = None,
 ) -> None:
     """Read ``tables`` into ``snapshot``, recording each failed read in ``failures``; after an
-    :class:`Unreachable` one (here or in an earlier pass of the poll) nothing more is tried."""
+    :class:`Unreachable` one (here or in an earlier pass of the poll) nothing more is tried.
+    ``statics``: see :func:`fetch`."""
     walks, gets = planned_oids(tables)
+    static = [oid for oid in walks if oid in STATIC_COLUMNS] if statics is not None else []
+    marks: dict[str, SnmpValue] = {}
 
     def silence() -> Unreachable | None:
         return next((exc for exc in failures if isinstance(exc, Unreachable)), None)
@@ -219,19 +338,41 @@ async def _fetch_tables(
         snapshot.errors.update({oid: f"not tried after {after}" for oid in oids if oid not in snapshot.columns})
 
     missing = [oid for oid in gets if oid not in snapshot.scalars and oid not in snapshot.errors]
-    if missing:
+
+    def failed(exc: CollectError) -> bool:
+        """Record a failed GET of the scalars; True when nothing more is to be tried."""
+        failures.append(exc)
+        snapshot.errors.update({oid: str(exc) for oid in missing})
+        if isinstance(exc, Unreachable):
+            not_tried(walks, exc)
+            return True
+        return False
+
+    if missing or static:
         gone = silence()
         if gone is not None:
             not_tried([*missing, *walks], gone)
             return
-        try:
-            snapshot.scalars.update(await client.get(missing, budget))
-        except CollectError as exc:
-            failures.append(exc)
-            snapshot.errors.update({oid: str(exc) for oid in missing})
-            if isinstance(exc, Unreachable):
-                not_tried(walks, exc)
+        found: dict[str, SnmpValue] | None = None
+        if static:
+            try:
+                # The discovery marks ride on the poll's GET; they are not the profile's scalars.
+                found = await client.get([*missing, *DISCOVERY_MARKS], budget)
+            except Unreachable as exc:
+                failed(exc)
                 return
+            except CollectError:
+                static = []  # the marks refused (an odd SNMPv1 agent): a full poll, the scalars asked alone
+            else:
+                marks = {oid: found.pop(oid) for oid in DISCOVERY_MARKS if oid in found and oid not in missing}
+        if found is None and missing:
+            try:
+                found = await client.get(missing, budget)
+            except CollectError as exc:
+                if failed(exc):
+                    return
+        snapshot.scalars.update(found or {})
+    reused = statics.reusable(static, marks, snapshot.scalars) if statics is not None and static else set()
     gate = asyncio.Semaphore(WALKS_IN_FLIGHT)
 
     async def walk(oid: str) -> None:
@@ -254,13 +395,63 @@ async def _fetch_tables(
         prefix_len = len(oid) + 1
         snapshot.columns[oid] = {full[prefix_len:]: value for full, value in found.values.items()}
 
-    await asyncio.gather(*(walk(oid) for oid in walks))
+    await asyncio.gather(*(walk(oid) for oid in walks if oid not in reused))
+    if statics is None or not static:
+        return
+    if reused and statics.still_hold(snapshot) and statics.columns is not None:
+        for oid in reused:
+            indexes, values = statics.columns[oid]
+            snapshot.columns[oid] = dict(zip(indexes, values, strict=True))
+        return
+    if reused:  # the device changed since: walk them now, as a full poll would have
+        await asyncio.gather(*(walk(oid) for oid in reused))
+    statics.remember(static, marks, snapshot)
 
 
 def _has_rows(table: ResolvedTable, snapshot: Snapshot) -> bool:
     if table.scalar:
         return any(snapshot.columns.get(c.oid) if c.walk else c.oid in snapshot.scalars for c in table.columns)
     return any(snapshot.columns.get(c.oid) for c in table.own_columns)
+
+
+def row_tables(profile: Profile, measurement: str, index_tag: str) -> tuple[ResolvedTable, ...] | None:
+    """The tables of ``measurement`` whose rows one GET per column at an index can read whole:
+    their ``index_tag`` tag is the row's index and no column is joined from another table (a
+    join reads another table's index). None when a table of that measurement is not so (or there
+    is none): the caller then polls the whole device."""
+    tables = tuple(t for t in profile.tables if t.measurement == measurement)
+    if not tables:
+        return None
+    for table in tables:
+        tag = dict(table.tags).get(index_tag)
+        if table.scalar or table.fallback_for or len(table.own_columns) != len(table.columns):
+            return None
+        if tag is None or tag.map is not None or tag.expr.source.strip() != "index":
+            return None
+    return tables
+
+
+async def fetch_row(client: SnmpClient, tables: tuple[ResolvedTable, ...], index: str) -> Snapshot:
+    """One row of ``tables`` (from :func:`row_tables`): a GET of each column at ``index``, in
+    one request where the agent takes it. The row's columns the agent lacks are left out, as a
+    walk leaves them; an agent that answers none of them raises as a poll would."""
+    if not re.fullmatch(r"\d+(\.\d+)*", index):
+        raise CollectError(f"row index {index!r} is not an OID suffix")
+    columns = list(dict.fromkeys(c.oid for t in tables for c in t.columns))
+    values = await client.get([f"{oid}.{index}" for oid in columns])
+    snapshot = Snapshot(read_at=time.time())
+    for oid in columns:
+        value = values.get(f"{oid}.{index}")
+        if value is not None:
+            snapshot.columns[oid] = {index: value}
+    return snapshot
+
+
+def evaluate_row(profile: Profile, tables: tuple[ResolvedTable, ...], snapshot: Snapshot, store: CounterStore,
+                 now: float) -> list[Row]:
+    """The rows of a :func:`fetch_row` read. Not a poll for ``store``: the other rows keep their
+    readings and their misses (no :meth:`CounterStore.end_poll`)."""
+    return [row for table in tables for row in _evaluate_table(profile, table, snapshot, store, now)]
 
 
 def evaluate(profile: Profile, snapshot: Snapshot, store: CounterStore, now: float) -> list[Row]:
@@ -328,6 +519,10 @@ def _evaluate_row(
         if table.scalar:
             value = snapshot.scalars.get(column.oid)
             oids[column.name] = column.oid
+        elif column.under is not None:
+            value = _first_under(snapshot.columns.get(column.oid, {}), column.under.evaluate(env))
+            if value is not None:
+                oids[column.name] = f"{column.oid}.{value.value}"
         else:
             key = index if column.join is None else column.join.evaluate(env)
             value = None if key is None else snapshot.columns.get(column.oid, {}).get(str(key))
@@ -357,7 +552,19 @@ def _evaluate_row(
     def seen_before(condition: str, value: Any) -> bool | None:
         return store.seen_before((table.id, index, condition), value, now)
 
-    stateful = {"rate": rate, "went_backwards": went_backwards, "bits": bits, "seen_before": seen_before}
+    def inet(name: str) -> str | None:
+        value = raw.get(name)
+        if value is not None and value.kind == "ipaddress":
+            return str(value.value)
+        found = _address_octets(value, (4, 16))
+        return None if found is None else inet_text(1 if len(found) == 4 else 2, found)
+
+    def mac(name: str) -> str | None:
+        found = _address_octets(raw.get(name), (6,))
+        return None if found is None else ":".join(f"{octet:02x}" for octet in found)
+
+    stateful = {"rate": rate, "went_backwards": went_backwards, "bits": bits, "seen_before": seen_before,
+                "inet": inet, "mac": mac}
     for name, spec in table.vars:
         env[name] = _compute(spec, env, stateful)
     fields: dict[str, FieldValue] = {}
@@ -376,6 +583,38 @@ def _evaluate_row(
     return Row(table.id, table.measurement, index, tags, fields, oids)
 
 
+def _first_under(column: Mapping[str, SnmpValue], prefix: Any) -> SnmpValue | None:
+    """The rest of the index (dotted, as an OID value) of the first row of ``column`` whose index
+    starts with ``prefix``: a table that keeps its data in its index (lldpRemManAddrTable)."""
+    if prefix is None:
+        return None
+    start = f"{prefix}."
+    below = [index[len(start):] for index in column if index.startswith(start)]
+    return SnmpValue(min(below, key=oid_key), "oid") if below else None
+
+
+def _address_octets(value: SnmpValue | None, widths: tuple[int, ...]) -> bytes | None:
+    """The octets of an address of one of ``widths`` octets. Sent as printable text it lost its
+    trailing NULs (see ``decode_octets``): they are put back up to the smallest width it fits."""
+    found = None if value is None else octets(value)
+    if found is None or value is None:
+        return None
+    if value.kind == "string":
+        width = next((width for width in widths if len(found) <= width), None)
+        found = None if width is None else found.ljust(width, b"\0")
+    return found if found is not None and len(found) in widths else None
+
+
+def octets(value: SnmpValue) -> bytes | None:
+    """The octets of an OCTET STRING whatever the client's decoding (printable text, or hex);
+    text has lost any trailing NULs. ``None`` for a value of another type."""
+    if value.kind == "hex":
+        return bytes.fromhex(str(value.value))
+    if value.kind == "string":
+        return str(value.value).encode("utf-8")
+    return None
+
+
 def set_bits(value: SnmpValue, names: tuple[str, ...]) -> str | None:
     """Names of the bits set in a BITS-style OCTET STRING (bit 0 = most significant bit of the
     first octet, as SNMP BITS and hrPrinterDetectedErrorState number them), comma-separated in bit
@@ -384,15 +623,12 @@ def set_bits(value: SnmpValue, names: tuple[str, ...]) -> str | None:
     The client hands out printable octets as text and others as hex, so both are turned back into
     the octets (text loses only trailing NULs, which carry no set bit). ``None`` for a non-octet
     value: its bits have no defined order."""
-    if value.kind == "hex":
-        octets = bytes.fromhex(str(value.value))
-    elif value.kind == "string":
-        octets = str(value.value).encode("utf-8")
-    else:
+    raw = octets(value)
+    if raw is None:
         return None
     found = []
-    for number in range(len(octets) * 8):
-        if octets[number // 8] & (0x80 >> (number % 8)):
+    for number in range(len(raw) * 8):
+        if raw[number // 8] & (0x80 >> (number % 8)):
             found.append(names[number] if number < len(names) else f"bit{number}")
     return ",".join(found)
 

@@ -22,6 +22,7 @@ casts numeric strings; implicit casting would make ``"1" + "2"`` ambiguous), ``T
 from __future__ import annotations
 
 import ast
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -78,6 +79,15 @@ def _part(index: Any, position: int) -> str | None:
 
 def _match(pattern: str, text: Any) -> bool | None:
     return None if text is None else re.search(pattern, str(text)) is not None
+
+
+def _sub(pattern: str, replacement: str, text: Any) -> str | None:
+    """``text`` with every match of ``pattern`` replaced (a name without the state an agent
+    appends to it); None when the result would outgrow MAX_TEXT."""
+    if text is None:
+        return None
+    found = re.sub(pattern, replacement, str(text))
+    return found if len(found) <= MAX_TEXT else None
 
 
 def _is_number(value: Any) -> bool:
@@ -141,6 +151,28 @@ def _epoch(value: Any) -> int | None:
     return int(parsed.timestamp())
 
 
+def _inet_index(index: Any, position: Any) -> str | None:
+    """An address written in an OID index from component ``position`` on, as INDEX clauses write
+    an address family and a variable-length OCTET STRING (lldpRemManAddrTable): family (1 IPv4,
+    2 IPv6), octet count, octets. The address as text, ``None`` when it is not that."""
+    try:
+        parts = [int(part) for part in str(index).split(".")[int(position):]]
+    except ValueError:
+        return None
+    if len(parts) < 2 or parts[1] != len(parts) - 2 or any(not 0 <= octet <= 255 for octet in parts[2:]):
+        return None
+    return inet_text(parts[0], bytes(parts[2:]))
+
+
+def inet_text(family: int, octets: bytes) -> str | None:
+    """IPv4 (family 1, 4 octets) or IPv6 (family 2, 16 octets) address text, else ``None``."""
+    if (family, len(octets)) == (1, 4):
+        return str(ipaddress.IPv4Address(octets))
+    if (family, len(octets)) == (2, 16):
+        return str(ipaddress.IPv6Address(octets))
+    return None
+
+
 # Pure functions every expression may call.
 PURE_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "coalesce": _coalesce,
@@ -155,19 +187,24 @@ PURE_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "exp10": _none_guard(_exp10),
     "part": _none_guard(_part),
     "match": _match,
+    "sub": _none_guard(_sub),
     "startswith": _none_guard(lambda text, prefix: str(text).startswith(prefix)),
     "lower": _none_guard(lambda text: str(text).lower()),
     "strip": _none_guard(lambda text: str(text).strip()),
     "epoch": _epoch,
+    "inet_index": _inet_index,
 }
 
 # Functions whose positional arguments are column *names* (they read engine-owned state for that
 # column, e.g. the previous counter value, or its raw encoding, e.g. the octets of a bitmask);
 # the engine provides their implementation per row.
-STATEFUL_FUNCTIONS = frozenset({"rate", "went_backwards", "bits"})
+STATEFUL_FUNCTIONS = frozenset({"rate", "went_backwards", "bits", "inet", "mac"})
 # Stateful functions whose argument is an *expression* of the row (evaluated first): the engine
 # receives the argument's text (the key of its state for this row) and its value.
 CONDITION_FUNCTIONS = frozenset({"seen_before"})
+
+
+_NO_STATE: Mapping[str, Callable[..., Any]] = {}
 
 
 @dataclass(frozen=True)
@@ -175,9 +212,10 @@ class Expression:
     source: str
     tree: ast.Expression = field(repr=False, compare=False)
     names: frozenset[str] = field(compare=False)
+    run: Run = field(repr=False, compare=False)
 
     def evaluate(self, env: Mapping[str, Any], stateful: Mapping[str, Callable[..., Any]] | None = None) -> Any:
-        return _Evaluator(env, stateful or {}).visit(self.tree.body)
+        return self.run(env, stateful or _NO_STATE)
 
 
 @lru_cache(maxsize=4096)
@@ -186,7 +224,7 @@ def compile_expression(source: str) -> Expression:
     tree = parse(source, ExprError)
     names: set[str] = set()
     _check(tree.body, names, source)
-    return Expression(str(source), tree, frozenset(names))
+    return Expression(str(source), tree, frozenset(names), _compiled(tree.body))
 
 
 def _check(node: ast.AST, names: set[str], source: str) -> None:
@@ -264,67 +302,126 @@ def _arithmetic(op: ast.operator, left: Any, right: Any) -> Any:
     return None if isinstance(result, float) and not math.isfinite(result) else result
 
 
-class _Evaluator:
-    def __init__(self, env: Mapping[str, Any], stateful: Mapping[str, Callable[..., Any]]) -> None:
-        self.env = env
-        self.stateful = stateful
+Run = Callable[[Mapping[str, Any], Mapping[str, Callable[..., Any]]], Any]
+_NAMED_CONSTANTS = {"True": True, "False": False, "None": None}
 
-    def visit(self, node: ast.AST) -> Any:
-        if isinstance(node, ast.Constant):
-            return node.value
-        if isinstance(node, ast.Name):
-            return {"True": True, "False": False, "None": None}.get(node.id, self.env.get(node.id))
-        if isinstance(node, ast.BinOp):
-            return _arithmetic(node.op, self.visit(node.left), self.visit(node.right))
-        if isinstance(node, ast.UnaryOp):
-            operand = self.visit(node.operand)
-            if isinstance(node.op, ast.Not):
-                return not operand
-            if not _is_number(operand):
+
+def _compiled(node: ast.AST) -> Run:
+    """``node`` (already whitelist-checked by :func:`_check`) as a closure of (env, stateful): the
+    tree is walked once per expression, at load, not once per row."""
+    if isinstance(node, ast.Constant):
+        constant = node.value
+        return lambda env, stateful: constant
+    if isinstance(node, ast.Name):
+        name = node.id
+        if name in _NAMED_CONSTANTS:
+            constant = _NAMED_CONSTANTS[name]
+            return lambda env, stateful: constant
+        return lambda env, stateful: env.get(name)
+    if isinstance(node, ast.BinOp):
+        op, left, right = node.op, _compiled(node.left), _compiled(node.right)
+        return lambda env, stateful: _arithmetic(op, left(env, stateful), right(env, stateful))
+    if isinstance(node, ast.UnaryOp):
+        operand = _compiled(node.operand)
+        if isinstance(node.op, ast.Not):
+            return lambda env, stateful: not operand(env, stateful)
+        negate = isinstance(node.op, ast.USub)
+
+        def signed(env: Mapping[str, Any], stateful: Mapping[str, Callable[..., Any]]) -> Any:
+            value = operand(env, stateful)
+            if not _is_number(value):
                 return None
-            return -operand if isinstance(node.op, ast.USub) else +operand
-        if isinstance(node, ast.BoolOp):
-            if isinstance(node.op, ast.And):
+            return -value if negate else +value
+
+        return signed
+    if isinstance(node, ast.BoolOp):
+        parts = [_compiled(part) for part in node.values]
+        if isinstance(node.op, ast.And):
+
+            def all_of(env: Mapping[str, Any], stateful: Mapping[str, Callable[..., Any]]) -> Any:
                 value: Any = True
-                for part in node.values:
-                    value = self.visit(part)
+                for part in parts:
+                    value = part(env, stateful)
                     if not value:
                         return value
                 return value
-            value = False
-            for part in node.values:
-                value = self.visit(part)
+
+            return all_of
+
+        def any_of(env: Mapping[str, Any], stateful: Mapping[str, Callable[..., Any]]) -> Any:
+            value: Any = False
+            for part in parts:
+                value = part(env, stateful)
                 if value:
                     return value
             return value
-        if isinstance(node, ast.Compare):
-            left = self.visit(node.left)
-            for op, comparator in zip(node.ops, node.comparators, strict=True):
-                right = self.visit(comparator)
-                if not isinstance(op, _NONE_SAFE) and (left is None or right is None):
+
+        return any_of
+    if isinstance(node, ast.Compare):
+        first = _compiled(node.left)
+        steps = [
+            (_COMPARE[type(op)], isinstance(op, _NONE_SAFE), _compiled(comparator))
+            for op, comparator in zip(node.ops, node.comparators, strict=True)
+        ]
+
+        def compare(env: Mapping[str, Any], stateful: Mapping[str, Callable[..., Any]]) -> Any:
+            left = first(env, stateful)
+            for test, none_safe, comparator in steps:
+                right = comparator(env, stateful)
+                if not none_safe and (left is None or right is None):
                     return None
                 try:
-                    if not _COMPARE[type(op)](left, right):
+                    if not test(left, right):
                         return False
                 except TypeError:
                     return None
                 left = right
             return True
-        if isinstance(node, ast.IfExp):
-            return self.visit(node.body) if self.visit(node.test) else self.visit(node.orelse)
-        if isinstance(node, (ast.Tuple, ast.List)):
-            return tuple(self.visit(element) for element in node.elts)
-        if isinstance(node, ast.Call):
-            func = node.func.id  # type: ignore[attr-defined]
-            kwargs = {kw.arg: self.visit(kw.value) for kw in node.keywords}
-            if func in STATEFUL_FUNCTIONS:
-                impl = self.stateful.get(func)
-                if impl is None:
-                    return None
-                return impl(*(arg.id for arg in node.args), **kwargs)  # type: ignore[attr-defined]
-            if func in CONDITION_FUNCTIONS:
-                impl = self.stateful.get(func)
-                (condition,) = node.args
-                return None if impl is None else impl(ast.unparse(condition), self.visit(condition))
-            return PURE_FUNCTIONS[func](*(self.visit(arg) for arg in node.args), **kwargs)
-        raise ExprError(f"cannot evaluate {type(node).__name__}")  # unreachable after _check
+
+        return compare
+    if isinstance(node, ast.IfExp):
+        test, body, orelse = _compiled(node.test), _compiled(node.body), _compiled(node.orelse)
+        return lambda env, stateful: body(env, stateful) if test(env, stateful) else orelse(env, stateful)
+    if isinstance(node, (ast.Tuple, ast.List)):
+        elements = [_compiled(element) for element in node.elts]
+        return lambda env, stateful: tuple(element(env, stateful) for element in elements)
+    if isinstance(node, ast.Call):
+        return _compiled_call(node)
+    raise ExprError(f"cannot evaluate {type(node).__name__}")  # unreachable after _check
+
+
+def _compiled_call(node: ast.Call) -> Run:
+    func = node.func.id  # type: ignore[attr-defined]
+    keywords = [(kw.arg, _compiled(kw.value)) for kw in node.keywords]
+
+    def kwargs_of(env: Mapping[str, Any], stateful: Mapping[str, Callable[..., Any]]) -> dict[str, Any]:
+        return {name: value(env, stateful) for name, value in keywords}
+
+    if func in STATEFUL_FUNCTIONS:
+        columns = tuple(arg.id for arg in node.args)  # type: ignore[attr-defined]
+
+        def stateful_call(env: Mapping[str, Any], stateful: Mapping[str, Callable[..., Any]]) -> Any:
+            kwargs = kwargs_of(env, stateful) if keywords else {}
+            impl = stateful.get(func)
+            return None if impl is None else impl(*columns, **kwargs)
+
+        return stateful_call
+    if func in CONDITION_FUNCTIONS:
+        (argument,) = node.args
+        key, condition = ast.unparse(argument), _compiled(argument)
+
+        def condition_call(env: Mapping[str, Any], stateful: Mapping[str, Callable[..., Any]]) -> Any:
+            impl = stateful.get(func)
+            return None if impl is None else impl(key, condition(env, stateful))
+
+        return condition_call
+    pure = PURE_FUNCTIONS[func]
+    args = [_compiled(arg) for arg in node.args]
+    if not keywords:
+        return lambda env, stateful: pure(*[arg(env, stateful) for arg in args])
+
+    def pure_call(env: Mapping[str, Any], stateful: Mapping[str, Callable[..., Any]]) -> Any:
+        kwargs = kwargs_of(env, stateful)  # before the arguments, as written: rate() keeps state
+        return pure(*[arg(env, stateful) for arg in args], **kwargs)
+
+    return pure_call

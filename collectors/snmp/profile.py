@@ -148,6 +148,10 @@ class Column(_Strict):
 
     oid: str
     join: str | None = None
+    # An index instead of a value: the expression gives an index prefix, and the column's value is
+    # the rest of the index (dotted) of the first row of that column below it, for a table whose
+    # index carries the data (lldpRemManAddrTable: the neighbour's management address).
+    under: str | None = None
     walk: bool = False
 
     @field_validator("oid")
@@ -232,6 +236,7 @@ class ResolvedColumn:
     oid: str
     join: Expression | None
     walk: bool = False
+    under: Expression | None = None
 
 
 @dataclass(frozen=True)
@@ -256,7 +261,7 @@ class ResolvedTable:
 
     @property
     def own_columns(self) -> tuple[ResolvedColumn, ...]:
-        return tuple(c for c in self.columns if c.join is None)
+        return tuple(c for c in self.columns if c.join is None and c.under is None)
 
 
 @dataclass(frozen=True)
@@ -452,11 +457,14 @@ def _resolve_table(table: Table, where: str) -> ResolvedTable:
                 raise ProfileError(f"{where}.columns.{name}.oid: relative OID {oid!r} needs a table base")
             oid = table.base.lstrip(".") + oid
         join = _expr(column.join, known, f"{where}.columns.{name}.join") if column.join else None
+        under = _expr(column.under, known, f"{where}.columns.{name}.under") if column.under else None
         if table.scalar and join is not None:
             raise ProfileError(f"{where}.columns.{name}.join: scalar tables cannot join")
+        if under is not None and (table.scalar or join is not None):
+            raise ProfileError(f"{where}.columns.{name}.under: not with join, nor in a scalar table")
         if column.walk and not table.scalar:
             raise ProfileError(f"{where}.columns.{name}.walk: only scalar tables read a column whole")
-        columns.append(ResolvedColumn(name, oid.lstrip("."), join, column.walk))
+        columns.append(ResolvedColumn(name, oid.lstrip("."), join, column.walk, under))
         known.add(name)
     variables = []
     for name, value in table.vars.items():

@@ -101,7 +101,7 @@ def test_our_encoders_read_back_and_match_pysnmp_bytes() -> None:
         (b"", "truncated message"),
         (b"\x30\x05\x02\x01\x01", "truncated"),
         # a GetResponse is no notification
-        (ber.encode_pdu(ber.VERSION_2C, b"c", ber.RESPONSE, 1, []), "not an SNMPv2c Trap"),
+        (ber.encode_pdu(ber.VERSION_2C, b"c", ber.RESPONSE, 1, []), "not an SNMPv2 Trap"),
         # SNMPv3 (version 3) is not decoded here
         (bytes.fromhex("300a020103") + b"\x04\x00" + b"\xa7\x03\x02\x01\x00", "version 3"),
         # a v2c Trap PDU inside a v1 message

@@ -24,7 +24,8 @@ async def test_samples_carry_base_tags_and_public_names(lab, target) -> None:
     sink = Sink({"client": "c1", "site": "s1", "device": "core"}, time.time_ns)
     await SnmpCollector({}).collect(target("iosxe_c9400-svl"), sink)
     names = {s.measurement for s in sink.samples}
-    assert names == {"snmp_system", "snmp_interface", "snmp_cpu", "snmp_memory", "snmp_sensor"}
+    assert names == {"snmp_system", "snmp_interface", "snmp_cpu", "snmp_memory", "snmp_sensor", "snmp_neighbor",
+                     "snmp_lldp_local", "snmp_inventory"}
     (system,) = by_measurement(sink, "snmp_system")
     assert system.tags == {"client": "c1", "site": "s1", "device": "core", "profile": "cisco_iosxe"}
     assert system.tags["profile"] == "cisco_iosxe"
@@ -245,3 +246,34 @@ async def test_profile_is_detected_again_when_sys_object_id_changes(lab, target)
         },
     )
     assert await profiles() == {"cisco_ios"}
+
+
+async def test_a_focused_read_is_one_row_as_the_full_poll_has_it(lab, target) -> None:
+    # what a linkDown trap asks: that interface only, read with one GET, the same tags and fields
+    collector = SnmpCollector({})
+    device = target("iosxe_c9400-svl")
+    base = {"client": "c1", "site": "s1", "device": "core"}
+    focus = {"measurement": "snmp_interface", "if_index": "0"}
+    assert await collector.collect_focused(device, Sink(base, time.time_ns), focus) is False  # not detected yet
+    full = Sink(base, time.time_ns)
+    await collector.collect(device, full)
+    polled = by_measurement(full, "snmp_interface")[5]
+    narrow = Sink(base, time.time_ns)
+    focus = {"measurement": "snmp_interface", "if_index": polled.tags["if_index"]}
+    assert await collector.collect_focused(device, narrow, focus) is True
+    (row,) = narrow.samples
+    assert row.tags == polled.tags
+    assert {k: v for k, v in row.fields.items() if not k.endswith("_ps") and not k.endswith("_bps")} == {
+        k: v for k, v in polled.fields.items() if not k.endswith("_ps") and not k.endswith("_bps")
+    }
+    # sensors join entPhysicalName from another table: they cannot be read alone, the poll is whole
+    sensor = by_measurement(full, "snmp_sensor")[0]
+    assert await collector.collect_focused(device, Sink(base, time.time_ns), {
+        "measurement": "snmp_sensor", "sensor": sensor.tags["sensor"]}) is False
+    # a row the device does not have: nothing emitted, the rows it has keep their readings
+    empty = Sink(base, time.time_ns)
+    assert await collector.collect_focused(device, empty, {"measurement": "snmp_interface", "if_index": "999999"})
+    assert empty.samples == []
+    again = Sink(base, time.time_ns)
+    await collector.collect(device, again)
+    assert len(by_measurement(again, "snmp_interface")) == len(by_measurement(full, "snmp_interface"))

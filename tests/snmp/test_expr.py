@@ -19,6 +19,9 @@ def test_arithmetic_comparisons_conditionals() -> None:
     assert run("part(index, 1)", index="28.3") == "3"
     assert run("raw * exp10((scale - 9) * 3) / exp10(precision)", raw=61, scale=8, precision=1) == pytest.approx(0.0061)
     assert run("number(text)", text="42.5 C") == 42.5
+    state = "sub('(?i), (normal|critical)$', '', d)"
+    assert run(state, d="Switch 1 - Power Supply A, Normal") == "Switch 1 - Power Supply A"
+    assert run(state, d="Sw1, PS1 Normal, RPS NotExist") == "Sw1, PS1 Normal, RPS NotExist"
 
 
 def test_unknown_stays_unknown() -> None:
@@ -28,6 +31,8 @@ def test_unknown_stays_unknown() -> None:
     assert run("a is None", a=None) is True
     assert run("round(a, 1)", a=None) is None
     assert run("'x' * a", a=None) is None
+    assert run("sub('a', 'b', d)", d=None) is None
+    assert run("sub('a', r, d)", r="b" * 100, d="a" * 1000) is None  # longer than MAX_TEXT
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,126 @@
+"""Smart polling against snmpsim: the static interface columns are walked at discovery cadence
+and reused in between, and a poll that reuses them gives the samples a full poll gives."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from pysnmp.proto import rfc1902
+
+from agent.api import Target
+from collectors.snmp import SnmpCollector
+from collectors.snmp.engine import REDISCOVER_AFTER_S, STATIC_COLUMNS, SYS_UPTIME
+from lab.snmpsim import SnmpLab, recording
+
+IF_ALIAS = "1.3.6.1.2.1.31.1.1.1.18"
+DEVICE = "smart_switch"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[SnmpLab]:
+    """A 2960X of this module's own, which its tests change."""
+    with SnmpLab({DEVICE: recording("ios_2960x")}) as running:
+        yield running
+
+
+@pytest.fixture
+def target(lab: SnmpLab):
+    return lambda device: Target(device, lab.host, lab.port, {"community": device})
+
+
+class Walks:
+    """The column OIDs a collector's client walked."""
+
+    def __init__(self, collector: SnmpCollector, target) -> None:
+        self.oids: list[str] = []
+        client = collector._client_for(target)
+        walk_partial = client.walk_partial
+
+        async def counted(oid, budget=None):
+            self.oids.append(oid)
+            return await walk_partial(oid, budget)
+
+        client.walk_partial = counted  # type: ignore[method-assign]
+
+    def take(self) -> set[str]:
+        taken, self.oids = set(self.oids), []
+        return taken
+
+
+def content(rows) -> list:
+    """Rows as sample content, rates left out (two collectors read the counters at other times)."""
+    return sorted(
+        (r.measurement, sorted(r.tags.items()),
+         sorted((k, v) for k, v in r.fields.items() if not k.endswith(("_bps", "_ps"))))
+        for r in rows
+    )
+
+
+async def test_static_columns_are_reused_and_the_samples_stay_those_of_a_full_poll(lab, target) -> None:
+    now = [1000.0]
+    smart = SnmpCollector(clock=lambda: now[0])
+    walks = Walks(smart, target(DEVICE))
+    await smart.poll(target(DEVICE))
+    assert STATIC_COLUMNS & walks.take()  # discovery: the ifTable and ifXTable names, speeds, aliases
+    now[0] += 60
+    reused = await smart.poll(target(DEVICE))
+    walked = walks.take()
+    assert not STATIC_COLUMNS & walked
+    assert "1.3.6.1.2.1.2.2.1.8" in walked  # ifOperStatus, and the counters, every poll
+    full = SnmpCollector()
+    full.statics.rediscover_after_s = 0.0  # every poll a discovery
+    await full.poll(target(DEVICE))  # two polls each, for seen_before (was_up)
+    assert content(reused) == content(await full.poll(target(DEVICE)))
+    assert any(r.tags.get("if_name") for r in reused if r.measurement == "snmp_interface")
+
+
+async def test_an_alias_change_shows_at_the_next_discovery_and_a_reboot_rediscovers(lab, target) -> None:
+    now = [1000.0]
+    collector = SnmpCollector(clock=lambda: now[0])
+    walks = Walks(collector, target(DEVICE))
+    first = [r for r in await collector.poll(target(DEVICE)) if r.measurement == "snmp_interface"]
+    index, alias = first[0].tags["if_index"], first[0].tags.get("if_alias")
+    uptime = next(r.fields["uptime_s"] for r in await collector.poll(target(DEVICE))
+                  if r.measurement == "snmp_system")
+    walks.take()
+
+    def alias_of(rows) -> str | None:
+        return next(r.tags.get("if_alias") for r in rows if r.measurement == "snmp_interface"
+                    and r.tags["if_index"] == index)
+
+    lab.set_values(DEVICE, {f"{IF_ALIAS}.{index}": rfc1902.OctetString("uplink to core")})
+    try:
+        now[0] += 60
+        assert alias_of(await collector.poll(target(DEVICE))) == alias  # between discoveries
+        assert IF_ALIAS not in walks.take()
+        now[0] += REDISCOVER_AFTER_S
+        assert alias_of(await collector.poll(target(DEVICE))) == "uplink to core"  # hourly discovery
+        assert IF_ALIAS in walks.take()
+        now[0] += 60
+        await collector.poll(target(DEVICE))
+        assert IF_ALIAS not in walks.take()
+        # A reboot (sysUpTime back) may have renumbered the interfaces: discovered again at once.
+        lab.set_values(DEVICE, {SYS_UPTIME: rfc1902.TimeTicks(100)})
+        now[0] += 60
+        await collector.poll(target(DEVICE))
+        assert IF_ALIAS in walks.take()
+    finally:
+        lab.set_values(DEVICE, {f"{IF_ALIAS}.{index}": rfc1902.OctetString(alias or ""),
+                                SYS_UPTIME: rfc1902.TimeTicks(int((uptime or 0) * 100))})
+
+
+@pytest.mark.parametrize("column", ["1.3.6.1.2.1.2.2.1.8"])  # ifOperStatus
+async def test_a_status_change_rediscovers_at_once(lab, target, column) -> None:
+    collector = SnmpCollector()
+    walks = Walks(collector, target(DEVICE))
+    rows = [r for r in await collector.poll(target(DEVICE)) if r.measurement == "snmp_interface"]
+    walks.take()
+    index = int(rows[0].tags["if_index"])
+    was = rows[0].fields["oper_status"]
+    lab.set_oper_status(DEVICE, index, "down" if was == "up" else "up")
+    try:
+        await collector.poll(target(DEVICE))
+        assert STATIC_COLUMNS & walks.take()  # a link that came up may have renegotiated its speed
+    finally:
+        lab.set_oper_status(DEVICE, index, was)

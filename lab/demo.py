@@ -1,36 +1,41 @@
 """`vigie demo` (`make demo`): the main job on embedded defaults against the lab, with one fault.
 
 What it does, in order, with a live display:
-1. starts snmpsim on loopback serving the real LibreNMS walks that play the public body's demo
-   estate (lab/estates/vsgp-demo.yaml: core and access Cisco switches, both Firepower, a UPS);
+1. starts the lab (`vigie lab up`, a child process on free ports) whose SNMP responder serves the
+   real LibreNMS walks that play the public body's demo estate (lab/estates/vsgp-demo.yaml: core and
+   access Cisco switches, both Firepower, a UPS);
 2. runs the agent on embedded defaults: SQLite store, built-in ticket log (no InfluxDB, no GLPI —
    `--glpi` plays the client's GLPI with the lab's fake instead);
-3. once every device has answered, takes an active interface of the distribution switch down (an
-   SNMP SET into snmpsim), waits for the alert to fire and the ticket to open, and measures the time
-   from the fault to the ticket;
+3. once every device has answered, takes an active interface of the distribution switch down
+   (`vigie lab fault vsgp/dist-siege port-down IFINDEX`: its ifOperStatus answers down), waits for
+   the alert to fire and the ticket to open, and measures the time from the fault to the ticket;
 4. brings the interface back and waits for the alert to resolve and the ticket to be solved;
 5. prints a summary and exits (0 if every step happened, 1 otherwise), unless `--keep-running`;
 6. removes every file it wrote (a temporary directory: the estate, a copy of the lab's secrets,
-   snmpsim's runtime, the agent's state), except the agent's state when asked to keep it
+   the lab's runtime, the agent's state), except the agent's state when asked to keep it
    (`--keep-state`, or `--state-dir DIR`).
 
 Two times are measured, each under its own name wherever it is printed:
 
-- **fault injected -> ticket created** (:attr:`Story.fault_to_ticket_s`): from the moment the SET
-  that takes the interface down returned to the creation of the ticket. What an operator would
+- **fault injected -> ticket created** (:attr:`Story.fault_to_ticket_s`): from the moment the fault
+  that takes the interface down was applied to the creation of the ticket. What an operator would
   time: the poll that sees the fault, the rule's pending time, the dispatch.
 - **first bad sample -> ticket created** (:attr:`Story.onset_to_ticket_s`): the dispatcher's
   ``time_to_ticket_s``, from the alert's ``started_at`` (the first sample that matched the rule),
   the figure of the 5-minute critical-alert SLA; it leaves out the wait for the first poll.
 
-Demo pace: polls every 15 s and rules' `for_s` capped at 10 s, so the story takes about a minute;
+Demo pace: polls every 10 s and rules' `for_s` capped at 10 s, so the story takes about a minute;
 the production values are those of the estate file.
+
+That is the default scenario; `vigie demo --scenario cloud|hosts|alerting|all` plays the newer
+sources and the alerting instead (lab.demo_scenarios).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import shutil
 import tempfile
@@ -50,15 +55,15 @@ from agent.api.alerts import AlertTransition
 from agent.config import load_config
 from agent.runner import Agent
 from alerting.notifier import DispatchResult
-from lab.snmpsim import SnmpLab, free_udp_port
+from lab.demo_scenarios import Fault, ScenarioLab, run_scenarios
 
 ESTATE = Path(__file__).resolve().parent / "estates" / "vsgp-demo.yaml"
 SECRETS = ESTATE.with_name("secrets.yaml")
 CLIENT = "vsgp"
 VICTIM = "dist-siege"
 VICTIM_IF_PREFIX = "StackPort"
-POLL_INTERVAL_S = 15.0
-POLL_TIMEOUT_S = 14.0
+POLL_INTERVAL_S = 10.0
+POLL_TIMEOUT_S = 9.0
 FOR_S_CAP = 10.0
 STEP_DEADLINE_S = 120.0
 
@@ -95,7 +100,7 @@ class Story:
 
 
 class Demo:
-    def __init__(self, agent: Agent, lab: SnmpLab, story: Story) -> None:
+    def __init__(self, agent: Agent, lab: ScenarioLab, story: Story) -> None:
         self.agent, self.lab, self.story = agent, lab, story
         self.victim_if: tuple[int, str] | None = None
         agent.listeners.append(self.on_alerts)
@@ -126,15 +131,16 @@ class Demo:
                 story.fired_at = tr.at
             elif tr.state == "resolved":
                 story.resolved_at = tr.at
+        on = self.agent.dispatcher.fingerprints_on  # a group's ticket is about its alerts
         for link in result.opened + result.reattached:
-            if link.fingerprint == story.fingerprint and story.ticket is None and link.opened_at is not None:
+            if story.fingerprint in on(link) and story.ticket is None and link.opened_at is not None:
                 story.ticket = f"{link.connector} #{link.ticket_id}"
                 story.ticket_at = link.opened_at
                 story.onset_to_ticket_s = link.time_to_ticket_s
                 story.log(f"ticket {story.ticket} created: {_seconds(story.fault_to_ticket_s)} after the fault was "
                           f"injected ({_seconds(story.onset_to_ticket_s)} after the alert's first bad sample)")
         for link in result.solved:
-            if link.fingerprint == story.fingerprint and story.ticket is not None:
+            if story.fingerprint in on(link) and story.ticket is not None:
                 story.solved_at = link.solved_at or time.time()
                 story.log(f"ticket {story.ticket} solved")
 
@@ -164,7 +170,7 @@ class Demo:
 
     async def play(self) -> bool:
         story, devices = self.story, [p.target.name for p in self.agent.polls]
-        story.log(f"lab: snmpsim on 127.0.0.1:{self.lab.port} plays {len(devices)} devices")
+        story.log(f"lab: {'; '.join(self.lab.endpoints.get('snmp', []))}; the agent polls {len(devices)} devices")
         if not await self.wait_for("every device's first poll", lambda: all(d in story.device_status
                                                                               for d in devices), 60):
             return False
@@ -175,12 +181,13 @@ class Demo:
             return False
         self.victim_if = self.pick_victim()
         index, name = self.victim_if
-        await asyncio.to_thread(self.lab.set_oper_status, f"{CLIENT}/{VICTIM}", index, "down")
+        fault = Fault(f"{CLIENT}/{VICTIM}", "port-down", (str(index),))
+        await asyncio.to_thread(self.lab.fault, fault)
         story.fault_at = time.time()
         story.log(f"[bold]fault injected[/bold]: {VICTIM} {name} (ifIndex {index}) oper-down")
         if not await self.wait_for("the ticket", lambda: story.ticket is not None):
             return False
-        await asyncio.to_thread(self.lab.set_oper_status, f"{CLIENT}/{VICTIM}", index, "up")
+        await asyncio.to_thread(self.lab.clear, fault)
         story.log(f"[bold]recovery[/bold]: {VICTIM} {name} back up")
         return await self.wait_for("the ticket to be solved", lambda: story.solved_at is not None)
 
@@ -268,31 +275,20 @@ async def run_demo(
 
 async def _play(work: Path, state: Path, *, kept: bool, keep_running: bool, glpi: bool) -> int:
     console = Console()
-    work.chmod(0o755)  # snmpsim runs as `nobody` when started by root and must reach the lab's data
+    work.chmod(0o755)  # the lab's children may run as `nobody` when started by root and must reach its data
     secrets = work / "secrets.yaml"
     shutil.copy(SECRETS, secrets)
     secrets.chmod(0o600)  # git keeps no modes; load_config refuses a readable secrets file, on purpose
-    port = free_udp_port()
-    os.environ["VIGIE_LAB_SNMP_PORT"] = str(port)
+    estate = _demo_estate(work, glpi)
     # Whatever was started is stopped, in reverse order, however the demo ends (a refused config,
     # a lab that does not start, an agent whose state directory is locked, Ctrl-C).
     async with AsyncExitStack() as started:
-        if glpi:
-            from lab.glpi_fake import FakeGlpi
-
-            fake_glpi = FakeGlpi(
-                app_token="lab-fake-vsgp-glpi-app-token", user_tokens={"lab-fake-vsgp-glpi-user-token": 2}
-            )
-            os.environ["VIGIE_VSGP_GLPI_URL"] = await fake_glpi.start()
-            started.push_async_callback(fake_glpi.stop)
-        config = load_config(_demo_estate(work, glpi), secrets_path=secrets)
-        lab_devices = {
-            f"{client.name}/{device.name}": device.extensions["x-lab"]["walk"]
-            for client in config.clients for _, device in client.devices() if "x-lab" in device.extensions
-        }
-        lab = SnmpLab(lab_devices, port=port, runtime_dir=work / "lab")
-        console.print(f"starting the lab: {len(lab_devices)} simulated devices ...")
-        await started.enter_async_context(lab)
+        # the lab plays the client's GLPI too when the estate names it (--glpi)
+        lab = ScenarioLab(estate, work / "lab")
+        console.print("starting the lab (vigie lab up) ...")
+        await asyncio.to_thread(lab.start)
+        started.callback(lab.stop)
+        config = load_config(estate, secrets_path=secrets, environ={**os.environ, **lab.environment})
         agent = Agent(config, state_dir=state, health_interval_s=30)
         _demo_pace(agent)
         story = Story()
@@ -319,11 +315,40 @@ async def _play(work: Path, state: Path, *, kept: bool, keep_running: bool, glpi
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """`vigie demo`, provided by the lab (a development extra, not in the vigie wheel)."""
+    from lab.demo_scenarios import ALL, SCENARIOS
+
     p = subparsers.add_parser("demo", help="lab + agent + injected fault: alert, ticket, recovery, solved")
-    p.add_argument("--keep-running", action="store_true", help="keep the agent and lab running after the demo")
+    p.add_argument("--scenario", choices=("default", *SCENARIOS, "all"), default="default",
+                   help="default: an interface of the distribution switch down; "
+                   + "; ".join(f"{s.name}: {s.what}" for s in SCENARIOS.values())
+                   + f"; all: {', '.join(ALL)} in turn")
+    p.add_argument("--keep-running", action="store_true", help="keep the agent and lab running after the demo "
+                   "(default scenario)")
     p.add_argument("--state-dir", type=Path, default=None, help="keep the agent's state in this directory")
     p.add_argument("--keep-state", action="store_true", help="keep the agent's state in a temporary directory")
-    p.add_argument("--glpi", action="store_true", help="open tickets in the lab's fake GLPI, not the built-in log")
-    p.set_defaults(func=lambda args: asyncio.run(
-        run_demo(keep_running=args.keep_running, state_dir=args.state_dir, glpi=args.glpi, keep_state=args.keep_state)
-    ))
+    p.add_argument("--glpi", action="store_true", help="open tickets in the lab's fake GLPI, not the built-in log "
+                   "(default scenario)")
+
+    def run(args: argparse.Namespace) -> int:
+        if args.scenario == "default":
+            return asyncio.run(run_demo(keep_running=args.keep_running, state_dir=args.state_dir, glpi=args.glpi,
+                                        keep_state=args.keep_state))
+        if args.keep_running or args.glpi:
+            p.error("--keep-running and --glpi are options of the default scenario")
+        if not getattr(args, "verbose", False):
+            logging.getLogger().setLevel(logging.WARNING)  # the story says what the agent's log would
+            # a lab SSH fake closing a session is not the demo's news
+            logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
+        names = [*ALL] if args.scenario == "all" else [args.scenario]
+        return asyncio.run(run_scenarios(names, lambda name: scenario_files(name, args.keep_state, args.state_dir)))
+
+    p.set_defaults(func=run)
+
+
+@contextmanager
+def scenario_files(name: str, keep_state: bool, state_dir: Path | None) -> Iterator[tuple[Path, Path]]:
+    """:func:`demo_files` for one scenario; a kept state directory gets a folder per scenario."""
+    with demo_files(keep_state, None if state_dir is None else state_dir / name) as (work, state):
+        yield work, state
+        if keep_state or state_dir is not None:
+            Console().print(f"state directory kept: {state}  (try: vigie tickets --state-dir {state})")

@@ -77,7 +77,7 @@ class EstateDevice:
     name: str
     address: str | None
     port: str | None  # as written, e.g. "${VIGIE_LAB_SNMP_PORT:-1161}"
-    credentials: str | None
+    credentials: str | None  # the SNMP one: `credentials: NAME`, or the `snmp` of `{snmp: NAME, veeam: NAME}`
     walk: str | None  # `x-lab.walk`: the recording that plays it
     collectors: tuple[str, ...]
 
@@ -197,6 +197,11 @@ def _secret_values(path: Path) -> dict[str, SecretValue]:
     return {str(k): v if isinstance(v, dict) else str(v) for k, v in raw.items()}
 
 
+def _snmp_credentials(written: Any) -> str | None:
+    """A device's SNMP secret name: the one name it gives, or the one its mapping gives snmp."""
+    return written.get("snmp") if isinstance(written, dict) else written
+
+
 def _client(raw: Mapping[str, Any]) -> EstateClient:
     name = str(raw["name"])
     sites: dict[str, tuple[EstateDevice, ...]] = {}
@@ -208,7 +213,7 @@ def _client(raw: Mapping[str, Any]) -> EstateClient:
                 name=str(device["name"]),
                 address=None if device.get("address") is None else str(device["address"]),
                 port=None if device.get("port") is None else str(device["port"]),
-                credentials=device.get("credentials"),
+                credentials=_snmp_credentials(device.get("credentials")),
                 walk=(device.get("x-lab") or {}).get("walk"),
                 collectors=tuple(device.get("collectors") or ()),
             )

@@ -15,8 +15,11 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
+
+from lab.ssh_hosts import LAB_USER, lab_login_key_pem
 
 ESTATES = Path(__file__).resolve().parent
 CLIENT = "vsgp"
@@ -126,6 +129,43 @@ POSTCODES = {
 # answer once written: a lab estate never reaches a vendor's real host (vcenter.vsgp.example.org,
 # api.meraki.com, login.microsoftonline.com in production).
 LOOPBACK = "127.0.0.1"
+# The tenant's app registration, played by lab/graph_fake.py over HTTPS (its CA committed in lab/graph_tls/).
+M365_URL = "${VIGIE_LAB_M365_URL:-https://127.0.0.1:8445}"
+M365 = {
+    "tenant_id": "5b6c7d8e-9f0a-4b1c-8d2e-3f4a5b6c7d8e",
+    "client_id": "0b7e4a52-6c1d-4f3e-8a29-5d6e7f801003",
+    "authority_url": M365_URL,
+    "graph_url": M365_URL,
+    "ca_bundle": "lab/graph_tls/ca.pem",
+    "security_alerts": False,  # no Defender licence in the tenant
+}
+# The backup server's REST API, played by lab/veeam_fake.py over HTTPS with the lab's certificate
+# (the CA committed in lab/graph_tls/, as for M365).
+VEEAM = {
+    "url": "${VIGIE_VSGP_VEEAM_URL:-https://127.0.0.1:9419}",
+    "ca_bundle": "lab/graph_tls/ca.pem",
+    "api_version": "1.2-rev1",  # VBR 12.3.1
+}
+# The Dashboard API of VSGP's Meraki organization, played by lab/meraki_fake.py (lab/meraki_service.py).
+MERAKI = {"organization_id": "549236", "base_url": "${VIGIE_LAB_MERAKI_URL:-http://127.0.0.1:8096/api/v1}"}
+# §2.1.2 Wi-Fi: 115 cloud-managed Meraki APs (MR33/MR36/MR44). Where they hang is our assumption:
+# two per site of the annex, the rest at the siège, each on one of its site's access switches.
+MERAKI_APS = 115
+MERAKI_MODELS = ("MR36", "MR44", "MR33")
+
+# VSGP's vCenter 7 (§2.1.8: two VxRail clusters of three nodes, 54 VMs), played by govmomi's
+# simulator (lab/vcsim) with the lab's server certificate (lab/graph_tls, the CA ca_bundle names).
+VSPHERE = {"port": "${VIGIE_LAB_VCSIM_PORT:-8989}", "ca_bundle": "lab/graph_tls/ca.pem"}
+# What the simulator holds (x-lab.vcsim): the estate's ESXi hosts; of the 54 VMs (27 per cluster,
+# our assumption) those that are inventory devices too (their vSphere samples go there), the
+# vCenter appliance itself, then vm-siege-04... vm-pra-27.
+VCSIM = {
+    "datacenter": "VSGP",
+    "clusters": {f"vxrail-{room}": [f"esx-{room}-{i}" for i in (1, 2, 3)] for room in ("siege", "pra")},
+    "vms_per_cluster": 27,
+    "vms": {"vxrail-siege": ["vcenter", "dc1", "veeam"], "vxrail-pra": ["dc2"]},
+    "datastores": ["vsan-siege", "vsan-pra"],
+}
 
 UPS_WALKS = ["apc_smt750x-nmc2", "apc_smtl1000-nmc3", "eaton-mgeups_9pxle", "netmanplus_mct20"]
 
@@ -144,6 +184,11 @@ DEMO_DEVICES = [
 ]
 
 
+# The Catalyst switches the lab also plays on the CLI (not in the demo: it stays SNMP only).
+CISCO_CLI_DEVICES = ("sw-siege-03", "sw-siege-04", "sw-pra-01")
+CISCO_CLI_PORT = 2401
+
+
 @dataclass
 class Device:
     name: str
@@ -152,7 +197,11 @@ class Device:
     tags: dict[str, str]
     parent: str | None = None
     address: str | None = None
-    collectors: dict[str, dict[str, str]] = field(default_factory=lambda: {"snmp": {}})
+    collectors: dict[str, dict[str, Any]] = field(default_factory=lambda: {"snmp": {}})
+    login: bool = False  # a credentials secret for a collector other than SNMP
+    # collector -> a secret of its own beside SNMP's: `credentials: {snmp: lab-vsgp-veeam, veeam: NAME}`
+    own_logins: dict[str, str] = field(default_factory=dict)
+    lab: dict[str, Any] = field(default_factory=dict)  # x-lab keys besides the walk
 
 
 def vsgp_devices() -> list[Device]:
@@ -196,6 +245,12 @@ def vsgp_devices() -> list[Device]:
     for i in range(1, 5):
         add(f"sw-siege-{i:02d}", "siege", "iosxe_c9200l", "dist-siege", role="access", model="C9200L-48P-4G")
     add("sw-pra-01", "pra-clamart", "iosxe_c9200l", "core-pra", role="access", model="C9200L-48P-4G")
+    # §2.1.3 configuration backups: three of them also on the CLI (cisco_cli), each played by
+    # lab/ios_service.py on a port of its own, with an SSH login beside the SNMP community.
+    for n, switch in enumerate(d for d in devices if d.name in CISCO_CLI_DEVICES):
+        variable = f"VIGIE_LAB_IOS_{switch.name.upper().replace('-', '_')}_PORT"
+        switch.collectors = {"snmp": {}, "cisco_cli": {"port": f"${{{variable}:-{CISCO_CLI_PORT + n}}}"}}
+        switch.own_logins = {"cisco_cli": f"lab-{CLIENT}-{switch.name}-cli"}
 
     # Backbone: ten fédérateurs (C9500-16X, routed), half per collection loop.
     for i, site in enumerate(FEDERATEURS):
@@ -213,7 +268,8 @@ def vsgp_devices() -> list[Device]:
 
     # Servers and platforms (§2.1.8-2.1.11, §2.1.17)
     veeam = add("veeam", "siege", "windows_svr_2019_1809", "tor-siege-1", role="backup")
-    veeam.collectors = {"snmp": {}, "veeam": {}}  # the backup jobs come from the Veeam API
+    veeam.collectors = {"snmp": {}, "veeam": VEEAM}  # the backup jobs come from the Veeam API
+    veeam.own_logins = {"veeam": f"lab-{CLIENT}-veeam-api"}
     add("ddboost", "siege", "linux_lsi", "tor-siege-2", role="backup", model="Dell-DDBoost")
     add("dnac", "siege", "linux_lsi", "dist-siege", role="management", model="DNA-Center")
     add("dc1", "siege", "windows_svr_2019_1809", "tor-siege-1", role="directory", os="windows")
@@ -226,18 +282,46 @@ def vsgp_devices() -> list[Device]:
             {"role": "management"},
             "tor-siege-1",
             address=LOOPBACK,
-            collectors={"vsphere": {}},
+            collectors={"vsphere": VSPHERE},
+            login=True,
+            lab={"vcsim": VCSIM},
         )
     )
     devices.append(
         Device(
-            "m365", "cloud", None, {"role": "saas"}, None, address=LOOPBACK, collectors={"m365": {}}
+            "m365", "cloud", None, {"role": "saas"}, None, address=LOOPBACK, collectors={"m365": M365}, login=True,
+            # lab/graph_fake.py's tenant: 504 of 505 Microsoft 365 E3 assigned, synced from the on-premises AD
+            lab={"licences": {"SPE_E3": [504, 505]}, "sync": True},
         )
     )
     devices.append(
-        Device("meraki", "cloud", None, {"role": "wifi"}, None, address=LOOPBACK, collectors={"meraki": {}})
+        Device("meraki", "cloud", None, {"role": "wifi"}, None, address=LOOPBACK, collectors={"meraki": MERAKI},
+               login=True)
     )
+    devices.extend(meraki_aps(devices))
     return devices
+
+
+def meraki_aps(devices: list[Device]) -> list[Device]:
+    """The Meraki APs as inventory devices (no collector: the Dashboard reports them, through the
+    `meraki` device), each the child of an access switch of its site, so a dead switch holds back
+    its APs' offline alerts. `x-lab.meraki` tells the lab's fake Dashboard their serial and model."""
+    sites = [slug for slug, *_ in SITES if slug != "siege"]
+    placed = [*(site for site in sites for _ in range(2)), *["siege"] * (MERAKI_APS - 2 * len(sites))]
+    aps: list[Device] = []
+    per_site: dict[str, int] = {}
+    for n, site in enumerate(sorted(placed, key=lambda s: (s != "siege", s)), start=1):
+        switches = [d.name for d in devices if d.site == site and d.tags.get("role") == "access"]
+        per_site[site] = index = per_site.get(site, 0) + 1
+        model = MERAKI_MODELS[n % len(MERAKI_MODELS)]
+        aps.append(
+            Device(
+                f"ap-{site}-{index:02d}", site, None, {"role": "wifi", "model": model},
+                switches[(index - 1) % len(switches)], address=LOOPBACK, collectors={},
+                lab={"meraki": {"serial": f"Q2MD-VSGP-{n:04d}", "model": model}},
+            )
+        )
+    return aps
 
 
 def _q(text: str) -> str:
@@ -263,7 +347,7 @@ x-lab: &lab {{address: 127.0.0.1, port: "${{VIGIE_LAB_SNMP_PORT:-1161}}"}}
 agent:
   state_dir: "${{VIGIE_STATE_DIR:-var/vsgp}}"
   threads: 8
-  store: {{kind: sqlite, retention_days: 400}}
+  store: {{kind: compact, raw_retention_days: 30, retention_days: 400}}
 
 defaults:
   interval_s: 60
@@ -294,10 +378,11 @@ clients:
       requesttype_id: 6   # GLPI's stock "Other" request source: set to the client's "Supervision"
     rules:
       # Annex 7.4 KPI 11: a blocking infrastructure incident is solved in 4 h; a firewall or a
-      # core switch unreachable is one, page after one minute instead of two.
+      # core switch unreachable is one, page after one minute instead of two. A poll cut by its
+      # hard timeout is the same silence (as the built-in device_unreachable says).
       - name: core_unreachable
         measurement: collection
-        when: "status == 'unreachable'"
+        when: "status in ('unreachable', 'timeout')"
         match: {{role: core}}
         for_s: 60
         severity: critical
@@ -331,13 +416,19 @@ def render_vsgp(devices: Iterable[Device], what: str) -> str:
                 parts.append(f"address: {d.address}")
             if d.parent:
                 parts.append(f"parent: {d.parent}")
-            if "snmp" in d.collectors:
+            if d.own_logins:
+                names = {"snmp": f"lab-{CLIENT}-{d.name}"} if "snmp" in d.collectors else {}
+                names |= d.own_logins
+                parts.append(f"credentials: {{{', '.join(f'{c}: {n}' for c, n in names.items())}}}")
+            elif "snmp" in d.collectors or d.login:
                 parts.append(f"credentials: lab-{CLIENT}-{d.name}")
-            collectors = ", ".join(f"{c}: " for c in d.collectors)
+            collectors = ", ".join(f"{c}: {json.dumps(o) if o else ''}" for c, o in d.collectors.items())
             parts.append(f"collectors: {{{collectors}}}")
             tags = ", ".join(f"{k}: {_q(v)}" for k, v in d.tags.items())
             parts.append(f"tags: {{{tags}}}")
-            if d.walk:
+            if d.lab:
+                parts.append(f"x-lab: {json.dumps({'walk': d.walk, **d.lab} if d.walk else d.lab)}")
+            elif d.walk:
                 parts.append(f"x-lab: {{walk: {d.walk}}}")
             out.append(f"          - {{{', '.join(parts)}}}\n")
     return "".join(out)
@@ -350,6 +441,30 @@ def demo_devices(devices: list[Device]) -> list[Device]:
     if missing or len(chosen) != len(DEMO_DEVICES):
         raise SystemExit(f"DEMO_DEVICES is not closed under parent: missing {sorted(missing)}")
     return chosen
+
+
+def _own_logins(client: str, device: dict[str, Any]) -> list[str]:
+    """The secrets of a device naming one per collector (`credentials: {snmp: A, veeam: B}`)."""
+    lines = []
+    for collector, name in device["credentials"].items():
+        if collector == "snmp":
+            lines.append(f"{name}: {{community: {client}/{device['name']}}}")
+        elif collector in ("hyperv", "windows"):
+            # a Windows account over OpenSSH (lab/ssh_hosts.py accepts this password)
+            lines.append(f"{name}: {{user: {LAB_USER}, password: lab-fake-{name}}}")
+        elif collector == "linux":
+            # a Debian login by key (lab/ssh_hosts.py accepts this key; it is derived from a fixed seed)
+            lines.append(f"{name}: {{user: {LAB_USER}, private_key: {json.dumps(lab_login_key_pem())}}}")
+        elif collector == "cisco_cli":
+            # an SSH login landing in user EXEC, and the enable secret (lab/ios_service.py accepts both)
+            login = f"username: vigie, password: lab-fake-{name}, enable_secret: lab-fake-{name}-enable"
+            lines.append(f"{name}: {{{login}}}")
+        elif collector == "veeam":
+            # the backup server's account (lab/veeam_fake.py gives it the Veeam Backup Viewer role)
+            lines.append(f"{name}: {{username: svc-vigie@{client}.local, password: lab-fake-{name}}}")
+        else:
+            raise SystemExit(f"{client}/{device['name']}: no lab secret for collector {collector!r}")
+    return lines
 
 
 def lab_secrets(estate_texts: Iterable[str]) -> str:
@@ -367,10 +482,33 @@ def lab_secrets(estate_texts: Iterable[str]) -> str:
                 for device in site["devices"]:
                     if "credentials" not in device:
                         continue
+                    if isinstance(device["credentials"], dict):
+                        lines.extend(_own_logins(client["name"], device))
+                        continue
                     if "postgresql" in (device.get("collectors") or {}):
                         # the PostgreSQL probe's login (the lab's PostgreSQL creates this role)
                         name = device["credentials"]
                         lines.append(f"{name}: {{user: vigie_probe, password: lab-fake-{name}}}")
+                        continue
+                    if "m365" in (device.get("collectors") or {}):
+                        # the app registration's secret (lab/graph_fake.py's tenant accepts this one)
+                        name = device["credentials"]
+                        lines.append(f"{name}: {{client_secret: lab-fake-{name}}}")
+                        continue
+                    if "meraki" in (device.get("collectors") or {}):
+                        # the Dashboard API key (lab/meraki_fake.py's organization accepts this one)
+                        name = device["credentials"]
+                        lines.append(f"{name}: {{api_key: lab-fake-{name}}}")
+                        continue
+                    if "vsphere" in (device.get("collectors") or {}):
+                        # the vCenter account (lab/vcsim's simulator accepts this login only)
+                        name = device["credentials"]
+                        lines.append(f"{name}: {{username: vigie@vsphere.local, password: lab-fake-{name}}}")
+                        continue
+                    if "omada" in (device.get("collectors") or {}):
+                        # the Omada controller's account (lab/omada_fake.py accepts this login)
+                        name = device["credentials"]
+                        lines.append(f"{name}: {{username: vigie, password: lab-fake-{name}}}")
                         continue
                     community = f"{client['name']}/{device['name']}"
                     lines.append(f"{device['credentials']}: {{community: {community}}}")
@@ -394,7 +532,8 @@ def render_all() -> dict[Path, str]:
             "# The demo subset `make demo` plays: a handful of Cisco switches, both firewalls, a UPS.\n#",
         ),
     }
-    hand_written = [(ESTATES / name).read_text(encoding="utf-8") for name in ("mlhg.yaml", "ofdt.yaml")]
+    hand_written = [(ESTATES / name).read_text(encoding="utf-8")
+                    for name in ("mlhg.yaml", "ofdt.yaml", "topology.yaml")]
     files[ESTATES / "secrets.yaml"] = lab_secrets([*hand_written, files[ESTATES / "vsgp.yaml"]])
     return files
 

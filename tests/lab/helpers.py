@@ -8,6 +8,7 @@ nothing asserts how long a step took.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -22,6 +23,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 LAB = [sys.executable, "-m", "lab.cli", "lab"]
 DEADLINE_S = 60.0
+
+
+def free_ports() -> list[str]:
+    """``--X-port 0`` for every port option of the installed lab services: labs of several tests
+    at once (pytest-xdist) never race for a fixed port."""
+    from lab.services import ServiceRegistry
+
+    parser = argparse.ArgumentParser()
+    for service in ServiceRegistry.installed().services.values():
+        service.add_options(parser)
+    options = [o for action in parser._actions for o in action.option_strings if o.endswith("-port")]
+    return [arg for option in options for arg in (option, "0")]
 
 
 def env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -51,11 +64,12 @@ class RunningLab:
         self,
         estate: str,
         runtime_dir: Path,
-        extra: Sequence[str] = ("--snmp-port", "0", "--glpi-port", "0"),
+        extra: Sequence[str] | None = None,
         environ: Mapping[str, str] | None = None,
     ):
         self.runtime_dir = runtime_dir
         self.environ = env(environ)
+        extra = free_ports() if extra is None else extra
         self.command = [*LAB, "up", "--estate", estate, "--runtime-dir", str(runtime_dir), *extra]
         self.lines: list[str] = []
         self._ready = threading.Event()

@@ -8,11 +8,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # python3-venv: the venv itself; victoria-metrics: the real line-protocol peer of the store tests;
-# postgresql: the real server of the PostgreSQL probe's tests; iproute2: their network namespaces.
-APT_PACKAGES := python3-venv python3-pip victoria-metrics postgresql iproute2
+# postgresql: the real server of the PostgreSQL probe's tests; iproute2: their network namespaces;
+# systemd: systemd-analyze, which checks the Ansible role's unit.
+APT_PACKAGES := python3-venv python3-pip victoria-metrics influxdb postgresql iproute2 golang-go golang-github-vmware-govmomi-dev chromium openssh-server git graphviz systemd
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test bench lint system-deps clean
+.PHONY: demo test test-ansible bench lint system-deps clean
 
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -29,11 +30,20 @@ $(STAMP): pyproject.toml lab/pyproject.toml | system-deps
 	$(BIN)/pip install -q -e '.[dev]' -e ./lab
 	touch $@
 
+# The interface-down story, then the alerting one: a site outage as one ticket, a maintenance
+# window holding a fault back, the alert SLA line.
 demo: $(STAMP)
 	$(BIN)/vigie demo
+	$(BIN)/vigie demo --scenario alerting
 
 test: $(STAMP)
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile tests
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --ignore=tests/ansible tests
+	$(MAKE) test-ansible
+
+# The Ansible role (ansible/): ansible-lint, two runs into a scratch root, systemd-analyze on its unit.
+# A minute or two: the first run pip-installs vigie and its dependencies into the role's virtualenv.
+test-ansible: $(STAMP)
+	$(BIN)/pytest -p no:xdist tests/ansible
 
 # The SNMP bench measures vigie against Debian's prometheus-snmp-exporter in the same run.
 bench: $(STAMP)

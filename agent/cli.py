@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -50,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config; print every error; non-zero exit if any")
     p.add_argument("config_file", type=Path, nargs="?")
     with_config(p, required=False)
+    p.add_argument("--online", action="store_true",
+                   help="also log in to each client's ticket target and check it may do what vigie asks (read-only)")
     p.set_defaults(func=_cmd_check_config)
 
     p = sub.add_parser("run", help="run the agent")
@@ -80,13 +83,98 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     read_only_view("status", "devices and their state (up, down, unreachable, unknown), last poll", _cmd_status)
-    read_only_view("alerts", "current alerts", _cmd_alerts).add_argument(
-        "--all", action="store_true", help="include resolved alerts"
-    )
-    read_only_view("tickets", "the tickets the agent opened, in the built-in log or a client's ITSM", _cmd_tickets)
+    alerts = read_only_view("alerts", "current alerts", _cmd_alerts)
+    alerts.add_argument("--all", action="store_true", help="include resolved alerts")
+    alerts.add_argument("--device", metavar="[CLIENT/]DEVICE",
+                        help="this device's alerts, and the raw messages kept about it (syslog lines)")
+    alerts.add_argument("--messages", type=int, default=20, metavar="N", help="with --device: at most N (20)")
+    tickets = read_only_view("tickets", "the tickets the agent opened, in the built-in log or a client's ITSM",
+                             _cmd_tickets)
+    ticket_actions = tickets.add_subparsers(dest="action", metavar="take")
+    take = ticket_actions.add_parser("take", help="take a ticket of the built-in log in charge (the alert SLA's "
+                                     "'taken in charge within 5 minutes' reads it back)")
+    take.add_argument("id", help="the ticket's number, as `vigie tickets` lists it (log#ID)")
+    take.add_argument("--by", default=os.environ.get("USER") or "noc", help="who takes it (default: $USER)")
+    take.add_argument("--config", "-c", type=Path, help="estate YAML file: its agent.state_dir")
+    take.add_argument("--state-dir", type=Path, default=None, help="default: the config's agent.state_dir")
+    take.set_defaults(func=_cmd_tickets_take)
+    topology = read_only_view("topology", "each client's network tree: parents from the config and from the links "
+                              "the collectors report, and where each came from", _cmd_topology)
+    topology.add_argument("--format", choices=("text", "dot", "svg"), default="text",
+                          help="dot: Graphviz source of each client's schema; svg: drawn by `dot` (one client)")
+
+    p = sub.add_parser("sla", help="the alert SLA per day: critical alerts taken in charge in the ITSM and ticketed "
+                       "within 5 min, onset -> taken and onset -> ticket, "
+                       "availability over service hours, restore times against the GTR")
+    with_config(p)
+    p.add_argument("--state-dir", type=Path, help="override agent.state_dir")
+    p.add_argument("--client", required=True)
+    p.add_argument("--since", required=True, help="first day, YYYY-MM-DD (the client's timezone)")
+    p.add_argument("--until", help="last day, YYYY-MM-DD (default: yesterday)")
+    p.add_argument("--json", action="store_true", help="one JSON object per day, with every figure")
+    p.set_defaults(func=_cmd_sla)
+
+    p = sub.add_parser("maintenance", help="maintenance windows: alerts inside one open no ticket until it ends")
+    actions = p.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="add a window (the running agent reads it at once)")
+    with_config(add)
+    add.add_argument("--state-dir", type=Path, help="override agent.state_dir")
+    add.add_argument("--client", required=True)
+    add.add_argument("--name", required=True, help="a name to list and remove it by")
+    add.add_argument("--site", help="only this site")
+    add.add_argument("--device", action="append", default=[], help="only this device (repeatable)")
+    add.add_argument("--match", action="append", default=[], metavar="TAG=VALUE",
+                     help="only devices whose tag matches, as a rule's match (repeatable)")
+    when_add = add.add_mutually_exclusive_group(required=True)
+    when_add.add_argument("--start", help="YYYY-MM-DD HH:MM in the client's timezone (with --end)")
+    when_add.add_argument("--for", dest="for_", metavar="DURATION", help="from now, e.g. 2h, 45m, 1h30m")
+    when_add.add_argument("--cron", help="recurring: 'minute hour day month weekday' (with --duration)")
+    add.add_argument("--end", help="YYYY-MM-DD HH:MM in the client's timezone")
+    add.add_argument("--duration", help="with --cron: how long each occurrence lasts, e.g. 4h")
+    add.add_argument("--reason", default="", help="why: shown in the list and the logs")
+    add.set_defaults(func=_cmd_maintenance)
+    for action, help_ in (("list", "the configured and added windows, open or not"),
+                          ("remove", "remove an added window (configured ones are removed from the config)")):
+        q = actions.add_parser(action, help=help_)
+        with_config(q)
+        q.add_argument("--state-dir", type=Path, help="override agent.state_dir")
+        q.add_argument("--client", required=action == "remove")
+        if action == "remove":
+            q.add_argument("--name", required=True)
+        q.set_defaults(func=_cmd_maintenance)
+
+    p = sub.add_parser("report", help="a client's daily (or monthly) SI health report (HTML, XLSX, charts); --send")
+    with_config(p)
+    p.add_argument("--client", required=True)
+    when_ = p.add_mutually_exclusive_group()
+    when_.add_argument("--date", type=_date, help="YYYY-MM-DD (default: yesterday in the client's timezone)")
+    when_.add_argument("--month", type=_month, help="YYYY-MM: the monthly report over 13 rolling months")
+    p.add_argument("--out", type=Path, required=True, help="folder for <client>-<date>.html, .xlsx and the PNGs")
+    p.add_argument("--send", action="store_true", help="mail it to the client's report recipients (agent.smtp)")
+    p.add_argument("--state-dir", type=Path, help="override agent.state_dir")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("web", help="the web app (agent.web_listen): tools")
+    web = p.add_subparsers(dest="action", required=True)
+    q = web.add_parser("hash-password", help="read a password (twice, not echoed; or one line from stdin) and print"
+                                             " its argon2 hash for agent.web.users[].password_hash")
+    q.set_defaults(func=_cmd_web_hash_password)
 
     _register_commands(sub)
     return parser
+
+
+def _date(text: str):
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a date YYYY-MM-DD") from None
+
+
+def _month(text: str):
+    return _date(f"{text}-01")
 
 
 def _register_commands(sub: argparse._SubParsersAction) -> None:
@@ -152,7 +240,39 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         # an empty or entirely skipped config watches nothing: not an "OK"
         _fail_config(path, [f"{path}: nothing to poll: no device with an installed collector"])
     print(f"{path}: OK — {len(config.clients)} client(s), {len(polls)} poll(s)")
+    if args.online and not asyncio.run(_check_ticket_targets(config, plugins)):
+        return EXIT_CONFIG
     return 0
+
+
+async def _check_ticket_targets(config, plugins) -> bool:
+    """``check-config --online``: each client's ticket receiver, built as the agent builds it,
+    checks against its live ITSM what it may do (receivers without ``check_online``: skipped)."""
+    from agent.api import OnlineCheckable, ReceiverContext, TicketError
+
+    fine = True
+    with tempfile.TemporaryDirectory(prefix="vigie-check-") as scratch:  # the check leaves no state behind
+        for client in config.clients:
+            spec = plugins.get("ticketing", client.ticketing.kind)
+            context = ReceiverContext(client.name, client.timezone, client.language, Path(scratch), config.secret_text)
+            receiver = spec.factory(config.plugin_options("ticketing", client.name), context)
+            try:
+                if not isinstance(receiver, OnlineCheckable):
+                    print(f"{client.name}: tickets: {client.ticketing.kind}: nothing to check online")
+                    continue
+                try:
+                    checks = await receiver.check_online()
+                except TicketError as exc:
+                    print(f"{client.name}: tickets: {client.ticketing.kind}: FAILED: {exc}")
+                    fine = False
+                    continue
+                for check in checks:
+                    fine = fine and check.ok
+                    mark = "ok" if check.ok else "PROBLEM"
+                    print(f"{client.name}: tickets: {client.ticketing.kind}: {mark}: {check.what}: {check.detail}")
+            finally:
+                await receiver.close()
+    return fine
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -276,7 +396,20 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     else:
         print("vigie collect: give a URL, or --config FILE --device NAME", file=sys.stderr)
         return EXIT_USAGE
-    samples = asyncio.run(_collect_once(polls, plugins))
+    from agent.runner import CollectorFactory
+
+    if args.url:
+        # one look at one URL: no secrets, and nothing a plugin keeps outlives the command
+        with tempfile.TemporaryDirectory(prefix="vigie-collect-") as scratch:
+            samples = asyncio.run(_collect_once(polls, CollectorFactory(plugins, Path(scratch), _no_secrets)))
+    else:
+        state_dir = Path(config.agent.state_dir)
+        from agent.inventory import device_tags
+
+        # a controller's samples about other inventory devices (piggyback) carry their tags, as in `vigie run`
+        samples = asyncio.run(
+            _collect_once(polls, CollectorFactory(plugins, state_dir, config.secret_text), device_tags(config))
+        )
     # What a collector writes in a sample is its own text: mask the polls' secrets (and the URL's
     # user part) in whatever it says.
     secrets = sorted(
@@ -309,14 +442,17 @@ def _default_timeout(options) -> float:
     return timeout_s * (retries + 1) + 5
 
 
-async def _collect_once(polls, plugins) -> list[Sample]:
-    from agent.runner import CollectorFactory
+def _no_secrets(ref) -> str:
+    raise KeyError(f"secret {ref.secret!r}: `vigie collect URL` reads no secrets file (use --config)")
+
+
+async def _collect_once(polls, make_collector, device_tags=None) -> list[Sample]:
     from agent.scheduler import Scheduler
 
     async def discard(_samples: Sequence[Sample]) -> None:
         return None
 
-    scheduler = Scheduler(polls, CollectorFactory(plugins), discard)
+    scheduler = Scheduler(polls, make_collector, discard, device_tags=device_tags)
     samples: list[Sample] = []
     for poll in polls:
         samples.extend(await scheduler.run_poll(poll))
@@ -416,8 +552,27 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
     files = StateDir(_state_dir(args))
     if not files.alerts_db.exists():
         return _no_state(files.path)
-    alerts = alert_rows(files, include_resolved=args.all, client=args.client)
-    _print_view(alerts_view(alerts, time.time()), alerts, args.json)
+    client, device = args.client, None
+    if args.device is not None:
+        named, _, device = args.device.rpartition("/")
+        client = named or args.client
+        if not client or not device:
+            print("vigie alerts: --device: give CLIENT/DEVICE, or DEVICE with --client", file=sys.stderr)
+            return EXIT_USAGE
+    alerts = alert_rows(files, include_resolved=args.all, client=client)
+    if device is None:
+        _print_view(alerts_view(alerts, time.time()), alerts, args.json)
+        return 0
+    from agent.views.terminal import messages_view
+
+    alerts = [a for a in alerts if a.device == device]
+    messages = _plugins().device_messages(files.path, client, device, max(args.messages, 0))
+    if args.json:
+        _print_view(None, [*alerts, *messages], as_json=True)
+    else:
+        from rich.console import Group
+
+        _print_view(Group(alerts_view(alerts, time.time()), messages_view(messages, time.time())), alerts, False)
     return 0
 
 
@@ -425,16 +580,260 @@ def _cmd_tickets(args: argparse.Namespace) -> int:
     import time
 
     from agent.statedir import StateDir
-    from agent.views import has_tickets_state, ticket_places, ticket_rows
+    from agent.views import has_tickets_state, ticket_places, ticket_rows, transmission_rows
     from agent.views.terminal import tickets_view
 
     files = StateDir(_state_dir(args))
     if not has_tickets_state(files):
         return _no_state(files.path)
     tickets = ticket_rows(files, client=args.client)
+    transmissions = transmission_rows(files, client=args.client)
     estate = _estate(args)
     receivers = [r for r in estate.receivers if args.client in (None, r.client)] if estate else None
-    _print_view(tickets_view(tickets, ticket_places(tickets, receivers), time.time()), tickets, args.json)
+    _print_view(tickets_view(tickets, ticket_places(tickets, receivers), time.time(), transmissions),
+                [*tickets, *transmissions], args.json)
+    return 0
+
+
+def _cmd_tickets_take(args: argparse.Namespace) -> int:
+    import time
+
+    from agent.api import ReceiverContext, Takeable
+    from agent.statedir import StateDir
+    from agent.views import has_tickets_state
+    from agent.views.tickets import BUILT_IN_RECEIVER
+
+    files = StateDir(_state_dir(args))
+    if not has_tickets_state(files):
+        return _no_state(files.path)
+
+    def no_secret(ref):  # the built-in log has no option, and no secret
+        raise ValueError(f"vigie tickets take reads no secret ({ref})")
+
+    # the built-in log, through its plugin as the agent builds it (tickets of an ITSM are taken there)
+    spec = _plugins().get("ticketing", BUILT_IN_RECEIVER)
+    receiver = spec.factory(spec.options(), ReceiverContext("", "UTC", "en", files.path, no_secret))
+    try:
+        if not isinstance(receiver, Takeable):
+            print(f"vigie tickets take: the {BUILT_IN_RECEIVER} receiver cannot take tickets", file=sys.stderr)
+            return 1
+        try:
+            by, at = receiver.take(args.id, args.by)
+        except LookupError as exc:
+            print(f"vigie tickets take: {exc.args[0] if exc.args else exc} (tickets of an ITSM are taken in "
+                  "charge in the ITSM)", file=sys.stderr)
+            return 1
+    finally:
+        asyncio.run(receiver.close())
+    when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(at))
+    already = "" if by == args.by else " (already: the first one stands)"
+    print(f"ticket #{args.id} of the built-in log taken in charge at {when} by {by}{already}")
+    return 0
+
+
+def _cmd_topology(args: argparse.Namespace) -> int:
+    import json
+
+    from agent.statedir import StateDir
+    from agent.topology import DrawingError, as_json, from_state, text_lines, to_dot, to_svg
+    from agent.views.latest import latest_series
+
+    estate = _estate(args)
+    if estate is None:
+        print("vigie topology: give --config (the inventory neighbours are matched to)", file=sys.stderr)
+        return EXIT_USAGE
+    clients = sorted({d.client for d in estate.devices})
+    if args.client is not None:
+        if args.client not in clients:
+            print(f"vigie topology: unknown client {args.client!r} (known: {', '.join(clients)})", file=sys.stderr)
+            return EXIT_USAGE
+        clients = [args.client]
+    if args.json and args.format != "text":
+        print("vigie topology: --json or --format, not both", file=sys.stderr)
+        return EXIT_USAGE
+    if args.format == "svg" and len(clients) != 1:
+        print("vigie topology: --format svg draws one client: give --client", file=sys.stderr)
+        return EXIT_USAGE
+    files = StateDir(_state_dir(args))
+    if not files.state_db.exists():
+        print(f"vigie topology: no agent state in {files.path}: the config's parents only", file=sys.stderr)
+    series = [(s.measurement, s.tags, s.fields, s.at) for c in clients for s in latest_series(files, c)]
+    topology = from_state(estate.devices, series, _plugins().edge_sources())
+    for client in clients:
+        derived = topology.derive(client)
+        roles = {d.name: d.tags.get("role") for d in estate.devices if d.client == client}
+        if args.json:
+            print(json.dumps(as_json(derived), ensure_ascii=False))
+        elif args.format == "dot":
+            print(to_dot(derived, roles), end="")
+        elif args.format == "svg":
+            try:
+                print(to_svg(to_dot(derived, roles)), end="")
+            except DrawingError as exc:
+                print(f"vigie topology: {exc}", file=sys.stderr)
+                return 1
+        else:
+            print("\n".join(text_lines(derived)))
+    return 0
+
+
+def _cmd_sla(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import time
+
+    from agent.statedir import StateDir
+    from alerting.sla import sla_day, table_lines
+
+    config = _load(args, _plugins())
+    if args.client not in {c.name for c in config.clients}:
+        print(f"vigie sla: no client {args.client!r} in {args.config}", file=sys.stderr)
+        return EXIT_USAGE
+    client = config.client(args.client)
+    try:
+        since = dt.date.fromisoformat(args.since)
+        yesterday = dt.datetime.fromtimestamp(time.time(), client.zone).date() - dt.timedelta(days=1)
+        until = dt.date.fromisoformat(args.until) if args.until else yesterday
+    except ValueError as exc:
+        print(f"vigie sla: {exc} (give YYYY-MM-DD)", file=sys.stderr)
+        return EXIT_USAGE
+    if until < since or (until - since).days > 400:
+        print("vigie sla: --until must be on or after --since, and at most 400 days later", file=sys.stderr)
+        return EXIT_USAGE
+    files = StateDir(args.state_dir or Path(config.agent.state_dir))
+    if not files.alerts_db.exists():
+        return _no_state(files.path)
+    now = time.time()
+    days = [sla_day(files, client, since + dt.timedelta(days=n), now) for n in range((until - since).days + 1)]
+    if args.json:
+        for day in days:
+            print(day.to_json())
+    else:
+        print("\n".join(table_lines(days)))
+    return 0
+
+
+def _cmd_maintenance(args: argparse.Namespace) -> int:
+    import time
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from pydantic import ValidationError
+
+    from agent.maintenance import MaintenanceWindow, read_added, window_text, write_added
+    from agent.statedir import StateDir
+
+    config = _load(args, _plugins())
+    files = StateDir(args.state_dir or Path(config.agent.state_dir))
+    clients = {c.name: c for c in config.clients}
+    if args.client is not None and args.client not in clients:
+        print(f"vigie maintenance: no client {args.client!r} in {args.config}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        added = read_added(files.maintenance_file)
+    except ValueError as exc:
+        print(f"vigie maintenance: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    now = time.time()
+    if args.action == "list":
+        shown = [(w.scoped(c.name), "config") for c in clients.values() for w in c.maintenance] + [
+            (w, "added") for w in added]
+        for window, origin in shown:
+            if args.client in (None, window.client):
+                zone = clients[window.client].zone if window.client in clients else ZoneInfo("UTC")
+                print(f"[{origin}] {window_text(window, now, zone)}")
+        if not shown:
+            print("no maintenance window")
+        return 0
+    if args.action == "remove":
+        kept = [w for w in added if not (w.name == args.name and w.client == args.client)]
+        if len(kept) == len(added):
+            configured = any(w.name == args.name for w in clients[args.client].maintenance)
+            where = f"it is in {args.config}: remove it there" if configured else "none was added by that name"
+            print(f"vigie maintenance: {args.client}/{args.name}: {where}", file=sys.stderr)
+            return EXIT_USAGE
+        write_added(files.maintenance_file, kept)
+        print(f"removed {args.client}/{args.name}")
+        return 0
+    client = clients[args.client]
+    devices = {d.name: s.name for s, d in client.devices()}
+    problems = [f"--device {d}: no such device of {client.name}" for d in args.device if d not in devices]
+    if args.site is not None and args.site not in {s.name for s in client.sites}:
+        problems.append(f"--site {args.site}: no such site of {client.name}")
+    if any(w.name == args.name and w.client == client.name for w in added):
+        problems.append(f"--name {args.name}: already added (remove it first)")
+    try:
+        match = dict(pair.split("=", 1) for pair in args.match)
+    except ValueError:
+        problems.append("--match: give TAG=VALUE")
+        match = {}
+    try:
+        if args.for_ is not None:
+            start = datetime.fromtimestamp(now, client.zone).replace(microsecond=0)
+            times = {"start": start, "end": start + timedelta(seconds=_duration_s(args.for_))}
+        elif args.cron is not None:
+            times = {"cron": args.cron, "duration_s": _duration_s(args.duration or "")}
+        else:
+            times = {"start": _local_time(args.start, client.zone), "end": _local_time(args.end or "", client.zone)}
+        window = MaintenanceWindow(name=args.name, client=client.name, site=args.site, devices=args.device,
+                                   match=match, reason=args.reason, **times)
+    except (ValueError, ValidationError) as exc:
+        problems.append(str(exc).replace("\n", " "))
+    if problems:
+        for problem in problems:
+            print(f"vigie maintenance: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    write_added(files.maintenance_file, [*added, window])
+    print(f"added {window_text(window, now, client.zone)}")
+    return 0
+
+
+def _duration_s(text: str) -> float:
+    """``2h``, ``45m``, ``1h30m``, ``90s``, ``3600`` -> seconds; ValueError otherwise."""
+    import re
+
+    found = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?", text.strip())
+    if not text.strip() or found is None or not any(found.groups()):
+        raise ValueError(f"duration {text!r}: give e.g. 2h, 45m, 1h30m or seconds")
+    hours, minutes, seconds = (int(g or 0) for g in found.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _local_time(text: str, zone):
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text.strip()).replace(tzinfo=None).replace(tzinfo=zone)
+    except ValueError:
+        raise ValueError(f"time {text!r}: give YYYY-MM-DD HH:MM (the client's timezone)") from None
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from agent.report.command import run
+
+    config = _load(args, _plugins())
+    if args.client not in {c.name for c in config.clients}:
+        print(f"vigie report: no client {args.client!r} in {args.config}", file=sys.stderr)
+        return EXIT_USAGE
+    return run(config, args.client, day=args.date, month=args.month, out=args.out, send=args.send,
+               state_dir=args.state_dir)
+
+
+def _cmd_web_hash_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from agent.web.auth import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("vigie web hash-password: the two passwords differ", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 12:
+        print("vigie web hash-password: 12 characters at least", file=sys.stderr)
+        return EXIT_USAGE
+    print(hash_password(password))
     return 0
 
 

@@ -11,11 +11,15 @@ process, or a test building its own ``Plugins([...])``, cannot leak plugins into
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 
-from agent.api import API_VERSION, PluginSpec, Rule
+from agent.api import API_VERSION, DeviceMessage, EdgeSource, PluginSpec, Rule
 from agent.api.plugin import PluginKind, UrlParser
+
+log = logging.getLogger(__name__)
 
 # entry-point group -> the kind of the specs it holds
 GROUPS: Mapping[str, tuple[PluginKind, ...]] = {
@@ -56,6 +60,18 @@ class Plugins:
                 self.problems.append(f"two {_NAMESPACE[spec.kind]} plugins named {spec.name!r}: the second is ignored")
                 continue
             namespace[spec.name] = spec
+        self._edge_sources: dict[str, EdgeSource] = {}
+        for spec in self.all():
+            for measurement, source in spec.edge_sources.items():
+                refused = None
+                if measurement in self._edge_sources:
+                    refused = f"{measurement} is already an edge source of another plugin"
+                elif "config" in source.origins:
+                    refused = f"edge source {measurement}: origin 'config' is the configuration's parents"
+                if refused is None:
+                    self._edge_sources[measurement] = source
+                elif (problem := f"plugin {spec.name!r}: {refused}: ignored") not in self.problems:
+                    self.problems.append(problem)  # once: extended() passes the problems on
 
     @classmethod
     def discover(cls, find: Callable[[str], Iterable[EntryPoint]] = lambda g: entry_points(group=g)) -> Plugins:
@@ -109,8 +125,28 @@ class Plugins:
     def state_fields(self) -> frozenset[tuple[str, str]]:
         return frozenset().union(*(spec.state_fields for spec in self.all()))
 
+    def counter_fields(self) -> frozenset[tuple[str, str]]:
+        return frozenset().union(*(spec.counter_fields for spec in self.all()))
+
     def descriptive_tags(self) -> frozenset[str]:
         return frozenset().union(*(spec.descriptive_tags for spec in self.all()))
+
+    def edge_sources(self) -> dict[str, EdgeSource]:
+        """measurement -> how its samples are links, from every plugin (agent/topology.py)."""
+        return dict(self._edge_sources)
+
+    def device_messages(self, state_dir: Path, client: str, device: str, limit: int) -> list[DeviceMessage]:
+        """The raw messages every plugin keeps about a device, newest first, at most ``limit``; a
+        plugin whose store cannot be read is logged and left out, never the whole view."""
+        found: list[DeviceMessage] = []
+        for spec in self.all():
+            if spec.device_messages is None:
+                continue
+            try:
+                found.extend(spec.device_messages(state_dir, client, device, limit))
+            except Exception:  # noqa: BLE001 - one plugin's unreadable store must not hide the others
+                log.exception("plugin %s: messages of %s/%s not read", spec.name, client, device)
+        return sorted(found, key=lambda m: m.at, reverse=True)[:limit]
 
     def url_parser(self, scheme: str) -> tuple[str, UrlParser]:
         """The collector name and URL parser of ``vigie collect SCHEME://...``."""

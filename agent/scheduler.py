@@ -14,8 +14,8 @@ waits in a queue, oldest first. Why a bound: with no bound a saturated core shar
 every poll in flight, each takes longer, more pile up, and all of them reach their timeout (1,000
 switches on one core: a third of the polls completed, a thousand false device-down tickets). The
 bound adapts, between `MIN_IN_FLIGHT` and ``max_in_flight``: every second it is cut by a quarter
-while the agent's threads keep its cores saturated (running, or waiting for a core that other
-processes share), and grown by a quarter while they do not and turns are waiting. On loopback,
+while the agent keeps its cores saturated (its threads running, or its event loop waiting for a
+core that other processes share), and grown by a quarter while they do not and turns are waiting. On loopback,
 where a poll costs CPU and almost no waiting, two or three runs at once keep the core busy and each
 run short; over a WAN, where a poll mostly waits for answers, the bound grows until the core is
 busy.
@@ -55,6 +55,7 @@ import heapq
 import logging
 import os
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -102,10 +103,15 @@ _COUNTER = {
 
 
 def cpu_demand_s() -> float:
-    """Seconds the agent's threads ran or waited to run, per usable core, since they started.
+    """Seconds the agent's threads ran, plus the seconds the calling thread (the event loop's)
+    waited to run, per usable core, since they started.
 
-    Ran *or waited*: a core shared with other processes gives the agent less CPU time while it
-    has as much to do; only the time spent waiting for the core tells it is saturated. Linux keeps
+    Waited: a core shared with other processes gives the loop less CPU time while it has as much
+    to do; only the time it spends waiting for the core tells it is saturated. Only the loop's
+    wait: the other threads (rollups, store, alert engine) mostly wait for the agent's own
+    threads, handing the GIL back and forth on the same core, and summing their waits counted that
+    core's time twice (1,000 switches on one core: "saturated" at 1.8 while the process used 60 %
+    of it and the core was otherwise idle, the bound at its floor, 250 turns waiting). Linux keeps
     both per thread (/proc/<pid>/task/*/schedstat); elsewhere this is the process's CPU time.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -113,6 +119,7 @@ def cpu_demand_s() -> float:
         tasks = list(os.scandir("/proc/self/task"))
     except OSError:
         return time.process_time() / cores
+    caller = str(threading.get_native_id())
     total_ns = 0
     for task in tasks:
         try:
@@ -120,7 +127,7 @@ def cpu_demand_s() -> float:
                 run_ns, wait_ns, _slices = stat.read().split()
         except (OSError, ValueError):  # a thread that just ended
             continue
-        total_ns += int(run_ns) + int(wait_ns)
+        total_ns += int(run_ns) + (int(wait_ns) if task.name == caller else 0)
     return total_ns / 1e9 / cores
 
 
@@ -212,6 +219,8 @@ class _Turn:
     due: float
     given_up: bool = False
     started: bool = False
+    # poll_now's narrowed ask (one object of the device), None for a whole turn
+    focus: Mapping[str, str] | None = None
 
 
 class Scheduler:
@@ -280,22 +289,29 @@ class Scheduler:
 
     # -- one run -------------------------------------------------------------------------------
 
-    async def run_poll(self, poll: Poll, lag_s: float | None = None) -> list[Sample]:
+    async def run_poll(
+        self, poll: Poll, lag_s: float | None = None, focus: Mapping[str, str] | None = None
+    ) -> list[Sample]:
         """One collection of one poll, bounded by its timeout; always ends in a `collection` sample.
 
         ``lag_s``: how long after its due time the scheduler started it (None when run by hand).
+        ``focus``: only that object, when the collector can narrow its run (``collect_focused``
+        returns True); the `collection` sample then says ``focused: true``.
         """
         collector = self._collectors[poll_key(poll)]
         sink = self._sink(poll)
         started = self._monotonic()
         status, error = "ok", None
-        bug = False
+        bug = focused = False
         self.counters.runs += 1
         self.counters.in_flight += 1
         deadline = asyncio.timeout(poll.timeout_s)  # from now: time spent queued is not the device's
         try:
             async with deadline:
-                await collector.collect(poll.target, sink)
+                narrow = getattr(collector, "collect_focused", None) if focus else None
+                focused = narrow is not None and await narrow(poll.target, sink, focus)
+                if not focused:
+                    await collector.collect(poll.target, sink)
         except TimeoutError as exc:
             status = "timeout"
             if deadline.expired():
@@ -333,6 +349,7 @@ class Scheduler:
                 "samples": produced,
                 "error": error,
                 "lag_s": None if lag_s is None else round(lag_s, 6),
+                "focused": focused,
             },
             tags={"collector": poll.collector},
         )
@@ -356,6 +373,7 @@ class Scheduler:
                 "samples": 0,
                 "error": error,
                 "lag_s": None if lag_s is None else round(lag_s, 6),
+                "focused": False,
             },
             self._clock_ns(),
         )
@@ -431,10 +449,15 @@ class Scheduler:
             wake.append(self._expiries[0][0])
         return min(wake, default=None)
 
-    def poll_now(self, client: str, device: str, collector: str | None = None) -> int:
+    def poll_now(
+        self, client: str, device: str, collector: str | None = None, focus: Mapping[str, str] | None = None
+    ) -> int:
         """Run the polls of one device (or one of its collectors) now, ahead of the waiting
         turns, without moving their phase: a trap asks the device to confirm what it reported.
-        A poll already running or waiting is not asked twice. Returns how many turns were added."""
+        ``focus`` (``{"measurement": M, TAG: VALUE}``) narrows the run to that object where the
+        collector can (``collect_focused``). A poll already running or waiting is not asked
+        twice; a waiting narrowed one asked for something else becomes a whole turn. Returns how
+        many turns were added."""
         added = 0
         now = self._monotonic()
         for schedule in self._schedules.values():
@@ -443,10 +466,13 @@ class Scheduler:
                 continue
             if collector is not None and poll.collector != collector:
                 continue
-            waiting = any(t.schedule is schedule and not (t.given_up or t.started) for t in self._waiting)
+            waiting = [t for t in self._waiting if t.schedule is schedule and not (t.given_up or t.started)]
+            for turn in waiting:
+                if turn.focus is not None and turn.focus != focus:
+                    turn.focus = None
             if schedule.key in self._holding or waiting:
                 continue
-            turn = _Turn(schedule, now)
+            turn = _Turn(schedule, now, focus=dict(focus) if focus else None)
             self._waiting.appendleft(turn)
             self._queued += 1
             heapq.heappush(self._expiries, (now + schedule.lag_budget_s, id(turn), turn))
@@ -491,7 +517,7 @@ class Scheduler:
         lag = self._monotonic() - turn.due
         self.counters.lagged(lag)
         try:
-            samples = await self.run_poll(turn.schedule.poll, lag_s=lag)
+            samples = await self.run_poll(turn.schedule.poll, lag_s=lag, focus=turn.focus)
             # The slot is held until the pipeline takes the samples: a pipeline that pushes back
             # slows polling down, and turns it cannot absorb are given up as overloaded.
             await self._deliver(samples)

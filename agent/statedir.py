@@ -38,6 +38,16 @@ class StateDir:
         return self.path / "ticket-outbox.sqlite"
 
     @property
+    def notifications_db(self) -> Path:
+        """What was sent to people: escalations, on-call, the client's perimeter (alerting/contacts.py)."""
+        return self.path / "notifications.sqlite"
+
+    @property
+    def maintenance_file(self) -> Path:
+        """Maintenance windows added by `vigie maintenance add` (the config has its own)."""
+        return self.path / "maintenance.json"
+
+    @property
     def lock_file(self) -> Path:
         return self.path / "agent.lock"
 

@@ -44,11 +44,13 @@ async def until(condition: Callable[[], Any], what: str) -> Any:
 
 
 @asynccontextmanager
-async def running_agent(tmp_path: Path, config_text: str) -> AsyncIterator[tuple[Agent, Clock]]:
+async def running_agent(
+    tmp_path: Path, config_text: str, secrets_text: str = "{}\n"
+) -> AsyncIterator[tuple[Agent, Clock]]:
     path = tmp_path / "vigie.yaml"
     path.write_text(textwrap.dedent(config_text))
     secrets = tmp_path / "secrets.yaml"
-    secrets.write_text("{}\n")
+    secrets.write_text(textwrap.dedent(secrets_text))
     secrets.chmod(0o600)
     plugins = Plugins.discover()
     config = load_config(path, secrets, environ={}, plugins=plugins)

@@ -9,6 +9,7 @@ from agent.api.alerts import FIRING, PENDING, RESOLVED, Alert, AlertTransition, 
 from agent.api.collector import CollectError, Collector, Target, Unreachable
 from agent.api.plugin import (
     API_VERSION,
+    CollectorContext,
     NoOptions,
     PluginSpec,
     ReceiverContext,
@@ -18,8 +19,17 @@ from agent.api.plugin import (
 )
 from agent.api.rules import RESERVED_LABELS, SEVERITIES, Rule, TagMatcher
 from agent.api.samples import BASE_TAGS, FieldValue, Sample, Sink, UnknownDevice
-from agent.api.services import DeviceInfo, Service, ServiceContext
-from agent.api.tickets import TicketConnector, TicketError, TicketRef
+from agent.api.services import DeviceInfo, DeviceMessage, Service, ServiceContext
+from agent.api.tickets import (
+    OnlineCheck,
+    OnlineCheckable,
+    Takeable,
+    TakeoverReadable,
+    TicketConnector,
+    TicketError,
+    TicketRef,
+)
+from agent.api.topology import DeviceKeys, Edge, EdgeSource, Sighting, field_text
 
 __all__ = [
     "API_VERSION",
@@ -33,9 +43,16 @@ __all__ = [
     "AlertTransition",
     "CollectError",
     "Collector",
+    "CollectorContext",
     "DeviceInfo",
+    "DeviceKeys",
+    "DeviceMessage",
+    "Edge",
+    "EdgeSource",
     "FieldValue",
     "NoOptions",
+    "OnlineCheck",
+    "OnlineCheckable",
     "PluginSpec",
     "ReceiverContext",
     "Rule",
@@ -44,14 +61,18 @@ __all__ = [
     "SecretRef",
     "Service",
     "ServiceContext",
+    "Sighting",
     "Sink",
     "StoreContext",
     "TagMatcher",
+    "Takeable",
+    "TakeoverReadable",
     "Target",
     "TicketConnector",
     "TicketError",
     "TicketRef",
     "UnknownDevice",
     "Unreachable",
+    "field_text",
     "fingerprint",
 ]

@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from agent.api.priority import Priority
 
 PENDING = "pending"
 FIRING = "firing"
@@ -36,6 +38,15 @@ class Alert:
     resolved_at: float | None = None
     last_sample_at: float | None = None
     inhibited_by: str | None = None  # "client/device" or "rule/fingerprint" holding it back while pending
+    # its rule watches for flapping and it flaps: it resolves only once good for the rule's window
+    flapping: bool = False
+    good_since: float | None = None  # a flapping alert's first good sample since its last bad one
+    # a device down: the devices behind it (the topology's children, theirs...), unreachable with it
+    impacted: list[str] = field(default_factory=list)
+    # set when the alert is queued for a ticket: the client's contract priority, and what changed
+    # on the device and its parents in the hour before (lines in the client's language)
+    priority: Priority | None = None
+    context: list[str] = field(default_factory=list)
     id: int | None = None
 
     @property
@@ -69,12 +80,21 @@ class Alert:
             "resolved_at": self.resolved_at,
             "last_sample_at": self.last_sample_at,
             "inhibited_by": self.inhibited_by,
+            "flapping": self.flapping,
+            "good_since": self.good_since,
+            "impacted": list(self.impacted),
+            "priority": None if self.priority is None else self.priority.to_dict(),
+            "context": list(self.context),
             "id": self.id,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Alert:
-        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+        # a key absent (an outbox row written before the field existed) takes the field's default
+        values = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        if values.get("priority") is not None:
+            values["priority"] = Priority(**values["priority"])
+        return cls(**values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

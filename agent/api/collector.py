@@ -41,6 +41,12 @@ class Target:
 
 class Collector(Protocol):
     """One instance per (device, collector) pair, kept for the agent's lifetime, so it may keep
-    per-device state between runs (counter values for rates, discovered indexes)."""
+    per-device state between runs (counter values for rates, discovered indexes).
+
+    A collector may also have ``async def collect_focused(target, sink, focus) -> bool``: read only
+    the object ``focus`` names (``{"measurement": "snmp_interface", "if_index": "3"}``, what a
+    trap reported), and say False — having read nothing — when it cannot narrow to it; the
+    scheduler then runs ``collect``. A narrowed run must not make the objects it did not read
+    look gone."""
 
     async def collect(self, target: Target, sink: Sink) -> None: ...

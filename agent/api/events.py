@@ -211,6 +211,16 @@ class Clearing:
     def condition(self) -> Expression | None:
         return getattr(self, "_condition", None)
 
+    def focus(self, tags: Mapping[str, str]) -> dict[str, str] | None:
+        """The one object a poll must read to confirm the event with these tags over, as
+        ``ServiceContext.poll_now`` takes it (``{"measurement": "snmp_interface", "if_index":
+        "3"}``); None when the clearing names no single object (every fan; a restart)."""
+        if self.measurement is None or len(self.same) != 1 or self.match:
+            return None
+        ((polled, event_tag),) = self.same.items()
+        value = tags.get(event_tag)
+        return None if value is None else {"measurement": self.measurement, polled: value}
+
     def to_json(self) -> str:
         return json.dumps({"measurement": self.measurement, "same": dict(self.same), "match": dict(self.match),
                            "when": self.when, "quiet_s": self.quiet_s, "settle_s": self.settle_s}, sort_keys=True)

@@ -11,11 +11,13 @@ one package, one line of ``pyproject.toml``::
 and the kernel learns everything else from the spec: the configuration schema validates the
 plugin's options and credentials with the plugin's own models (so an error still names
 file:line:field), the alert engine takes its default rules, the state database its state fields,
-alert identity ignores its descriptive tags, and ``vigie collect`` accepts its URL schemes.
+alert identity ignores its descriptive tags, ``vigie collect`` accepts its URL schemes, and the
+topology takes its links.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,8 @@ from pydantic import BaseModel, ConfigDict
 
 from agent.api.collector import Target
 from agent.api.rules import Rule
+from agent.api.services import DeviceMessage
+from agent.api.topology import EdgeSource
 
 PluginKind = Literal["collector", "probe", "ticketing", "notification", "store", "service"]
 
@@ -58,8 +62,9 @@ class PluginSpec:
 
     ``factory`` builds the plugin. Its arguments depend on the kind:
 
-    - collector/probe: ``factory(options) -> Collector``, once per (device, collector); ``options``
-      is an instance of ``options``, validated;
+    - collector/probe: ``factory(options, context) -> Collector``, once per (device, collector);
+      ``options`` is an instance of ``options``, validated; ``context`` a :class:`CollectorContext`.
+      Building does no I/O: ``check-config`` builds every collector to let it refuse its options;
     - ticketing/notification: ``factory(options, context) -> receiver``, once per configured
       target, with a :class:`ReceiverContext`;
     - store: ``factory(options, context) -> Store``, with a :class:`StoreContext`;
@@ -71,9 +76,19 @@ class PluginSpec:
     config with the same name replaces or disables one).
     ``state_fields``: (measurement, field) pairs whose values are states (up/down): the state
     database keeps their intervals, availability is computed from them.
+    ``counter_fields``: (measurement, field) pairs whose values are raw counters that only grow
+    but for a reset or a wrap (octets since the device booted): the embedded store rolls them up
+    as their increase per bucket, not as min/max/avg of the count.
     ``descriptive_tags``: tags that describe a series without identifying it (an interface alias
     may be edited): they are left out of alert identity.
     ``url_schemes``: schemes ``vigie collect URL`` accepts for this collector.
+    ``device_messages``: ``(state_dir, client, device, limit) -> [DeviceMessage]``, newest first:
+    the raw messages the plugin keeps about a device, read from the agent's state directory
+    read-only (beside a live agent, or with none running); the views show them beside the
+    device's alerts.
+    ``edge_sources``: measurement -> :class:`~agent.api.topology.EdgeSource`: the plugin's
+    samples that are links between devices (neighbours, a VM's host, a device's uplink); the
+    topology derives each device's parent from them (agent/topology.py).
     """
 
     name: str
@@ -83,10 +98,30 @@ class PluginSpec:
     credentials: type[BaseModel] | None = None
     default_rules: Callable[[], Sequence[Rule]] = tuple
     state_fields: frozenset[tuple[str, str]] = frozenset()
+    counter_fields: frozenset[tuple[str, str]] = frozenset()
     descriptive_tags: frozenset[str] = frozenset()
     url_schemes: Mapping[str, UrlParser] = field(default_factory=dict)
+    device_messages: Callable[[Path, str, str, int], Sequence[DeviceMessage]] | None = None
+    edge_sources: Mapping[str, EdgeSource] = field(default_factory=dict)
     description: str = ""
     api_version: int = API_VERSION
+
+
+@dataclass(frozen=True)
+class CollectorContext:
+    """What a collector or probe is built with, besides its options.
+
+    ``state_dir``: a directory of this plugin's own for this client (``<state>/plugins/<plugin>/
+    <client>``), for what must outlive a restart (an SSH known_hosts, a configuration archive). The
+    plugin creates it when it first writes there, never while it is being built. ``secret`` reads a
+    :class:`SecretRef` of the options; ``clock`` is wall-clock time (seconds since the epoch).
+    """
+
+    client: str
+    device: str
+    state_dir: Path
+    secret: SecretLookup
+    clock: Callable[[], float] = time.time
 
 
 @dataclass(frozen=True)
@@ -107,3 +142,5 @@ class StoreContext:
 
     state_dir: Path
     secret: SecretLookup
+    # Every plugin's PluginSpec.counter_fields: the fields a store may roll up as increases.
+    counter_fields: frozenset[tuple[str, str]] = frozenset()

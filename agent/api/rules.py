@@ -126,6 +126,10 @@ class Inhibition(BaseModel):
     # At least one label: an empty list would hold every alert of the target, on every device.
     equal: Annotated[tuple[LabelName, ...], Field(min_length=1)]
     match: Matchers = {}
+    # False for a plugin's rule holding a rule it does not ship (the kernel's device_unreachable),
+    # which a configuration may have replaced: an absent target then holds nothing. True (a typo
+    # in a configured inhibition is an error) everywhere else.
+    required: bool = True
 
     _matchers: tuple[TagMatcher, ...] = PrivateAttr()
 
@@ -143,13 +147,27 @@ class Inhibition(BaseModel):
         return all(label in target for label in self.equal) and all(m.matches(target) for m in self._matchers)
 
 
+class Flapping(BaseModel):
+    """Nagios-style flap detection on a rule: an object whose alert fired ``threshold`` times or
+    more within ``window_s`` is *flapping*: its firing alert no longer resolves at each good
+    sample (one ticket, marked flapping, instead of one per flap) and resolves only once the
+    object has stayed good for ``window_s``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window_s: Annotated[float, Field(gt=0, le=7 * 86400)] = 1800.0
+    threshold: Annotated[int, Field(ge=2, le=1000)] = 4
+
+
 class Rule(BaseModel):
     """One alert rule.
 
     ``when`` is evaluated over the sample's fields, then its tags; ``match`` filters on tags first.
     A sample matching ``measurement`` and ``match`` whose ``when`` holds for ``for_s`` fires.
-    ``inhibits`` names the rules whose alerts on the same object this rule's alerts hold back
-    (a family's own rule over a generic one, see :class:`Inhibition`).
+    ``clear_when`` (hysteresis: fire above 90 %, clear below 80 %): a firing alert resolves only
+    on a sample where it holds, not as soon as ``when`` stops holding. ``flapping``: see
+    :class:`Flapping`. ``inhibits`` names the rules whose alerts on the same object this rule's
+    alerts hold back (a family's own rule over a generic one, see :class:`Inhibition`).
     """
 
     # extra="forbid": a typo (`for: 60`) must be an error, not a silently ignored key.
@@ -157,16 +175,27 @@ class Rule(BaseModel):
 
     name: Slug
     measurement: Identifier
-    when: WhenExpr
+    # None only for a silence rule (``absent_for_s``): it fires on no sample at all
+    when: WhenExpr | None = None
     match: Matchers = {}
     for_s: Annotated[float, Field(ge=0, le=7 * 86400, strict=True)] = 0.0  # strict: `for_s: true` is not 1 s
     severity: Severity = "warning"
     summary: Template = ""
     labels: Tags = {}
     inhibits: tuple[Inhibition, ...] = ()
+    clear_when: WhenExpr | None = None
+    flapping: Flapping | None = None
+    # a silence rule: a series of ``measurement`` (and ``match``) that reported and has sent
+    # nothing for this long fires, never counts as OK; its next sample resolves it
+    absent_for_s: Annotated[float, Field(gt=0, le=30 * 86400)] | None = None
+    # the contract's impact / urgency of this rule's alerts, in the client's priority vocabulary
+    # (agent.api.priority); default: the severity's placement
+    impact: Annotated[str, StringConstraints(min_length=1, max_length=40)] | None = None
+    urgency: Annotated[str, StringConstraints(min_length=1, max_length=40)] | None = None
     enabled: bool = True
 
     _condition: Expression = PrivateAttr()
+    _clear: Expression | None = PrivateAttr(default=None)
     _matchers: tuple[TagMatcher, ...] = PrivateAttr()
 
     @model_validator(mode="after")
@@ -176,13 +205,24 @@ class Rule(BaseModel):
             raise ValueError(f"labels may not set {', '.join(sorted(hidden))} (set by the alert engine)")
         if any(inhibition.rule == self.name for inhibition in self.inhibits):
             raise ValueError(f"rule {self.name} may not inhibit itself")
-        self._condition = compile_expression(self.when)
+        if (self.when is None) == (self.absent_for_s is None):
+            raise ValueError("give when (a condition on the samples), or absent_for_s (a silence rule) alone")
+        if self.absent_for_s is not None and (self.clear_when is not None or self.flapping is not None):
+            raise ValueError("a silence rule (absent_for_s) takes no clear_when nor flapping")
+        if self.when is not None:
+            self._condition = compile_expression(self.when)
+        self._clear = compile_expression(self.clear_when) if self.clear_when is not None else None
         self._matchers = tuple(TagMatcher.parse(tag, raw) for tag, raw in self.match.items())
         return self
 
     @property
     def condition(self) -> Expression:
+        """The compiled ``when`` (a silence rule has none: the engine never asks it)."""
         return self._condition
+
+    @property
+    def clear_condition(self) -> Expression | None:
+        return self._clear
 
     @property
     def matchers(self) -> tuple[TagMatcher, ...]:
@@ -210,7 +250,7 @@ def inhibition_problems(rules: Sequence[Rule]) -> list[str]:
             continue
         for inhibition in rule.inhibits:
             problem = f"rule {rule.name} inhibits {inhibition.rule}, which is not a rule"
-            if inhibition.rule not in known and problem not in problems:
+            if inhibition.required and inhibition.rule not in known and problem not in problems:
                 problems.append(problem)
             edges.setdefault(rule.name, set()).add(inhibition.rule)
     done: set[str] = set()

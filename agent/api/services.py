@@ -31,6 +31,18 @@ class DeviceInfo:
     parent: str | None
 
 
+@dataclass(frozen=True)
+class DeviceMessage:
+    """A raw message a service keeps about a device (a syslog line), shown beside its alerts."""
+
+    at: float  # epoch seconds it was received
+    origin: str  # the plugin that keeps it: "syslog"
+    source: str  # the sender's address
+    severity: str | None
+    text: str
+    event: str | None = None  # the event a pattern made of it, if any
+
+
 class Inventory(Protocol):
     def devices(self, client: str | None = None) -> Sequence[DeviceInfo]: ...
 
@@ -64,9 +76,17 @@ class ServiceContext:
     submit: Callable[[Sequence[Sample]], Awaitable[None]]
     tags_for: Callable[[str, str], Mapping[str, str] | None]
     state_dir: Any
-    # ``poll_now(client, device, collector=None) -> turns added``: poll that device now, ahead of
-    # the schedule and without moving it (a trap's report confirmed by the device in seconds)
-    poll_now: Callable[..., int] = field(default=lambda client, device, collector=None: 0)
+    # ``poll_now(client, device, collector=None, focus=None) -> turns added``: poll that device
+    # now, ahead of the schedule and without moving it (a trap's report confirmed by the device in
+    # seconds); ``focus`` {"measurement": M, TAG: VALUE} narrows the run to that object where the
+    # collector can (``collect_focused``, agent.api.collector)
+    poll_now: Callable[..., int] = field(default=lambda client, device, collector=None, focus=None: 0)
+    # ``credentials(client, device, collector) -> mapping | None``: the device's credentials for
+    # that collector, as the collector gets them (an SNMPv3 trap is checked with the device's USM
+    # user); None when the device has none for it
+    credentials: Callable[[str, str, str], Mapping[str, Any] | None] = field(
+        default=lambda client, device, collector: None
+    )
 
 
 class Service(Protocol):

@@ -26,6 +26,11 @@ _WORDS = {
         "resolved": "Fin",
         "colon": " : ",
         "recovered": "Rétabli",
+        "impacted": "Site {site} : {count} équipement(s) derrière {device}, injoignables avec lui "
+                    "(sans ticket à eux) : {devices}",
+        "flapping": "Alerte instable (flapping) : l'objet change d'état sans cesse ; un seul ticket, résolu "
+                    "quand il sera resté stable.",
+        "reopened": "L'alerte s'est redéclenchée le {fired} ({summary}) : ce ticket est rouvert plutôt qu'un nouveau.",
         "reattached": (
             "vigie a retrouvé ce ticket encore ouvert après un redémarrage et l'a rattaché à l'alerte, "
             "toujours active ({summary}) : aucun second ticket n'a été ouvert."
@@ -34,6 +39,12 @@ _WORDS = {
             "Ticket ouvert après coup : l'alerte s'est déclenchée le {fired} et s'est résolue le {resolved} "
             "pendant que {itsm} était injoignable. Il est résolu aussitôt pour figurer dans les statistiques."
         ),
+        "group_summary": "{count} alertes sur {where} : {rules}",
+        "group_members": "Alertes de ce ticket ({count}) :",
+        "group_joined": "Nouvelles alertes dans ce ticket ({count}) :",
+        "group_resolved": "Alertes rétablies ({count}) :",
+        "group_still": "Toujours en cours : {count} alerte(s).",
+        "group_reminder": "Rappel : ce groupe d'alertes est toujours actif.",
     },
     "en": {
         "severity": "Severity",
@@ -43,6 +54,10 @@ _WORDS = {
         "resolved": "Resolved",
         "colon": ": ",
         "recovered": "Recovered",
+        "impacted": "Site {site}: {count} device(s) behind {device}, unreachable with it (no ticket of their own): "
+                    "{devices}",
+        "flapping": "Flapping alert: the object keeps changing state; one ticket, solved once it has stayed stable.",
+        "reopened": "The alert fired again at {fired} ({summary}): this ticket is reopened instead of a new one.",
         "reattached": (
             "vigie found this ticket still open after a restart and re-attached it to the alert, still "
             "firing ({summary}): no second ticket was opened."
@@ -51,6 +66,12 @@ _WORDS = {
             "Ticket opened after the fact: the alert fired at {fired} and resolved at {resolved} while "
             "{itsm} was unreachable. It is solved at once so that it counts in the statistics."
         ),
+        "group_summary": "{count} alerts on {where}: {rules}",
+        "group_members": "Alerts on this ticket ({count}):",
+        "group_joined": "New alerts on this ticket ({count}):",
+        "group_resolved": "Resolved alerts ({count}):",
+        "group_still": "Still firing: {count} alert(s).",
+        "group_reminder": "Reminder: this group of alerts is still firing.",
     },
 }
 
@@ -58,7 +79,13 @@ _WORDS = {
 _SEVERITIES = {"fr": {"critical": "critique", "major": "majeure", "minor": "mineure", "warning": "avertissement"}}
 
 # How the follow-ups name an ITSM, by connector name then language; other connectors by their name.
-ITSM_NAMES = {"glpi": {"fr": "GLPI", "en": "GLPI"}, "log": {"fr": "le journal des tickets", "en": "the ticket log"}}
+ITSM_NAMES = {
+    "glpi": {"fr": "GLPI", "en": "GLPI"},
+    "log": {"fr": "le journal des tickets", "en": "the ticket log"},
+    "email": {"fr": "la passerelle e-mail de l'ITSM", "en": "the ITSM's mail gateway"},
+    "webhook": {"fr": "le webhook", "en": "the webhook"},
+    "teams": {"fr": "le canal Teams", "en": "the Teams channel"},
+}
 
 
 @dataclass(frozen=True)
@@ -88,16 +115,31 @@ class TicketLocale:
 DEFAULT_LOCALE = TicketLocale()
 
 
+def headline(alert: Alert) -> str:
+    """The summary's first line: a title and a solution are one line; a summary that carries more
+    (a configuration diff) keeps the rest for the ticket's body."""
+    return alert.summary.split("\n", 1)[0]
+
+
 def ticket_title(alert: Alert) -> str:
-    return f"[{alert.idempotency_key}] {alert.summary}"
+    return f"[{alert.idempotency_key}] {headline(alert)}"
+
+
+def _severity(severity: str, locale: TicketLocale) -> str:
+    if (translated := _SEVERITIES.get(locale.language, {}).get(severity)) is not None:
+        return f"{translated} ({severity})"
+    return severity
 
 
 def ticket_body(alert: Alert, locale: TicketLocale = DEFAULT_LOCALE) -> str:
-    severity = alert.severity
-    if (translated := _SEVERITIES.get(locale.language, {}).get(severity)) is not None:
-        severity = f"{translated} ({severity})"
+    severity = _severity(alert.severity, locale)
     lines = [
         alert.summary,
+        *(("", locale.word("flapping")) if alert.flapping else ()),
+        *(("", locale.word("impacted").format(site=alert.labels.get("site", "?"), count=len(alert.impacted),
+                                             device=alert.device, devices=", ".join(alert.impacted)))
+          if alert.impacted else ()),
+        *(("", *alert.context) if alert.context else ()),
         "",
         locale.line("severity", severity),
         locale.line("rule", alert.rule),
@@ -111,7 +153,7 @@ def ticket_body(alert: Alert, locale: TicketLocale = DEFAULT_LOCALE) -> str:
 
 
 def solution_text(alert: Alert, locale: TicketLocale = DEFAULT_LOCALE) -> str:
-    parts = [f"{locale.word('recovered')}{locale.word('colon')}{alert.summary}."]
+    parts = [f"{locale.word('recovered')}{locale.word('colon')}{headline(alert)}."]
     if alert.resolved_at is not None:
         parts.append(locale.line("resolved", locale.time(alert.resolved_at)) + ".")
     parts.append(f"[{alert.idempotency_key}]")
@@ -120,6 +162,12 @@ def solution_text(alert: Alert, locale: TicketLocale = DEFAULT_LOCALE) -> str:
 
 def reattached_text(alert: Alert, locale: TicketLocale = DEFAULT_LOCALE) -> str:
     return f"{locale.word('reattached').format(summary=alert.summary)} [{alert.idempotency_key}]"
+
+
+def reopened_text(alert: Alert, locale: TicketLocale = DEFAULT_LOCALE) -> str:
+    """The follow-up of a solved ticket reopened by its alert firing again soon after."""
+    text = locale.word("reopened").format(fired=locale.time(alert.fired_at), summary=headline(alert))
+    return f"{text} [{alert.idempotency_key}]"
 
 
 def after_the_fact_text(alert: Alert, itsm: str, locale: TicketLocale = DEFAULT_LOCALE) -> str:
@@ -131,3 +179,32 @@ def after_the_fact_text(alert: Alert, itsm: str, locale: TicketLocale = DEFAULT_
         itsm=ITSM_NAMES.get(itsm, {}).get(locale.language, itsm),
     )
     return f"{text} [{alert.idempotency_key}]"
+
+
+def group_summary(count: int, labels: dict[str, str], rules: list[str], locale: TicketLocale = DEFAULT_LOCALE) -> str:
+    """The headline of a ticket gathering several alerts: "12 alerts on site hdv: interface_down"
+    (the group's labels other than client and alertname say where; the rules say what)."""
+    where = ", ".join(f"{k} {v}" for k, v in labels.items() if k not in ("client", "alertname") and v)
+    return locale.word("group_summary").format(count=count, where=where or labels.get("client", "?"),
+                                               rules=", ".join(rules))
+
+
+def member_line(alert: Alert, locale: TicketLocale = DEFAULT_LOCALE) -> str:
+    """One alert of a group, as its ticket lists it."""
+    if alert.resolved_at is not None:
+        return f"- {headline(alert)} ({locale.word('resolved').lower()} {locale.time(alert.resolved_at)})"
+    return f"- {headline(alert)} ({_severity(alert.severity, locale)}, {locale.time(alert.fired_at)})"
+
+
+def group_followup_text(joined: list[Alert], resolved: list[Alert], firing: int, key: str,
+                        locale: TicketLocale = DEFAULT_LOCALE) -> str:
+    """A group ticket's follow-up: the alerts that joined and resolved since the last one, or a
+    reminder when there is nothing new (Alertmanager's group_interval and repeat_interval)."""
+    lines = [] if joined or resolved else [locale.word("group_reminder")]
+    if joined:
+        lines += [locale.word("group_joined").format(count=len(joined)), *(member_line(a, locale) for a in joined)]
+    if resolved:
+        lines += [locale.word("group_resolved").format(count=len(resolved)),
+                  *(member_line(a, locale) for a in resolved)]
+    lines += [locale.word("group_still").format(count=firing), f"[{key}]"]
+    return "\n".join(lines)

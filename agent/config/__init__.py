@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from agent.config.calendar import easter_sunday, french_holidays
+from agent.config.calendar import french_holidays
 from agent.config.checks import ModelChecks, raw_checks, valid_part
 from agent.config.errors import ConfigError
 from agent.config.loader import YamlMap, locate, pydantic_messages, read_yaml
@@ -33,7 +33,6 @@ __all__ = [
     "Device",
     "PollSettings",
     "Site",
-    "easter_sunday",
     "french_holidays",
     "load_config",
     "state_dir_of",

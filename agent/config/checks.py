@@ -243,6 +243,9 @@ class ModelChecks:
         self.client_rules[client.name] = list(rules.values())
         for problem in inhibition_problems(self.client_rules[client.name]):
             self.errors.append(((*loc, "rules"), problem))
+        for rule in self.client_rules[client.name]:
+            for problem in client.priority.rule_problems(rule):
+                self.errors.append(((*loc, "rules"), f"{problem} (clients[].priority.matrix)"))
         ticketing = client.ticketing
         self._plugin((*loc, "ticketing"), "ticketing", ticketing.kind, ticketing.options(), ("ticketing", client.name))
 

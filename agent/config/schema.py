@@ -27,9 +27,20 @@ from pydantic import (
 )
 
 from agent.api import SecretRef
+from agent.api.outbound import SmtpRelay
 from agent.api.rules import Rule, Severity, Slug, Tags
-from agent.config.calendar import HOLIDAY_CALENDARS, WEEKDAYS, Weekday
+from agent.config.calendar import (
+    HOLIDAY_CALENDARS,
+    WEEKDAYS,
+    Weekday,
+    service_deadline,
+    service_seconds,
+    service_windows,
+)
 from agent.config.errors import ConfigError
+from agent.duty import EscalationSettings, OnCallSettings, PerimeterSettings, Responsibility
+from agent.maintenance import MaintenanceWindow
+from agent.priority import PrioritySettings
 from agent.secrets import SecretStore
 
 
@@ -89,6 +100,62 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         severity="critical",
         summary="{device} ({site}) does not answer {collector}",
     ),
+    # The agent's own mailing of a client's report (agent/report): every retry failed. Resolved by
+    # the next report delivered.
+    Rule(
+        name="report_delivery_failed",
+        measurement="report_delivery",
+        when="status == 'failed'",
+        severity="major",
+        summary="the {report} report of {client} ({label}) was not delivered after {attempts} attempts: {error}",
+    ),
+    # VMs vCenter or Hyper-V report that no Veeam backup protects (agent/views/coverage.py; only
+    # once both are supervised for the client): a new VM has a day to get into a backup job.
+    Rule(
+        name="backup_coverage_gap",
+        measurement="backup_coverage",
+        when="unprotected > 0",
+        for_s=86400,
+        severity="major",
+        summary="{unprotected} VM(s) of {client} in no backup: {unprotected_vms}",
+    ),
+    # Who watches the watcher (agent/heartbeat.py): a peer agent silent past agent.heartbeat_timeout_s
+    # (its clients are not supervised), and this agent unable to reach the shared heartbeat place.
+    Rule(
+        name="agent_silent",
+        measurement="vigie_peer",
+        when="up == False",
+        severity="critical",
+        summary="vigie agent {agent} (clients {clients}) silent for {silent_s} s: its clients are not supervised",
+    ),
+    # the disk of the agent's state: a full one loses the rollups, the alerts and the ticket outbox
+    Rule(
+        name="agent_disk_low",
+        measurement="vigie_disk",
+        when="free_percent < 5 or free_bytes < 500000000",
+        for_s=120,
+        severity="critical",
+        summary="vigie agent {agent}: the disk of its state ({path}) has {free_percent} % free, {free_bytes} bytes",
+    ),
+    Rule(
+        name="supervision_down",
+        measurement="vigie_heartbeat",
+        when="ok == False",
+        # one beat lost to a busy shared disk is not an outage of the supervision
+        for_s=30,
+        severity="critical",
+        summary="vigie agent {agent} cannot reach the shared heartbeat place, its peers are not watched: {error}",
+    ),
+    # A contact (escalation, on-call, the client's perimeter) the agent could not reach: retried
+    # with backoff all the same; the next delivery to that contact by that channel resolves it
+    # (alerting/contacts.py).
+    Rule(
+        name="contact_notification_failed",
+        measurement="contact_notification",
+        when="status == 'failed'",
+        severity="major",
+        summary="{client}: {contact} not reached by {channel} ({purpose}) after {attempts} attempt(s): {error}",
+    ),
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -107,14 +174,118 @@ class PluginChoice(_Model):
         return dict(self.model_extra or {})
 
 
+Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+
+
+class SmtpSettings(_Model):
+    """Where the reports are mailed from (``agent.smtp``): STARTTLS and authentication by default;
+    the password only by secret reference. ``verify: false`` (logged) is for a relay whose
+    certificate cannot be checked; ``ca_bundle`` for a private CA."""
+
+    host: Annotated[str, StringConstraints(min_length=1)]
+    port: Annotated[int, Field(ge=1, le=65535), BeforeValidator(_no_bool)] = 587
+    starttls: bool = True
+    username: str | None = None
+    password: SecretRef | None = None
+    sender: Email
+    ca_bundle: Path | None = None
+    verify: bool = True
+    timeout_s: PositiveSeconds = 30.0
+    # a failed send is retried this many times, this far apart, then alerted (report_delivery)
+    retries: Annotated[int, Field(ge=0, le=100), BeforeValidator(_no_bool)] = 3
+    retry_interval_s: PositiveSeconds = 300.0
+
+    @model_validator(mode="after")
+    def _auth_pair(self) -> SmtpSettings:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both username and password (as {secret: NAME}), or neither")
+        return self
+
+    def relay(self, password: str | None) -> SmtpRelay:
+        """The SMTP conversation (agent/api/outbound.py) the reports and the mails to contacts use;
+        ``password``: the secret's value."""
+        return SmtpRelay(self.host, self.port, self.starttls, self.verify, self.ca_bundle, self.username, password,
+                         self.timeout_s)
+
+
+class TeamsSettings(_Model):
+    """How the agent posts to the contacts' Teams workflows (``agent.teams``): ``ca_bundle`` for a
+    private CA (a TLS-inspecting proxy), ``verify: false`` (logged) if it cannot be checked."""
+
+    ca_bundle: Path | None = None
+    verify: bool = True
+    timeout_s: PositiveSeconds = 15.0
+
+
+class WebUser(_Model):
+    """A login of the web app (``agent.web.users``): the NOC sees every client, a DSI only its own
+    ``client``. It signs in with a password (``password_hash``: an argon2 hash made by `vigie web
+    hash-password`; the password itself is never in the config) or calls the API with a bearer
+    token (``token: {secret: NAME}``), or both."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$", max_length=120)]
+    role: Literal["noc", "dsi"]
+    client: Slug | None = None
+    password_hash: Annotated[str, StringConstraints(pattern=r"^\$argon2(id|i|d)\$")] | None = None
+    token: SecretRef | None = None
+
+    @model_validator(mode="after")
+    def _scope(self) -> WebUser:
+        if self.role == "dsi" and self.client is None:
+            raise ValueError("a dsi user needs its client")
+        if self.role == "noc" and self.client is not None:
+            raise ValueError("a noc user sees every client: give no client")
+        if self.password_hash is None and self.token is None:
+            raise ValueError("give password_hash (vigie web hash-password) or token ({secret: NAME}), or both")
+        return self
+
+
+class WebSettings(_Model):
+    """The web app served at ``agent.web_listen`` (agent/web): the NOC wall, each client's pages,
+    exports and API."""
+
+    users: list[WebUser] = []
+    # signs the session cookies; without it a random key per start (sessions end with the agent)
+    session_secret: SecretRef | None = None
+    session_max_age_s: Annotated[float, Field(gt=0, le=30 * 86400), BeforeValidator(_no_bool)] = 12 * 3600.0
+    # HTTPS: both or neither; the cookies are then sent over TLS only (Secure)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # the wall reloads its tiles this often
+    refresh_s: PositiveSeconds = 30.0
+    # failed logins allowed per user name and per address within the window, then refused (429)
+    login_attempts: Annotated[int, Field(ge=1, le=1000), BeforeValidator(_no_bool)] = 5
+    login_window_s: PositiveSeconds = 300.0
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both tls_cert and tls_key, or neither")
+        names = [u.name for u in self.users]
+        if len(names) != len(set(names)):
+            raise ValueError(f"user names must be unique: {sorted({n for n in names if names.count(n) > 1})}")
+        return self
+
+
 class AgentSettings(_Model):
     state_dir: Path = Path("var")
     shard: list[Slug] = []
     threads: Annotated[int, Field(ge=1, le=256), BeforeValidator(_no_bool)] = 8
-    store: PluginChoice = PluginChoice(kind="sqlite")
+    store: PluginChoice = PluginChoice(kind="compact")
     # agent.services.<name>: options of a service plugin (trap receiver, web app, reports)
     services: Annotated[dict[CollectorName, dict[str, Any]], BeforeValidator(_none_is_empty)] = {}
     web_listen: Annotated[str, StringConstraints(pattern=r"^\S+:\d{1,5}$")] | None = None
+    web: WebSettings = WebSettings()
+    # the mail relay of the daily and monthly reports (clients[].report) and of the mails to contacts
+    smtp: SmtpSettings | None = None
+    teams: TeamsSettings = TeamsSettings()
+    # who watches the watcher (agent/heartbeat.py): agents sharding a NOC beat in one shared place and
+    # ticket a silent peer to the NOC's client (noc_client if this agent serves it, else its first client)
+    name: Slug | None = None
+    heartbeat_dir: Path | None = None
+    heartbeat_interval_s: PositiveSeconds = 15.0
+    heartbeat_timeout_s: PositiveSeconds = 60.0
+    noc_client: Slug | None = None
 
 
 class Defaults(_Model):
@@ -155,6 +326,10 @@ def _clock_time(value: Any) -> Any:
     return value
 
 
+# A time of day written "HH:MM" (a bare number is refused); named so a field may be called `time`.
+ClockTime = Annotated[time, BeforeValidator(_clock_time)]
+
+
 def _end_of_day(value: Any) -> Any:
     return time.max if value == "24:00" else _clock_time(value)
 
@@ -174,10 +349,39 @@ class ServiceHours(_Model):
 
 
 class Contact(_Model):
+    """Someone of the client or of the provider the agent may notify (agent/duty.py): by mail
+    (through ``agent.smtp``), by a Teams workflow (its URL by secret reference), or both. The
+    phone is written down for the NOC, never dialled."""
+
     name: Annotated[str, StringConstraints(min_length=1)]
-    email: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
-    role: Annotated[str, StringConstraints(min_length=1)]
+    email: Email | None = None
+    teams: SecretRef | None = None
+    role: Annotated[str, StringConstraints(min_length=1)] | None = None
     phone: str | None = None
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Contact:
+        if self.email is None and self.teams is None:
+            raise ValueError(f"contact {self.name!r}: give email, teams ({{secret: NAME}}) or both")
+        return self
+
+
+class ReportSettings(_Model):
+    """A client's daily SI health report (``clients[].report``): mailed at ``time`` in the client's
+    timezone to ``recipients``, and on the first day of each month the monthly report too."""
+
+    enabled: bool = False
+    recipients: list[Email] = []
+    time: ClockTime = time(7, 30)
+    monthly: bool = True
+    # the availability target the report holds each service to, in percent
+    target_pct: Annotated[float, Field(gt=0, le=100), BeforeValidator(_no_bool)] = 99.0
+
+    @model_validator(mode="after")
+    def _someone_to_mail(self) -> ReportSettings:
+        if self.enabled and not self.recipients:
+            raise ValueError("an enabled report needs recipients")
+        return self
 
 
 class Device(_Model):
@@ -188,6 +392,8 @@ class Device(_Model):
     credentials: Credentials | None = None
     parent: Slug | None = None
     tags: Tags = {}
+    # who runs it: the provider (tickets) or the client (its alerts passed on to clients[].perimeter)
+    responsibility: Responsibility | None = None
     interval_s: PositiveSeconds | None = None
     timeout_s: PositiveSeconds | None = None
     jitter_s: Annotated[float, Field(ge=0, le=3600), BeforeValidator(_no_bool)] | None = None
@@ -219,8 +425,47 @@ class Site(_Model):
     display_name: str | None = None
     address: str | None = None
     city: str | None = None
+    responsibility: Responsibility | None = None
     defaults: Defaults = Defaults()
     devices: list[Device] = []
+
+
+# "...": group by every label, i.e. no grouping (Alertmanager's spelling)
+NO_GROUPING = "..."
+
+
+class TicketGrouping(_Model):
+    """How alerts share tickets (alerting/README.md, "Grouping"): top-level ``ticket_grouping``,
+    and a client's ``ticket_grouping`` overriding the keys it sets. Alerts of one client with
+    equal values of the ``group_by`` labels are one ticket."""
+
+    group_by: list[Annotated[str, StringConstraints(pattern=r"^([A-Za-z_][A-Za-z0-9_]*|\.\.\.)$")]] = [
+        "client", "site", "alertname"]
+    # the first ticket of a new group waits this long for the alerts firing with it; kept well
+    # under the 5-minute contract (onset -> ticket) that also counts the rules' for_s
+    group_wait_s: Annotated[float, Field(ge=0, le=300), BeforeValidator(_no_bool)] = 0.0
+    # at most one follow-up per interval naming the alerts that joined or resolved
+    group_interval_s: PositiveSeconds = 300.0
+    # a reminder follow-up on a group still firing with nothing new
+    repeat_interval_s: Annotated[float, Field(gt=0, le=30 * 86400), BeforeValidator(_no_bool)] = 4 * 3600.0
+
+    @model_validator(mode="after")
+    def _no_grouping_alone(self) -> TicketGrouping:
+        if NO_GROUPING in self.group_by and len(self.group_by) > 1:
+            raise ValueError(f"group_by: {NO_GROUPING!r} (no grouping: one ticket per alert) stands alone")
+        if not self.group_by:
+            raise ValueError(f"group_by: name labels, or [{NO_GROUPING!r}] for one ticket per alert")
+        return self
+
+    @property
+    def grouped(self) -> bool:
+        return self.group_by != [NO_GROUPING]
+
+    def overridden_by(self, other: TicketGrouping | None) -> TicketGrouping:
+        """These settings with the keys ``other`` sets (a client's) taking over."""
+        if other is None:
+            return self
+        return self.model_copy(update={name: getattr(other, name) for name in other.model_fields_set})
 
 
 class Client(_Model):
@@ -237,9 +482,78 @@ class Client(_Model):
     # ticketed once it is back (opened, then solved), so the client's ticket statistics and SLA
     # count them.
     ticket_after_outage: list[Severity] = ["critical"]
+    # alerts inside one open no ticket until it ends (agent/maintenance.py); `vigie maintenance
+    # add` adds more at run time
+    maintenance: list[MaintenanceWindow] = []
+    # the contract's impact x urgency -> P0..P3 matrix and overrides (agent/priority.py)
+    priority: PrioritySettings = PrioritySettings()
+    # an alert firing again within this many seconds of its ticket's solution reopens that ticket
+    # (receivers that can: log, glpi) instead of opening another; 0: never
+    reopen_within_s: Annotated[float, Field(ge=0, le=30 * 86400)] = 0.0
+    # overrides the keys it sets of the top-level ticket_grouping
+    ticket_grouping: TicketGrouping | None = None
+    # contractual restore times (GTR) by severity, counted in the service hours (vigie sla); the
+    # agency's: Critique 4 h, Bloquant 8 h, Mineure 12 h
+    gtr_hours: dict[Severity, Annotated[float, Field(gt=0, le=24 * 365)]] = {
+        "critical": 4.0, "major": 8.0, "minor": 12.0, "warning": 24.0,
+    }
+    report: ReportSettings = ReportSettings()
+    # who is told beside the ticket (agent/duty.py): the escalation list, the on-call rota (the
+    # client subscribed on-call duty when present), the client's own perimeter
+    escalation: EscalationSettings = EscalationSettings()
+    on_call: OnCallSettings | None = None
+    perimeter: PerimeterSettings = PerimeterSettings()
     defaults: Defaults = Defaults()
     rules: list[RuleOverride] = []
     sites: list[Site] = []
+
+    @model_validator(mode="after")
+    def _known_contacts(self) -> Client:
+        known = {c.name for c in self.contacts}
+        if len(known) != len(self.contacts):
+            names = [c.name for c in self.contacts]
+            raise ValueError(f"contacts: names must be unique: {sorted({n for n in names if names.count(n) > 1})}")
+        named = [("escalation.contacts", n) for n in self.escalation.contacts]
+        named += [("on_call", n) for n in (self.on_call.contacts if self.on_call else [])]
+        named += [("perimeter.contacts", n) for n in self.perimeter.contacts]
+        unknown = [f"{where}: unknown contact {name!r}" for where, name in named if name not in known]
+        if unknown:
+            raise ValueError(f"{'; '.join(unknown)} (contacts: {', '.join(sorted(known)) or 'none'})")
+        if not self.perimeter.contacts and self._client_equipment():
+            raise ValueError(f"{self._client_equipment()} is the client's (responsibility: client): "
+                             "name who receives its alerts in perimeter.contacts")
+        return self
+
+    def _client_equipment(self) -> str | None:
+        """Something the config makes the client's, for the error that asks whom to tell."""
+        for site in self.sites:
+            if site.responsibility == "client":
+                return f"site {site.name}"
+            for device in site.devices:
+                if self.responsibility(site, device) == "client":
+                    return f"device {device.name}"
+        return None
+
+    def responsibility(self, site: Site | None, device: Device | None) -> Responsibility:
+        """Who runs the equipment, in the inventory's lookup order: the device, its site, the
+        first ``perimeter.match`` its tags match, else the provider."""
+        for level in (device, site):
+            if level is not None and level.responsibility is not None:
+                return level.responsibility
+        if device is not None:
+            found = self.perimeter.by_tags({**device.tags, "client": self.name, "site": site.name if site else "",
+                                            "device": device.name})
+            if found is not None:
+                return found
+        return "provider"
+
+    def notified_contacts(self) -> list[str]:
+        """The contacts escalation, on-call or the perimeter may notify, each once."""
+        names = [*self.escalation.contacts, *(self.on_call.contacts if self.on_call else []), *self.perimeter.contacts]
+        return list(dict.fromkeys(names))
+
+    def contact(self, name: str) -> Contact:
+        return next(c for c in self.contacts if c.name == name)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -269,6 +583,19 @@ class Client(_Model):
             return local.time() >= hours.start
         return hours.start <= local.time() < hours.end
 
+    def _windows(self, start: datetime) -> Iterator[tuple[datetime, datetime]]:
+        hours = self.service_hours
+        return service_windows(start.astimezone(self.zone), hours.days, hours.start, hours.end, self.is_holiday)
+
+    def service_deadline(self, start: datetime, seconds: float) -> datetime:
+        """When a clock of ``seconds`` in the service window, started at ``start``, runs out (a
+        GTR: 4 h from Friday 16:30 is Monday 11:30 for a Mon-Fri 08:00-17:00 window)."""
+        return service_deadline(start, seconds, self._windows(start))
+
+    def service_seconds(self, start: datetime, end: datetime) -> float:
+        """The service time between two instants (a restore time as the contract counts it)."""
+        return service_seconds(end, self._windows(start))
+
     def devices(self) -> Iterator[tuple[Site, Device]]:
         for site in self.sites:
             for device in site.devices:
@@ -294,6 +621,8 @@ class Config(_Model):
     # None (key absent) = BUILTIN_RULES; an explicit empty list = no global rules.
     rules: list[Rule] | None = None
     clients: list[Client] = []
+    # how alerts share tickets; a client's ticket_grouping overrides keys of it
+    ticket_grouping: TicketGrouping = TicketGrouping()
 
     _source: Path = PrivateAttr(default=Path("<memory>"))
     _secrets: SecretStore = PrivateAttr(default_factory=lambda: SecretStore({}, {}))
@@ -308,6 +637,22 @@ class Config(_Model):
         if isinstance(data, dict):
             return {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
         return data
+
+    @model_validator(mode="after")
+    def _mail_relay_for_contacts(self) -> Config:
+        mailed = [f"{c.name}/{name}" for c in self.clients for name in c.notified_contacts() if c.contact(name).email]
+        if mailed and self.agent.smtp is None:
+            raise ValueError(f"contacts notified by e-mail ({', '.join(mailed[:5])}) need agent.smtp, the relay "
+                             "their mails go through")
+        return self
+
+    @model_validator(mode="after")
+    def _web_users_clients(self) -> Config:
+        known = {c.name for c in self.clients}
+        unknown = sorted({u.client for u in self.agent.web.users if u.client is not None and u.client not in known})
+        if unknown:
+            raise ValueError(f"agent.web.users: unknown client(s) {', '.join(unknown)}")
+        return self
 
     @property
     def source(self) -> Path:
@@ -335,6 +680,10 @@ class Config(_Model):
         one as the target of its inhibition (disabling a target is not a typo)."""
         self.client(client)
         return list(self._client_rules[client])
+
+    def ticket_grouping_for(self, client: str) -> TicketGrouping:
+        """A client's effective ticket grouping: the top-level one, with its own keys over it."""
+        return self.ticket_grouping.overridden_by(self.client(client).ticket_grouping)
 
     def client(self, name: str) -> Client:
         for client in self.clients:

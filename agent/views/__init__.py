@@ -10,7 +10,15 @@ job (agent/views/terminal.py for the terminal). The views open the state files r
 from agent.views.alerts import AlertRow, alert_rows
 from agent.views.estate import Estate, Receiver, read_estate
 from agent.views.status import DOWN, UNKNOWN, UNREACHABLE, UP, CollectorStatus, DeviceStatus, device_statuses
-from agent.views.tickets import TicketPlace, TicketRow, has_tickets_state, ticket_places, ticket_rows
+from agent.views.tickets import (
+    TicketPlace,
+    TicketRow,
+    TransmissionRow,
+    has_tickets_state,
+    ticket_places,
+    ticket_rows,
+    transmission_rows,
+)
 
 __all__ = [
     "DOWN",
@@ -24,10 +32,12 @@ __all__ = [
     "Receiver",
     "TicketPlace",
     "TicketRow",
+    "TransmissionRow",
     "alert_rows",
     "device_statuses",
     "has_tickets_state",
     "read_estate",
     "ticket_places",
     "ticket_rows",
+    "transmission_rows",
 ]

@@ -69,6 +69,10 @@ def device_statuses(
         collectors = {key: tuple(sorted({*turns.get(key, {}), *observed.get(key, {})})) for key in {*turns, *observed}}
         parents = {}
     states = {key: _own_state(observed.get(key, {}), names) for key, names in collectors.items()}
+    reported = _reported(files) if any(not names for names in collectors.values()) else {}
+    for key, names in collectors.items():
+        if not names:  # a device a controller or hypervisor reports on (piggyback): no run of its own
+            states[key] = _reported_state(reported.get(key), firing.get(key, 0), now=max(reported.values(), default=0))
     found = []
     for key, names in sorted(collectors.items()):
         if client is not None and key[0] != client:
@@ -99,6 +103,32 @@ def _own_state(statuses: dict[str, str], collectors: Iterable[str]) -> str:
     if not seen:
         return UNKNOWN
     return DOWN if seen & DOWN_STATUSES and "ok" not in seen else UP
+
+
+REPORTED_STALE_S = 900.0  # a reported device no sample has spoken of for this long is unknown
+
+
+def _reported_state(last_at: float | None, firing: int, now: float) -> str:
+    """A device with no poll of its own: down while one of its alerts fires, up while samples
+    about it keep coming (from its controller), unknown otherwise. ``now``: the newest report of
+    any device (the views take no clock: a stopped agent's state reads as it was)."""
+    if last_at is None or now - last_at > REPORTED_STALE_S:
+        return UNKNOWN
+    return DOWN if firing else UP
+
+
+def _reported(files: StateDir) -> dict[tuple[str, str], float]:
+    """(client, device) -> the newest sample about it, whatever its measurement."""
+    with read_only(files.state_db) as conn:
+        found = rows(conn, "SELECT s.tags, MAX(l.ts) AS ts FROM latest l JOIN series s ON s.id = l.series_id "
+                           "GROUP BY s.id")
+    newest: dict[tuple[str, str], float] = {}
+    for row in found:
+        tags = json.loads(row["tags"])
+        if tags.get("client") and tags.get("device"):
+            key = (tags["client"], tags["device"])
+            newest[key] = max(newest.get(key, 0.0), row["ts"] / 1e9)
+    return newest
 
 
 def _down_ancestor(

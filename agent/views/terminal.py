@@ -21,14 +21,16 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from agent.api import DeviceMessage
 from agent.views.alerts import AlertRow
 from agent.views.status import DOWN, UNKNOWN, UNREACHABLE, UP, CollectorStatus, DeviceStatus
-from agent.views.tickets import BUILT_IN_RECEIVER, TicketPlace, TicketRow
+from agent.views.tickets import BUILT_IN_RECEIVER, TicketPlace, TicketRow, TransmissionRow
 
 STATE_STYLES = {UP: "green", DOWN: "bold red", UNREACHABLE: "yellow", UNKNOWN: "dim"}
 SEVERITY_STYLES = {"critical": "bold red", "major": "red", "minor": "yellow", "warning": "yellow"}
 ALERT_STATE_STYLES = {"firing": "bold", "pending": "", "resolved": "dim"}
-TICKET_STATUS_STYLES = {"open": "bold", "solved": "dim", "failed": "bold red", "opening": "yellow", "solving": ""}
+TICKET_STATUS_STYLES = {"open": "bold", "solved": "dim", "failed": "bold red", "opening": "yellow", "solving": "",
+                        "transmitted": "bold", "transmitting": "yellow", "transmission failed": "bold red"}
 
 
 def when(at: float | None, now: float) -> str:
@@ -40,7 +42,7 @@ def when(at: float | None, now: float) -> str:
     return local.strftime("%Y-%m-%d %H:%M:%S")
 
 
-TIME_COLUMNS = ("since", "last poll")
+TIME_COLUMNS = ("since", "last poll", "received")
 
 
 def _table(*short: str, wide: str) -> Table:
@@ -119,12 +121,28 @@ def alerts_view(alerts: Sequence[AlertRow], now: float) -> RenderableType:
     return table
 
 
+def messages_view(messages: Sequence[DeviceMessage], now: float) -> RenderableType:
+    """The raw messages kept about a device, newest first, under its alerts."""
+    if not messages:
+        return Text("no message kept for this device (a syslog receiver keeps them: collectors/syslog)")
+    table = _table("received", "from", "severity", wide="message")
+    for message in messages:
+        text = Text(message.text)
+        if message.event:
+            text = Text.assemble((f"[{message.event}] ", "bold"), text)
+        table.add_row(when(message.at, now), Text(f"{message.origin} {message.source}"),
+                      Text(message.severity or "-"), text)
+    return table
+
+
 # -- tickets -----------------------------------------------------------------------------------
 
 
-def tickets_view(tickets: Sequence[TicketRow], places: Sequence[TicketPlace], now: float) -> Group:
+def tickets_view(tickets: Sequence[TicketRow], places: Sequence[TicketPlace], now: float,
+                 transmissions: Sequence[TransmissionRow] = ()) -> Group:
     """Each ticket as a block: its id, status and names on one line, then its times, title, URL
-    and last error indented, each wrapping at 80 columns; then where each client's tickets are."""
+    and last error indented, each wrapping at 80 columns; then the alerts of the clients' own
+    equipment passed on to their contacts instead; then where each client's tickets are."""
     parts: list[RenderableType] = []
     for ticket in tickets:
         head = Text()
@@ -134,6 +152,10 @@ def tickets_view(tickets: Sequence[TicketRow], places: Sequence[TicketPlace], no
         head.append(ticket.status, style=TICKET_STATUS_STYLES.get(ticket.status, ""))
         head.append(f"  {ticket.client}/{ticket.device or '-'}  {ticket.rule}")
         times = f"opened {when(ticket.opened_at, now)}" if ticket.opened_at is not None else "not opened yet"
+        if ticket.taken_at is not None:
+            times += f", taken in charge {when(ticket.taken_at, now)}"
+        elif ticket.opened_at is not None and ticket.solved_at is None:
+            times += ", not taken in charge yet"
         if ticket.solved_at is not None:
             times += f", solved {when(ticket.solved_at, now)}"
         parts.append(head)
@@ -144,6 +166,18 @@ def tickets_view(tickets: Sequence[TicketRow], places: Sequence[TicketPlace], no
             parts.append(_indented(Text(f"last error: {ticket.error}")))
     if not tickets:
         parts.append(Text("no tickets"))
+    for sent in transmissions:
+        head = Text()
+        head.append(f"to {sent.contact} by {sent.channel}", style="bold")
+        head.append(" ")
+        head.append(sent.status, style=TICKET_STATUS_STYLES.get(sent.status, ""))
+        head.append(f"  {sent.client}/{sent.device or '-'}  {sent.rule}")
+        times = f"delivered {when(sent.sent_at, now)}" if sent.sent_at is not None else \
+            f"passed on {when(sent.queued_at, now)}, not delivered yet ({sent.attempts} attempt(s))"
+        parts.append(head)
+        parts.append(_indented(Text(f"the client's own equipment, no ticket: {times}, {sent.address}\n{sent.title}")))
+        if sent.error:
+            parts.append(_indented(Text(f"last error: {sent.error}")))
     for place in places:
         if place.receiver == BUILT_IN_RECEIVER:
             parts.append(Text(f"{place.client}: tickets in the built-in log (all listed here)", style="dim"))

@@ -6,7 +6,12 @@ id and URL, when it opened and was solved; the title is the one every receiver w
 (``ticket_title``). A view reads no receiver's own storage (the kernel names no plugin): the
 outbox says it all. Rows still waiting for their ticket (being opened, retried, failed) are listed
 too, with their last error: that is where a ticket that never came is explained. Rows cancelled
-(the alert resolved before any attempt) never had a ticket and are left out.
+(the alert resolved before any attempt) never had a ticket and are left out. Alerts grouped into one
+ticket (``ticket_groups``) are one row each, with the group ticket's title and key.
+
+Alerts on the client's own equipment (its perimeter, agent/duty.py) open no ticket: they are
+passed on to the client's contacts, and the notification log (alerting/contacts.py) keeps each
+transmission, when, to whom and whether it was delivered: :func:`transmission_rows`.
 """
 
 from __future__ import annotations
@@ -50,18 +55,23 @@ class TicketRow:
     started_at: float  # the alert's first bad sample
     time_to_ticket_s: float | None  # first bad sample -> ticket created (the dispatcher's figure)
     error: str | None  # why it is not open (yet): the last failure
-    key: str | None  # the alert's idempotency key, carried by the ticket
+    key: str | None  # the idempotency key its ticket carries (the group's when grouped)
+    taken_at: float | None = None  # when the ITSM says someone took it in charge (read back)
 
 
 def ticket_rows(files: StateDir, client: str | None = None) -> list[TicketRow]:
     """The tickets by the time their alert started, then client and device."""
     with read_only(files.outbox_db) as conn:
         links = rows(conn, "SELECT * FROM ticket_links WHERE state != 'cancelled'")
+        groups = {str(g["key"]): Alert.from_dict(json.loads(g["alert"]))
+                  for g in rows(conn, "SELECT key, alert FROM ticket_groups WHERE state != 'cancelled'")}
     found = []
     for link in links:
         if client is not None and link["client"] != client:
             continue
         alert = Alert.from_dict(json.loads(link["alert"]))
+        group_key = link["group_key"] if "group_key" in link.keys() else None
+        ticket = groups.get(str(group_key), alert)  # what the ticket says: its group's text when grouped
         found.append(
             TicketRow(
                 client=str(link["client"]),
@@ -72,16 +82,67 @@ def ticket_rows(files: StateDir, client: str | None = None) -> list[TicketRow]:
                 ticket_id=as_str(link["ticket_id"]),
                 url=as_str(link["ticket_url"]),
                 status=STATUS_OF_STATE.get(str(link["state"]), str(link["state"])),
-                title=ticket_title(alert),
+                title=ticket_title(ticket),
                 opened_at=as_float(link["opened_at"]),
                 solved_at=as_float(link["solved_at"]),
                 started_at=float(link["started_at"]),
                 time_to_ticket_s=as_float(link["time_to_ticket_s"]),
                 error=as_str(link["last_error"]) if link["state"] != "solved" else None,
-                key=str(link["key"]),
+                key=str(group_key if ticket is not alert else link["key"]),
+                # an outbox the agent has not migrated yet (older than the read-back) has no column
+                taken_at=as_float(link["taken_at"]) if "taken_at" in link.keys() else None,
             )
         )
     return sorted(found, key=lambda t: (t.started_at, t.client, t.device))
+
+
+# the notification log's states (alerting/contacts.py), for a transmission
+STATUS_OF_TRANSMISSION = {"sent": "transmitted", "pending": "transmitting", "failed": "transmission failed"}
+TRANSMISSION = "transmission"  # the purpose of a perimeter alert's message (alerting/escalation.py)
+
+
+@dataclass(frozen=True)
+class TransmissionRow:
+    """An alert of the client's perimeter passed on to one of its contacts by one channel."""
+
+    client: str
+    device: str
+    rule: str
+    severity: str
+    title: str
+    contact: str
+    channel: str  # email | teams
+    address: str  # the mail address; for Teams the contact's name (the URL is a secret)
+    status: str  # transmitted | transmitting | transmission failed
+    started_at: float
+    fired_at: float | None
+    queued_at: float  # when the agent decided to pass it on
+    sent_at: float | None  # when the contact's relay or workflow accepted it
+    attempts: int
+    error: str | None
+    key: str
+
+
+def transmission_rows(files: StateDir, client: str | None = None) -> list[TransmissionRow]:
+    """The perimeter's transmissions, by the time their alert started, then client and device."""
+    if not files.notifications_db.is_file():
+        return []
+    with read_only(files.notifications_db) as conn:
+        found = rows(conn, "SELECT * FROM notifications WHERE purpose=?", (TRANSMISSION,))
+    result = []
+    for row in found:
+        if client is not None and row["client"] != client:
+            continue
+        alert = Alert.from_dict(json.loads(row["alert"]))
+        result.append(TransmissionRow(
+            client=str(row["client"]), device=alert.device, rule=alert.rule, severity=alert.severity,
+            title=ticket_title(alert), contact=str(row["contact"]), channel=str(row["channel"]),
+            address=str(row["address"]), status=STATUS_OF_TRANSMISSION.get(str(row["state"]), str(row["state"])),
+            started_at=alert.started_at, fired_at=alert.fired_at, queued_at=float(row["queued_at"]),
+            sent_at=as_float(row["sent_at"]), attempts=int(row["attempts"]), error=as_str(row["last_error"]),
+            key=str(row["alert_key"]),
+        ))
+    return sorted(result, key=lambda t: (t.started_at, t.client, t.device, t.contact, t.channel))
 
 
 def has_tickets_state(files: StateDir) -> bool:

@@ -12,7 +12,7 @@ SHIPPED = [
          summary="{device} on battery"),
     Rule(name="ups_load_high", measurement="snmp_ups", when="load_percent > 90", for_s=300, severity="major"),
 ]
-UPS = PluginSpec(name="ups", kind="collector", factory=lambda options: None, default_rules=lambda: SHIPPED)
+UPS = PluginSpec(name="ups", kind="collector", factory=lambda options, context: None, default_rules=lambda: SHIPPED)
 
 CONFIG = """
 rules:

@@ -263,6 +263,7 @@ async def test_a_turn_that_cannot_start_in_time_is_overloaded_not_run_late():
         "duration_s": None,
         "samples": 0,
         "error": f"agent behind by {lag:.1f} s: not run (1 poll(s) in flight, 0 waiting)",
+        "focused": False,
     }
     assert overloaded.fields["status"] in NOT_RUN_STATUSES
     assert held[waiting].runs == 0, "a given-up turn is not run late"
@@ -483,6 +484,7 @@ async def test_collection_with_errors_is_partial_and_keeps_its_samples():
         "samples": 1,
         "error": "ifXTable: no answer after 1.3.6.1.2.1.31.1.1.1.6.12; entPhysicalTable: tooBig",
         "lag_s": None,
+        "focused": False,
     }
     assert (sched.counters.partial, sched.counters.ok) == (1, 0)
     assert sched.health_sample().fields["partial"] == 1
@@ -626,3 +628,53 @@ async def test_poll_now_runs_a_device_at_once_without_moving_its_phase():
     (again,) = [wall for name, _, wall in starts if name == "sw-7"]
     phase = phases([poll_key(p) for p in polls], 600)[poll_key(polls[7])]
     assert again % 600 == pytest.approx(phase, abs=1e-3)  # its phase did not move
+
+
+class Narrowing:
+    """Reads one object when asked for an interface, refuses any other focus."""
+
+    def __init__(self) -> None:
+        self.runs: list[str] = []
+
+    async def collect(self, target: Target, sink: Sink) -> None:
+        self.runs.append("whole")
+        sink.emit("fake_metric", {"value": 1.0})
+
+    async def collect_focused(self, target: Target, sink: Sink, focus) -> bool:
+        if focus.get("measurement") != "fake_interface":
+            return False
+        self.runs.append(f"focused {focus['if_index']}")
+        sink.emit("fake_interface", {"oper_status": "down"}, {"if_index": focus["if_index"]})
+        return True
+
+
+async def test_poll_now_with_a_focus_reads_that_object_only_where_the_collector_can():
+    clock = FakeClock()
+    collector = Narrowing()
+    recorder = Recorder()
+    sched = scheduler([make_poll("sw-1", interval_s=600)], lambda poll: collector, clock, recorder)
+    begin = clock.mono
+    sched.plan()
+    await drive(sched, clock, begin + 600)
+    collector.runs.clear()
+    recorder.batches.clear()
+
+    interface = {"measurement": "fake_interface", "if_index": "3"}
+    assert sched.poll_now("acme", "sw-1", focus=interface) == 1
+    await drive(sched, clock, clock.mono + 0.001)
+    assert collector.runs == ["focused 3"]
+    (reading, collection) = recorder.samples
+    assert reading.tags["if_index"] == "3" and collection.fields["focused"] is True
+    assert collection.fields["status"] == "ok" and collection.fields["samples"] == 1
+
+    # a focus the collector cannot narrow to: the whole device
+    sched.poll_now("acme", "sw-1", focus={"measurement": "fake_sensor", "sensor": "PSU1"})
+    await drive(sched, clock, clock.mono + 0.001)
+    assert collector.runs[-1] == "whole" and recorder.samples[-1].fields["focused"] is False
+
+    # asked for two objects before it ran: one whole turn, not two narrowed ones
+    collector.runs.clear()
+    assert sched.poll_now("acme", "sw-1", focus=interface) == 1
+    assert sched.poll_now("acme", "sw-1", focus={"measurement": "fake_interface", "if_index": "4"}) == 0
+    await drive(sched, clock, clock.mono + 0.001)
+    assert collector.runs == ["whole"]

@@ -217,6 +217,7 @@ async def test_ok_run_returns_collector_samples_then_one_collection_sample():
         "samples": 2,
         "error": None,
         "lag_s": None,  # run by hand, not on the schedule
+        "focused": False,
     }
     assert collection.timestamp_ns == clock.now_ns
     assert (sched.counters.runs, sched.counters.ok, sched.counters.in_flight) == (1, 1, 0)
@@ -456,6 +457,7 @@ async def test_overrunning_run_is_skipped_counted_and_never_stacked():
             "samples": 0,
             "error": "previous run overran its interval",
             "lag_s": None,
+            "focused": False,
         }
     # Skipped turns are not runs: no run outcome is counted for them.
     assert sched.counters.ok == len(recorder.collections(status="ok"))

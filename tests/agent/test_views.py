@@ -424,3 +424,29 @@ def test_a_config_of_the_wrong_shape_is_refused_naming_file_and_line(tmp_path: P
     assert main(["status", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}:4: clients[acme].sites[hq].devices[x].address: required key missing" in err
+
+
+def test_devices_a_controller_reports_on_have_a_state(tmp_path: Path) -> None:
+    # three Meraki APs known only through the Dashboard's samples (no poll of their own)
+    files = StateDir(tmp_path / "state").create()
+    state = StateDB(files.state_db)
+    offline = Rule(name="ap_offline", measurement="meraki_device", when="status == 'offline'", severity="major")
+    engine = AlertEngine(str(files.alerts_db), [offline], clock=lambda: T0)
+    samples = [
+        Sample("meraki_device", {"client": "acme", "site": "siege", "device": name}, {"status": status},
+               int(at * 1e9))
+        for name, status, at in (("ap-1", "online", T0), ("ap-2", "offline", T0), ("ap-3", "online", T0 - 3600))
+    ]
+    samples.append(Sample("collection", {"client": "acme", "site": "siege", "device": "meraki", "collector": "meraki"},
+                          {"status": "ok"}, int(T0 * 1e9)))
+    state.update(samples, int(T0 * 1e9))
+    engine.evaluate(samples, now=T0)
+    state.close()
+    engine.close()
+
+    def ap(name: str) -> DeviceInfo:
+        return DeviceInfo("acme", "siege", name, "", {}, (), "sw-1")
+
+    found = by_name(device_statuses(files, [ap("ap-1"), ap("ap-2"), ap("ap-3")]))
+    # up while reported, down while its alert fires, unknown once nothing speaks of it
+    assert {name: s.state for name, s in found.items()} == {"acme/ap-1": UP, "acme/ap-2": DOWN, "acme/ap-3": UNKNOWN}

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agent.api import Rule
-from agent.config import BUILTIN_RULES, ConfigError, easter_sunday, french_holidays, load_config
+from agent.config import BUILTIN_RULES, ConfigError, french_holidays, load_config
 from agent.inventory import build_polls
 from agent.plugins import Plugins
 
@@ -210,10 +210,7 @@ def test_shard_selection(write: Write) -> None:
     assert len(build_polls(unsharded)) == 3
 
 
-def test_easter_and_french_holidays_2026() -> None:
-    assert easter_sunday(2026) == date(2026, 4, 5)
-    assert easter_sunday(2024) == date(2024, 3, 31)
-    assert easter_sunday(2038) == date(2038, 4, 25)
+def test_french_holidays_2026() -> None:
     holidays = french_holidays(2026)
     assert len(holidays) == 11
     assert holidays[date(2026, 4, 6)] == "Lundi de Pâques"
@@ -374,7 +371,7 @@ def test_rule_when_is_a_restricted_expression(write: Write, when: str, message: 
 def test_new_client_rule_must_be_complete(write: Write) -> None:
     text = config_text(RULES).replace('        when: "on_battery == True"\n', "")
     (error,) = errors_of(write("c.yaml", text))
-    assert ":18: clients[acme].rules[ups_site_on_battery].when: required key missing" in error, error
+    assert ":18: clients[acme].rules[ups_site_on_battery]: give when (a condition on the samples)" in error, error
 
 
 def test_parents_mapping(write: Write) -> None:
@@ -395,3 +392,39 @@ def test_one_broken_client_does_not_hide_another_clients_problems(write: Write) 
     errors = errors_of(path, write("s.yaml", SECRETS))
     assert any(e.startswith(f"{path}:5: clients[alpha].timezon: unknown key") for e in errors), errors
     assert any("clients[gamma].sites[hq].devices[sw1].timeout_s: timeout_s (10) is longer" in e for e in errors)
+
+
+def test_gtr_clocks_run_in_the_service_window_across_weekends_and_holidays(write: Write) -> None:
+    # the agency: Mon-Fri 08:00-17:00, French public holidays excluded (its CCTP's window)
+    text = config_text(MINIMAL).replace(
+        "display_name: Acme",
+        'display_name: Acme\n    service_hours: {days: [mon, tue, wed, thu, fri], start: "08:00", end: "17:00"}\n'
+        "    holidays: [fr]",
+    )
+    client = load_config(write("c.yaml", text), write("s.yaml", SECRETS), environ={}).client("acme")
+    paris = ZoneInfo("Europe/Paris")
+    friday = datetime(2026, 12, 4, 16, 30, tzinfo=paris)
+    # Critique, 4 h: 30 min on Friday, 3 h 30 on Monday morning
+    assert client.service_deadline(friday, 4 * 3600) == datetime(2026, 12, 7, 11, 30, tzinfo=paris)
+    # Bloquant, 8 h: Friday's 30 min, Monday's 9 h cover it
+    assert client.service_deadline(friday, 8 * 3600) == datetime(2026, 12, 7, 15, 30, tzinfo=paris)
+    # opened on 14 July (Wednesday 2027): counts from the next working morning
+    bastille = datetime(2027, 7, 14, 10, 0, tzinfo=paris)
+    assert client.service_deadline(bastille, 4 * 3600) == datetime(2027, 7, 15, 12, 0, tzinfo=paris)
+    # at night, in UTC: the clock starts at 08:00 Paris time
+    night = datetime(2026, 12, 8, 2, 0, tzinfo=ZoneInfo("UTC"))
+    assert client.service_deadline(night, 3600) == datetime(2026, 12, 8, 9, 0, tzinfo=paris)
+    # a restore time counted the same way: Friday 16:30 to Monday 09:00 is 1 h 30 of service time
+    assert client.service_seconds(friday, datetime(2026, 12, 7, 9, 0, tzinfo=paris)) == 5400
+    # across the change to summer time (Sunday 29 March 2026): the window keeps its wall-clock hours
+    assert client.service_deadline(datetime(2026, 3, 27, 16, 0, tzinfo=paris), 2 * 3600) == datetime(
+        2026, 3, 30, 9, 0, tzinfo=paris)
+
+
+def test_a_collector_not_installed_is_a_warning_naming_its_line(write: Write) -> None:
+    text = config_text(MINIMAL).replace("collectors: {snmp: }", "collectors: {snmp: , quantum_probe: }")
+    path = write("c.yaml", text)
+    config = load_config(path, write("s.yaml", SECRETS), environ={})
+    (warning,) = config.warnings
+    assert warning.startswith(f"{path}:") and "no collector plugin named 'quantum_probe'" in warning
+    assert [p.collector for p in build_polls(config)] == ["snmp"]  # the device is still polled by the others

@@ -89,8 +89,10 @@ def write_estate(
     clients: Mapping[str, Sequence[dict[str, Any]]],
     rules: Sequence[dict[str, Any]],
     ticketing: Mapping[str, dict[str, Any]] | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> tuple[Path, Path]:
-    """config.yaml + secrets.yaml (mode 0600) for ``clients`` (client -> devices, one site each)."""
+    """config.yaml + secrets.yaml (mode 0600) for ``clients`` (client -> devices, one site each);
+    ``settings``: more top-level keys (``ticket_grouping``...)."""
     secrets: dict[str, Any] = {}
     config_clients = []
     for client, devices in clients.items():
@@ -111,6 +113,7 @@ def write_estate(
         "agent": {"state_dir": str(directory / "unused-state"), "store": {"kind": "sqlite"}},
         "rules": list(rules),
         "clients": config_clients,
+        **(settings or {}),
     }
     config_path = directory / "config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -181,7 +181,9 @@ async def test_the_run_says_what_it_does_and_the_views_show_it_live(
         "stopped: services",
         "stopped: polls",
         "stopped: pipeline",
+        "stopped: taken-in-charge read-back",
         "stopped: ticket lanes",
+        "stopped: notifications to contacts",
         "stopped: store",
         "stopped: ticket receivers",
     ]
@@ -233,7 +235,9 @@ def test_the_demo_removes_its_files_unless_asked_to_keep_its_state(tmp_path: Pat
 def test_the_demo_names_its_two_times_and_prints_each_the_same_everywhere() -> None:
     t0 = 1_700_000_000.0
     story = Story(t0=t0)
-    agent = SimpleNamespace(listeners=[], sample_listeners=[])
+    # ungrouped tickets: each is about its own alert
+    dispatcher = SimpleNamespace(fingerprints_on=lambda link: [link.fingerprint])
+    agent = SimpleNamespace(listeners=[], sample_listeners=[], dispatcher=dispatcher)
     demo = Demo(agent, lab=None, story=story)  # type: ignore[arg-type]
     demo.victim_if = (70, "StackPort1")
     story.fault_at = t0 + 10.0

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from alerting.notifier import CRASH_ENV
 from lab.glpi_fake import FakeGlpi
@@ -28,6 +30,7 @@ from .helpers import (
     glpi_ticketing,
     interface_oper,
     polls_after,
+    query_sqlite,
     ticket_links,
     uplink_rule,
     write_estate,
@@ -106,10 +109,19 @@ async def test_sigkill_while_alert_fires_restart_keeps_one_ticket_and_solves_it(
         )
         (ticket,) = uplink_tickets(glpi)
         assert "critical" in ticket["content"] and UP_IF_NAME in ticket["name"]
+        # a technician takes it in charge; the restarted agent's first read-back pass reads it
+        glpi.take_into_account(ticket["id"])
+        taken_at = datetime.strptime(glpi.tickets[ticket["id"]]["takeintoaccountdate"], "%Y-%m-%d %H:%M:%S")
 
         assert await agent.kill() == -signal.SIGKILL
         restarted_at = time.time_ns()
         agent.start()
+        await eventually(
+            lambda: query_sqlite(state / "ticket-outbox.sqlite", "SELECT taken_at FROM ticket_links")
+            == [(taken_at.replace(tzinfo=ZoneInfo("Europe/Paris")).timestamp(),)],
+            "the outbox to hold when GLPI says the ticket was taken in charge",
+            agents=[agent],
+        )
         # Several cycles with the fault still there: the alert is still firing, the ticket stays
         # the one ticket, open.
         await polls_after(state, CLIENT, DEVICE, 3, since_ns=restarted_at, agents=[agent])

@@ -28,7 +28,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.api import CollectError, PluginSpec, Rule, UnknownDevice
+from agent.api import CollectError, CollectorContext, PluginSpec, Rule, UnknownDevice
 
 
 class Options(BaseModel):
@@ -43,8 +43,9 @@ class Credentials(BaseModel):
 
 
 class Controller:
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: Options, context: CollectorContext) -> None:
         self.options = options
+        self.client = context.client
 
     async def collect(self, target, sink) -> None:
         if target.credentials.get("api_key") != "toy-key-123":
@@ -196,7 +197,9 @@ async def test_a_service_plugin_is_started_fed_the_inventory_and_stopped(tmp_pat
     agent = Agent(config, state_dir=tmp_path / "state", plugins=plugins, health_interval_s=60)
     await agent.start()
     try:
-        (service,) = built
+        # built once when the agent checked its configuration (no start), once to run
+        checked, service = built
+        assert checked.started_with is None and not checked.stopped
         assert service.options.label == "lub" and service.started_with.state_dir == tmp_path / "state"
         async with asyncio.timeout(20):
             while not agent.state.latest("toy_heartbeat"):

@@ -54,8 +54,8 @@ class IcmpOptions(BaseModel):
 
     @model_validator(mode="after")
     def _fits_its_interval(self) -> IcmpOptions:
-        # a silent target's run: icmplib waits for each reply in turn before the next request
-        run_s = self.count * self.timeout_s + (self.count - 1) * self.spacing_s
+        # a silent target's run: the last request goes out at its slot and is waited for
+        run_s = (self.count - 1) * self.spacing_s + self.timeout_s
         if run_s >= self.interval_s:
             raise ValueError(f"a run takes up to {run_s:g} s (count, spacing_s, timeout_s): "
                              f"longer than interval_s ({self.interval_s:g})")

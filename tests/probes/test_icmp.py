@@ -62,6 +62,23 @@ def test_a_silent_target_is_100_percent_loss_not_an_error_and_the_site_is_down_w
     assert summary == "rtr-agence-12 (agence-12) answers no ping (100 % loss for 10 s and more)"
 
 
+def test_the_echoes_of_a_run_do_not_wait_for_each_other(netns) -> None:
+    # One after the other, a silent target's five echoes (1 s timeout each) would take 5.2 s; each
+    # waited for on its own socket, the run ends with the last one's timeout, 1.2 s after it began.
+    # The 3 s bound is the verdict's headroom: serial waits could not pass it on any machine.
+    code, lines = collect_in(netns, f"icmp://{SILENT}?count=5&spacing_s=0.05&timeout_s=1")
+    icmp, collection = lines
+    assert (icmp["fields"]["sent"], icmp["fields"]["received"]) == (5, 0)
+    assert 1.0 <= collection["fields"]["duration_s"] < 3.0, collection
+    # and many echoes in flight at once still each find their own reply, whatever the socket kind
+    for group_range, kind in (("1 0", "raw"), ("0 2147483647", "datagram")):
+        subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-qw", f"net.ipv4.ping_group_range={group_range}"],
+                       check=True)
+        code, lines = collect_in(netns, "icmp://127.0.0.1?count=20&spacing_s=0.01")
+        assert code == 0, lines
+        assert (lines[0]["fields"]["received"], lines[0]["fields"]["socket"]) == (20, kind)
+
+
 def test_a_dead_device_is_one_alert_not_icmp_down_and_device_unreachable(tmp_path) -> None:
     # a router watched by ICMP (every 5 s) and SNMP (every 60 s) dies: three minutes later the
     # fast path has fired, and the kernel's device_unreachable of both collectors is held under it

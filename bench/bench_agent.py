@@ -113,8 +113,9 @@ def free_udp_ports(n: int) -> list[int]:
             s.close()
 
 
-def write_estate(dest: Path, ports: list[int]) -> tuple[Path, Path]:
-    """config.yaml and secrets.yaml (mode 0600) for one client, one site, a switch per port."""
+def write_estate(dest: Path, ports: list[int], store: str = "sqlite") -> tuple[Path, Path]:
+    """config.yaml and secrets.yaml (mode 0600) for one client, one site, a switch per port, the
+    agent's samples in the embedded store ``store`` (``sqlite`` rows are counted by SQL here)."""
     devices = "".join(
         f"          - {{name: sw-{i:05d}, address: 127.0.0.1, port: {port}, collectors: {{snmp: {{}}}}}}\n"
         for i, port in enumerate(ports)
@@ -123,7 +124,7 @@ def write_estate(dest: Path, ports: list[int]) -> tuple[Path, Path]:
     config.write_text(
         f"""agent:
   state_dir: {dest / "state"}
-  store: {{kind: sqlite}}
+  store: {{kind: {store}}}
 defaults:
   interval_s: {INTERVAL_S}
   timeout_s: {TIMEOUT_S}

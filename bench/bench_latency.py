@@ -160,12 +160,10 @@ async def polled(faults: int, interval_s: float) -> bool:
 def ping_estate(directory: Path, routers: int, echo_timeout_s: float | None) -> Path:
     """Routers watched by the icmp probe with its shipped options and rules; their addresses are the
     lab's (``${VAR}``: the icmp service gives each one in its namespace)."""
-    # interval_s 5 alone does not load: the defaults' jitter_s (5) and timeout_s (10) must be
-    # shorter, so the entry says both. A silent target's run waits for each echo in turn, 3 x 1 s +
-    # 2 x 0.2 s = 3.4 s: under a run timeout_s of 3 it ends `timeout`, which icmp_down does not
-    # match (only device_unreachable, after 120 s); 4.5 s lets it end `unreachable`.
-    entries = [{"name": f"rtr-{n}", "address": f"${{VIGIE_LAB_PING_RTR_{n}}}", "interval_s": 5, "jitter_s": 1,
-                "timeout_s": 4.5, "collectors": {"icmp": {"timeout_s": echo_timeout_s} if echo_timeout_s else None}}
+    # as shipped: the probe's own 5 s interval (the device's 10 s timeout and 5 s jitter are cut to
+    # fit inside it), 3 echoes 0.2 s apart each waited 1 s: a silent run ends `unreachable` in 1.4 s
+    entries = [{"name": f"rtr-{n}", "address": f"${{VIGIE_LAB_PING_RTR_{n}}}",
+                "collectors": {"icmp": {"timeout_s": echo_timeout_s} if echo_timeout_s else None}}
                for n in range(routers)]
     config = {
         "agent": {"state_dir": str(directory / "state"), "threads": 4, "store": {"kind": "sqlite"}},

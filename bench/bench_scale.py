@@ -7,8 +7,9 @@ For each size N, smallest first, each in fresh processes:
 - fastresp (bench/fastresp.py) serves the 48-port switch walk of bench_agent.py (55 interfaces, every
   port fine) on N loopback ports, pinned to the second core;
 - ``taskset -c 0 vigie run --config ... --duration ...``: the real command, pinned to the first core,
-  N SNMP devices at 60 s (10 s timeout, profile auto), the embedded SQLite store (``kind: sqlite``, so
-  the points can be counted afterwards), the built-in ticket log and the shipped rules.
+  N SNMP devices at 60 s (10 s timeout, profile auto), the embedded store as shipped (``--store
+  compact``, the default; ``--store sqlite`` for the row store), the built-in ticket log and the
+  shipped rules.
 
 Measured over the window (the run less ``--warmup-s`` at the start and the last 40 s, where a turn
 due may still be running when the agent stops), from outside the process: CPU % of the agent
@@ -85,10 +86,54 @@ def proc_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def stored(store: Path, w0: float, w1: float, devices: int) -> dict:
+HEALTH_FIELDS = ("in_flight_limit", "saturation", "behind_s", "queued")
+
+
+def stored(state_dir: Path, kind: str, w0: float, w1: float, devices: int) -> dict:
     """What the store holds of the window: the polls (from their `collection` points) and the
     samples and points written."""
-    conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    read = stored_compact if kind == "compact" else stored_rows
+    rows, samples, points, health = read(state_dir, int(w0 * 1e9), int(w1 * 1e9))
+    return window_figures(rows, samples, points, health, w0, w1, devices)
+
+
+def stored_compact(state_dir: Path, lo: int, hi: int) -> tuple[list, int, int, dict]:
+    """The compact store's file read back through its own queries; samples and points counted
+    from the raw chunks' rows in the window."""
+    from agent.stores.codec import decode_chunk
+    from agent.stores.compact import RAW, TABLES, CompactDB
+
+    path = state_dir / "samples-compact.sqlite"
+    db = CompactDB(path, read_only=True)
+    try:
+        def by_device(field: str) -> dict[tuple[str, int], object]:
+            return {(series.tags["device"], ts): value for series in db.points("collection", field)
+                    for ts, value in series.points if "device" in series.tags}
+
+        lags, durations = by_device("lag_s"), by_device("duration_s")
+        rows = [(device, ts, status, lags.get((device, ts)), durations.get((device, ts)))
+                for (device, ts), status in by_device("status").items()]
+        health = {name: [value for series in db.points("vigie_agent", name, start_ns=lo, end_ns=hi)
+                         for _, value in series.points]
+                  for name in HEALTH_FIELDS}
+    finally:
+        db.close()
+    samples = points = 0
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        for table in TABLES:
+            for (data,) in conn.execute(f"SELECT data FROM {table} WHERE level = ?", (RAW,)):
+                timestamps, columns = decode_chunk(data)
+                inside = [i for i, ts in enumerate(timestamps) if lo <= ts < hi]
+                samples += len(inside)
+                points += sum(column[i] is not None for column in columns.values() for i in inside)
+    finally:
+        conn.close()
+    return rows, samples, points, health
+
+
+def stored_rows(state_dir: Path, lo: int, hi: int) -> tuple[list, int, int, dict]:
+    conn = sqlite3.connect(f"file:{state_dir / 'samples.sqlite'}?mode=ro", uri=True)
     try:
         fields = dict(conn.execute("SELECT name, id FROM field"))
         rows = conn.execute(
@@ -100,7 +145,6 @@ def stored(store: Path, w0: float, w1: float, devices: int) -> dict:
             " WHERE sr.measurement = 'collection'",
             (fields["status"], fields.get("lag_s", -1), fields.get("duration_s", -1)),
         ).fetchall()
-        lo, hi = int(w0 * 1e9), int(w1 * 1e9)
         points = sum(
             conn.execute(f"SELECT count(*) FROM {table} WHERE ts >= ? AND ts < ?", (lo, hi)).fetchone()[0]
             for table in ("point_num", "point_str")
@@ -110,7 +154,7 @@ def stored(store: Path, w0: float, w1: float, devices: int) -> dict:
                 "SELECT p.value FROM series sr JOIN point_num p ON p.series_id = sr.id"
                 " WHERE sr.measurement = 'vigie_agent' AND p.field_id = ? AND p.ts >= ? AND p.ts < ?",
                 (fields.get(name, -1), lo, hi))]
-            for name in ("in_flight_limit", "saturation", "behind_s", "queued")
+            for name in HEALTH_FIELDS
         }
         samples = conn.execute(
             "SELECT count(*) FROM (SELECT DISTINCT series_id, ts FROM point_num WHERE ts >= ? AND ts < ?"
@@ -119,6 +163,10 @@ def stored(store: Path, w0: float, w1: float, devices: int) -> dict:
         ).fetchone()[0]
     finally:
         conn.close()
+    return rows, samples, points, health
+
+
+def window_figures(rows: list, samples: int, points: int, health: dict, w0: float, w1: float, devices: int) -> dict:
     inside = []
     for device, ts, status, lag, duration in rows:
         due = ts / 1e9 - (duration or 0) - (lag or 0)  # stamped when the run ended
@@ -146,7 +194,7 @@ def run_size(devices: int, walk: Path, work: Path, args: argparse.Namespace) -> 
     work.mkdir()
     share = core_share(AGENT_CORE)
     ports = free_udp_ports(devices)
-    config, secrets = write_estate(work, ports)
+    config, secrets = write_estate(work, ports, args.store)
     duration = args.minutes * 60
     log = (work / "agent.log").open("w")
     with Responder(walk, ports):
@@ -196,7 +244,7 @@ def run_size(devices: int, walk: Path, work: Path, args: argparse.Namespace) -> 
         tail = (work / "agent.log").read_text()[-3000:]
         raise SystemExit(f"{devices} devices: vigie run exited {agent.returncode} before the window ended:\n{tail}")
     w0, w1 = window["w0"], window["w1"]
-    result = stored(work / "state" / "samples.sqlite", w0, w1, devices)
+    result = stored(work / "state", args.store, w0, w1, devices)
     cpu_s = window["cpu1"] - window["cpu0"]
     result.update(
         devices=devices,
@@ -311,6 +359,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,2000,3000,5000")
     parser.add_argument("--minutes", type=float, default=4.0, help="run length per size (default 4)")
     parser.add_argument("--warmup-s", type=float, default=90.0)
+    parser.add_argument("--store", choices=("compact", "sqlite"), default="compact",
+                        help="the agent's embedded store (default compact, as shipped)")
     parser.add_argument("--keep-going", action="store_true", help="run every size, also past a failure")
     parser.add_argument("--profile", metavar="PREFIX",
                         help="py-spy the agent over each window into PREFIX-<size>.folded (needs py-spy in the venv)")

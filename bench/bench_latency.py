@@ -46,7 +46,10 @@ sys.path.insert(0, str(REPO / "bench"))
 import bench_traps  # noqa: E402
 import yaml  # noqa: E402
 
+from probes.icmp import default_rules as icmp_rules  # noqa: E402
 from tests.lab.helpers import RunningLab, free_ports, lab  # noqa: E402
+
+ICMP_DOWN = next(rule for rule in icmp_rules() if rule.name == "icmp_down")
 
 CLIENT = "bench"
 PORT = "10101"  # admin up, oper up in the 2960-X recording
@@ -219,7 +222,7 @@ async def pinged(faults: int, echo_timeout_s: float | None = None) -> bool | Non
     took = [tickets[key] - at for key, at in onsets.items() if key in tickets]
     print(f"ping-detected faults: {faults} ping-down at random moments, {faults} routers pinged every {interval_s:g} s"
           f" (icmp probe: 3 echoes, {echo_timeout_s or 1:g} s echo timeout{'' if echo_timeout_s else ', the default'};"
-          " shipped icmp_down, for_s 10 s), built-in ticket log")
+          f" shipped icmp_down, for_s {ICMP_DOWN.for_s:g} s), built-in ticket log")
     if early:
         print(f"  tickets without a fault (a false alarm): {sorted(early)}")
     return report("ping-down -> ticket", took, faults, PING_GOAL_S) and not early

@@ -106,13 +106,14 @@ class BitWriter:
         return (self.acc << pad).to_bytes((self.nbits + pad) // 8, "big")
 
 
-class IntEncoder:
-    """Delta-of-delta of integers (timestamps, counters, gauges)."""
+class IntEncoder(BitWriter):
+    """Delta-of-delta of integers (timestamps, counters, gauges), written into its own bits (one
+    object, not an encoder and its writer: the store holds one per column of every open chunk)."""
 
-    __slots__ = ("bits", "prev", "delta")
+    __slots__ = ("prev", "delta")
 
     def __init__(self) -> None:
-        self.bits = BitWriter()
+        super().__init__()
         self.prev: int | None = None
         self.delta = 0
 
@@ -126,7 +127,7 @@ class IntEncoder:
         self.prev = value
 
     def _write_dod(self, dod: int) -> None:
-        bits = self.bits
+        bits = self
         if dod == 0:
             bits.write(0, 1)
             return
@@ -215,20 +216,20 @@ def bits_float(bits: int) -> float:
     return _unpack_double(_pack_u64(bits))[0]
 
 
-class FloatEncoder:
-    """Gorilla XOR of IEEE 754 doubles, on their bits (so bit-exact)."""
+class FloatEncoder(BitWriter):
+    """Gorilla XOR of IEEE 754 doubles, on their bits (so bit-exact), written into its own bits."""
 
-    __slots__ = ("bits", "prev", "leading", "trailing")
+    __slots__ = ("prev", "leading", "trailing")
 
     def __init__(self) -> None:
-        self.bits = BitWriter()
+        super().__init__()
         self.prev: int | None = None
         self.leading = -1
         self.trailing = 0
 
     def append(self, value: float) -> None:
         current = float_bits(value)
-        bits = self.bits
+        bits = self
         if self.prev is None:
             bits.write(current, 64)
             self.prev = current
@@ -331,40 +332,39 @@ def decode_strs(data: bytes, count: int) -> list[str]:
     return out
 
 
-class Column:
-    """One (field, kind) of a chunk: presence runs and the values' encoder."""
+class _Presence:
+    """Which rows of its chunk a column has a value in, and the value handed to the encoder this
+    is mixed into: a column is one object (the store holds one per column of every open chunk)."""
 
-    __slots__ = ("kind", "encoder", "runs", "last_row", "count")
+    __slots__ = ()
+    present: list[int] | None
+    last_row: int
+    count: int
 
-    def __init__(self, kind: int) -> None:
-        self.kind = kind
-        self.encoder: IntEncoder | FloatEncoder | StrEncoder = (
-            IntEncoder() if kind == KIND_INT else FloatEncoder() if kind == KIND_FLOAT else StrEncoder()
-        )
-        # Alternating run lengths, present first: [present, absent, present, ...].
-        self.runs: list[int] = []
+    def _start(self) -> None:
+        # Alternating run lengths, present first: [present, absent, present, ...]; None while the
+        # column is present in every row from the first, as most are (one list fewer a column).
+        self.present = None
         self.last_row = -1
         self.count = 0
 
-    def append(self, row: int, value: Value) -> None:
+    def add(self, row: int, value: Value) -> None:
         gap = row - self.last_row - 1
-        runs = self.runs
+        runs = self.present
         if gap:
-            if not runs:
-                runs.append(0)
+            if runs is None:
+                runs = self.present = [self.count]
             runs.append(gap)
             runs.append(1)
-        elif runs:
+        elif runs is not None:
             runs[-1] += 1
-        else:
-            runs.append(1)
         self.last_row = row
         self.count += 1
-        self.encoder.append(value if self.kind != KIND_INT else int(value))
+        self.append(value)  # type: ignore[attr-defined]  (the encoder's)
 
     def presence(self, rows: int) -> bytes:
         out = bytearray()
-        runs = self.runs
+        runs = [self.count] if self.present is None else self.present
         trailing = rows - self.last_row - 1
         _varint(len(runs) + (1 if trailing else 0), out)
         for run in runs:
@@ -373,9 +373,38 @@ class Column:
             _varint(trailing, out)
         return bytes(out)
 
-    def data(self) -> bytes:
-        encoder = self.encoder
-        return encoder.getvalue() if isinstance(encoder, StrEncoder) else encoder.bits.getvalue()
+
+class IntColumn(_Presence, IntEncoder):
+    __slots__ = ("present", "last_row", "count")
+
+    def __init__(self) -> None:
+        IntEncoder.__init__(self)
+        self._start()
+
+    def append(self, value: int) -> None:
+        IntEncoder.append(self, int(value))  # a bool is stored as the integer it is
+
+
+class FloatColumn(_Presence, FloatEncoder):
+    __slots__ = ("present", "last_row", "count")
+
+    def __init__(self) -> None:
+        FloatEncoder.__init__(self)
+        self._start()
+
+
+class StrColumn(_Presence, StrEncoder):
+    __slots__ = ("present", "last_row", "count")
+
+    def __init__(self) -> None:
+        StrEncoder.__init__(self)
+        self._start()
+
+
+Column = IntColumn | FloatColumn | StrColumn
+COLUMN_OF_KIND: dict[int, type[IntColumn] | type[FloatColumn] | type[StrColumn]] = {
+    KIND_INT: IntColumn, KIND_FLOAT: FloatColumn, KIND_STR: StrColumn,
+}
 
 
 class ChunkBuilder:
@@ -399,8 +428,8 @@ class ChunkBuilder:
         for key, value in values.items():
             column = columns.get(key)
             if column is None:
-                column = columns[key] = Column(key[1])
-            column.append(row, value)
+                column = columns[key] = COLUMN_OF_KIND[key[1]]()
+            column.add(row, value)
         self.rows = row + 1
         self.last_ts = ts
         return True
@@ -408,7 +437,7 @@ class ChunkBuilder:
     def encode(self) -> bytes:
         out = bytearray([TIMESTAMPS_DOD])
         _varint(self.rows, out)
-        stamps = self.timestamps.bits.getvalue()
+        stamps = self.timestamps.getvalue()
         _varint(len(stamps), out)
         out += stamps
         _varint(len(self.columns), out)
@@ -416,7 +445,7 @@ class ChunkBuilder:
             _varint(field_id, out)
             out.append(kind)
             presence = column.presence(self.rows)
-            data = column.data()
+            data = column.getvalue()
             _varint(len(presence), out)
             out += presence
             _varint(len(data), out)

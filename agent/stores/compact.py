@@ -366,6 +366,7 @@ class CompactDB:
         self._stats_per_field = STATS if self._version >= 1 else STATS_V0
         self._series_ids: dict[tuple[str, str], int] = {}
         self._field_ids: dict[str, int] = dict(self._conn.execute("SELECT name, id FROM field"))
+        self._column_keys: dict[tuple[str, int], ColumnKey] = {}
         self._counters: frozenset[tuple[str, str]] = frozenset(
             self._conn.execute("SELECT measurement, field FROM counter_field") if self._version >= 1 else ()
         )
@@ -441,7 +442,7 @@ class CompactDB:
                 values: dict[ColumnKey, Value] = {}
                 for name, value in known.items():
                     stored = stored_value(value)
-                    values[(self._field_id(name), value_kind(stored))] = stored
+                    values[self._column_key(name, value_kind(stored))] = stored
                 key = (self._series_id(sample.measurement, sample.tags), RAW, ts - ts % RAW_WINDOW_NS)
                 if not self._builder(key).append(ts, values):
                     late.setdefault(key, []).append((ts, values))
@@ -463,6 +464,7 @@ class CompactDB:
         self._series_ids.clear()
         self._measurements.clear()
         self._field_ids = dict(self._conn.execute("SELECT name, id FROM field"))
+        self._column_keys.clear()
         self._open.clear()
 
     def _builder(self, key: ChunkKey) -> ChunkBuilder:
@@ -503,6 +505,14 @@ class CompactDB:
             else:
                 found = row[0]
             self._series_ids[key] = found
+        return found
+
+    def _column_key(self, name: str, kind: int) -> ColumnKey:
+        """The one ``(field id, kind)`` tuple of a field and kind: every open chunk's columns are
+        keyed by it, so a shared key costs its 56 bytes once, not once per column of every series."""
+        found = self._column_keys.get((name, kind))
+        if found is None:
+            found = self._column_keys[(name, kind)] = (self._field_id(name), kind)
         return found
 
     def _field_id(self, name: str) -> int:

@@ -62,6 +62,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from typing import NamedTuple
 
 from agent.api import CollectError, Collector, Sample, Sink, Unreachable
 from agent.inventory import Poll
@@ -84,7 +85,7 @@ DEFAULT_MAX_LAG_S = 30.0
 START_IN_FLIGHT = 4
 MIN_IN_FLIGHT = 2
 STEER_EVERY_S = 1.0  # a change shows only once runs in flight end: look again no sooner
-SATURATED = 0.9  # of the usable cores' time the agent's threads ran or waited to run: cut; under: grow
+SATURATED = 0.9  # of the usable cores' time the agent used or could not get (saturation_between): cut; under: grow
 HEARTBEAT_S = 0.1
 LOOP_STALLED_S = 1.0  # a heartbeat this late while a run went: its failure on time is not the device's
 # The pace of the first turns after a start, per interval (see `Scheduler.plan`).
@@ -102,33 +103,53 @@ _COUNTER = {
 }
 
 
-def cpu_demand_s() -> float:
-    """Seconds the agent's threads ran, plus the seconds the calling thread (the event loop's)
-    waited to run, per usable core, since they started.
+class CoreTimes(NamedTuple):
+    """Seconds per usable core since the agent's threads started: how long the event loop's thread
+    ran and waited to run (runnable, the core busy elsewhere), how long the other threads ran."""
 
-    Waited: a core shared with other processes gives the loop less CPU time while it has as much
-    to do; only the time it spends waiting for the core tells it is saturated. Only the loop's
-    wait: the other threads (rollups, store, alert engine) mostly wait for the agent's own
-    threads, handing the GIL back and forth on the same core, and summing their waits counted that
-    core's time twice (1,000 switches on one core: "saturated" at 1.8 while the process used 60 %
-    of it and the core was otherwise idle, the bound at its floor, 250 turns waiting). Linux keeps
-    both per thread (/proc/<pid>/task/*/schedstat); elsewhere this is the process's CPU time.
-    """
+    loop_run_s: float
+    loop_wait_s: float
+    others_run_s: float
+
+
+def saturation_between(before: CoreTimes, after: CoreTimes, elapsed_s: float) -> float:
+    """Of the usable cores' time over ``elapsed_s``, the share the agent used or could not get.
+
+    The loop's own demand is what it ran plus what it waited; the others' is what they ran (their
+    waits are mostly for the agent's own threads, handing the GIL back and forth on the same core).
+    The loop's wait counts only beyond the others' run: alone on its core, the loop waits while its
+    own rollup, store and engine threads run, which is time already counted (750 switches on one
+    otherwise idle core: "saturated" at 1.37 while the process used 64 % of it, the bound held at
+    its floor of 2 and drift p99 6 s); on a core other processes hold, the loop waits longer than
+    they let the agent's threads run, and that excess is what says the core is taken."""
+    loop_run = after.loop_run_s - before.loop_run_s
+    loop_wait = after.loop_wait_s - before.loop_wait_s
+    others_run = after.others_run_s - before.others_run_s
+    return (loop_run + max(others_run, loop_wait)) / elapsed_s
+
+
+def cpu_demand_s() -> CoreTimes:
+    """The agent's CoreTimes, read by the event loop's thread (the caller). Linux keeps run and
+    wait times per thread (/proc/<pid>/task/*/schedstat); elsewhere the process's CPU time is
+    counted as the loop's run."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
         tasks = list(os.scandir("/proc/self/task"))
     except OSError:
-        return time.process_time() / cores
+        return CoreTimes(time.process_time() / cores, 0.0, 0.0)
     caller = str(threading.get_native_id())
-    total_ns = 0
+    loop_run_ns = loop_wait_ns = others_ns = 0
     for task in tasks:
         try:
             with open(os.path.join(task.path, "schedstat"), encoding="ascii") as stat:
                 run_ns, wait_ns, _slices = stat.read().split()
         except (OSError, ValueError):  # a thread that just ended
             continue
-        total_ns += int(run_ns) + (int(wait_ns) if task.name == caller else 0)
-    return total_ns / 1e9 / cores
+        if task.name == caller:
+            loop_run_ns, loop_wait_ns = int(run_ns), int(wait_ns)
+        else:
+            others_ns += int(run_ns)
+    return CoreTimes(loop_run_ns / 1e9 / cores, loop_wait_ns / 1e9 / cores, others_ns / 1e9 / cores)
 
 
 def poll_key(poll: Poll) -> str:
@@ -174,7 +195,7 @@ class Counters:
     max_lag_s: float | None = None
     # The latest the event loop ran the heartbeat since the last health sample, in seconds.
     max_loop_lag_s: float | None = None
-    # Of the usable cores' time, how much the agent's threads ran or waited to run, lately.
+    # Of the usable cores' time, the share the agent used or could not get, lately (saturation_between).
     saturation: float | None = None
 
     def drain_latencies(self) -> list[float]:
@@ -239,7 +260,7 @@ class Scheduler:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         max_lag_s: float = DEFAULT_MAX_LAG_S,
         device_tags: DeviceTags | None = None,
-        cpu_demand: Callable[[], float] = cpu_demand_s,
+        cpu_demand: Callable[[], CoreTimes] = cpu_demand_s,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
@@ -264,7 +285,7 @@ class Scheduler:
         self._max_in_flight = max_in_flight
         self._limit = min(START_IN_FLIGHT, max_in_flight)
         self._cpu_demand = cpu_demand
-        self._steered: tuple[float, float] | None = None  # (monotonic, cpu demand) when last steered
+        self._steered: tuple[float, CoreTimes] | None = None  # (monotonic, core times) when last steered
         self._stalls: deque[tuple[float, float]] = deque()  # (monotonic, lag) of stalled heartbeats
         # Stalls are kept as long as a run can last (a blocked thread may outlast its timeout).
         self._longest_run_s = 2 * max((p.timeout_s for p in polls), default=0.0)
@@ -551,7 +572,7 @@ class Scheduler:
             self._steered = (now, self._cpu_demand())
         elif now - self._steered[0] >= STEER_EVERY_S:
             demand = self._cpu_demand()
-            self._steer((demand - self._steered[1]) / (now - self._steered[0]))
+            self._steer(saturation_between(self._steered[1], demand, now - self._steered[0]))
             self._steered = (now, demand)
 
     def _steer(self, saturation: float) -> None:

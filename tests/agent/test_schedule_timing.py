@@ -8,6 +8,8 @@ wait unless a test holds them on an event. Nothing here sleeps or reads the real
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +17,16 @@ from typing import Any
 import pytest
 
 from agent.api import Sink, Target, UnknownDevice, Unreachable
-from agent.scheduler import COLLECTION, NOT_RUN_STATUSES, Scheduler, phases, poll_key
+from agent.scheduler import (
+    COLLECTION,
+    NOT_RUN_STATUSES,
+    CoreTimes,
+    Scheduler,
+    cpu_demand_s,
+    phases,
+    poll_key,
+    saturation_between,
+)
 from tests.agent.helpers import Changes, FakeClock, Recorder
 from tests.agent.test_scheduler import by_device, make_poll
 
@@ -345,8 +356,8 @@ class Demand:
         self.total += seconds * saturation
         self.clock.advance(seconds)
 
-    def __call__(self) -> float:
-        return self.total
+    def __call__(self) -> CoreTimes:
+        return CoreTimes(self.total, 0.0, 0.0)
 
 
 async def test_the_bound_grows_while_the_cores_have_room_and_turns_wait_and_is_cut_while_saturated():
@@ -390,6 +401,28 @@ async def test_the_bound_grows_while_the_cores_have_room_and_turns_wait_and_is_c
     sched.step()
     assert sched.running == 2
     await sched.drain()
+
+
+def test_saturation_counts_the_loops_wait_only_beyond_what_the_agents_own_threads_ran():
+    start = CoreTimes(10.0, 2.0, 5.0)
+    # Alone on its core: the loop ran 0.3 s and waited 0.35 s while the store and rollup threads
+    # ran 0.4 s. The core was 70 % busy with the agent, not 105 %.
+    assert saturation_between(start, CoreTimes(10.3, 2.35, 5.4), 1.0) == pytest.approx(0.7)
+    # Another process holds the core: the loop waited 0.6 s, the agent's other threads ran 0.1 s.
+    assert saturation_between(start, CoreTimes(10.3, 2.6, 5.1), 1.0) == pytest.approx(0.9)
+    # Over two seconds, per second.
+    assert saturation_between(start, CoreTimes(10.5, 2.0, 5.5), 2.0) == pytest.approx(0.5)
+
+
+def test_the_core_times_are_read_from_this_process_threads():
+    before = cpu_demand_s()
+    deadline = time.thread_time() + 0.05
+    while time.thread_time() < deadline:  # this (the calling) thread runs
+        pass
+    after = cpu_demand_s()
+    cores = len(os.sched_getaffinity(0))
+    assert after.loop_run_s - before.loop_run_s >= 0.05 / cores
+    assert after.loop_wait_s >= before.loop_wait_s and after.others_run_s >= before.others_run_s
 
 
 async def test_with_no_turn_waiting_the_bound_holds_however_idle_the_cores():

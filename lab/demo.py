@@ -55,7 +55,7 @@ from agent.api.alerts import AlertTransition
 from agent.config import load_config
 from agent.runner import Agent
 from alerting.notifier import DispatchResult
-from lab.demo_scenarios import Fault, ScenarioLab, run_scenarios
+from lab.demo_scenarios import Fault, ScenarioLab, run_scenarios, start_lab
 
 ESTATE = Path(__file__).resolve().parent / "estates" / "vsgp-demo.yaml"
 SECRETS = ESTATE.with_name("secrets.yaml")
@@ -279,14 +279,12 @@ async def _play(work: Path, state: Path, *, kept: bool, keep_running: bool, glpi
     secrets = work / "secrets.yaml"
     shutil.copy(SECRETS, secrets)
     secrets.chmod(0o600)  # git keeps no modes; load_config refuses a readable secrets file, on purpose
-    estate = _demo_estate(work, glpi)
     # Whatever was started is stopped, in reverse order, however the demo ends (a refused config,
     # a lab that does not start, an agent whose state directory is locked, Ctrl-C).
     async with AsyncExitStack() as started:
         # the lab plays the client's GLPI too when the estate names it (--glpi)
-        lab = ScenarioLab(estate, work / "lab")
         console.print("starting the lab (vigie lab up) ...")
-        await asyncio.to_thread(lab.start)
+        estate, lab = await asyncio.to_thread(start_lab, lambda: _demo_estate(work, glpi), work / "lab")
         started.callback(lab.stop)
         config = load_config(estate, secrets_path=secrets, environ={**os.environ, **lab.environment})
         agent = Agent(config, state_dir=state, health_interval_s=30)

@@ -268,7 +268,8 @@ class ScenarioLab:
         threading.Thread(target=self._read, daemon=True).start()
         if not self._ready.wait(LAB_START_DEADLINE_S) or not any(line.startswith("ready") for line in self.lines):
             self.stop()
-            raise RuntimeError("the lab did not come up:\n" + "\n".join(self.lines[-30:]))
+            error = PortTaken if any("Address already in use" in line for line in self.lines) else RuntimeError
+            raise error("the lab did not come up:\n" + "\n".join(self.lines[-30:]))
         info = json.loads((self.runtime_dir / "lab.json").read_text(encoding="utf-8"))
         self.environment = {name: entry["value"] for name, entry in info["environment"].items()
                             if entry["service"] and entry["value"] is not None}
@@ -303,6 +304,30 @@ class ScenarioLab:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+
+class PortTaken(RuntimeError):
+    """A port the estate names was taken by another process between being found free and bound."""
+
+
+LAB_START_ATTEMPTS = 3
+
+
+def start_lab(write_estate: Callable[[], Path], runtime_dir: Path) -> tuple[Path, ScenarioLab]:
+    """The estate ``write_estate`` writes, and its lab, up. Ports the estate names are picked free
+    when it is written (the SSH hosts'), and another process (a parallel test, another demo) can
+    take one before the lab binds it: the estate is then written again, with fresh ports, up to
+    LAB_START_ATTEMPTS times in all."""
+    for attempts_left in reversed(range(LAB_START_ATTEMPTS)):
+        estate = write_estate()
+        lab = ScenarioLab(estate, runtime_dir)
+        try:
+            lab.start()
+            return estate, lab
+        except PortTaken:
+            if not attempts_left:
+                raise
+    raise ValueError("LAB_START_ATTEMPTS must be at least 1")
 
 
 def _any_free_port() -> list[str]:
@@ -432,15 +457,13 @@ async def play(scenario: Scenario, work: Path, state: Path, console: Console | N
     console = console or Console()
     run = Run(scenario, console)
     work.chmod(0o755)  # snmpsim runs as `nobody` when started by root and must reach the lab's data
-    estate = scenario_estate(scenario, work)
     secrets = work / "secrets.yaml"
     shutil.copy(LAB_SECRETS, secrets)
     secrets.chmod(0o600)  # git keeps no modes; load_config refuses a readable secrets file, on purpose
     run.say(f"[bold]scenario {scenario.name}[/bold]: {scenario.what}")
-    lab = ScenarioLab(estate, work / "lab")
     async with AsyncExitStack() as started:
         run.say("starting the lab (vigie lab up) ...")
-        await asyncio.to_thread(lab.start)
+        estate, lab = await asyncio.to_thread(start_lab, lambda: scenario_estate(scenario, work), work / "lab")
         started.callback(lab.stop)
         listening = [f"{service} {where[0]}" + (f" (+{len(where) - 1} more)" if len(where) > 1 else "")
                      for service, where in lab.endpoints.items() if where]

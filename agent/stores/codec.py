@@ -15,8 +15,9 @@ A field absent from a row (``None``: unknown) is absent from its column: each co
 presence as alternating runs (present, absent, present, ...). Booleans are stored as 0/1 integers,
 as the row store always did.
 
-``ChunkBuilder`` appends in time order in O(1) a point (the encoders keep their state), so the
-open chunk of every series can be written after every batch at the cost of its current bytes.
+``ChunkBuilder`` appends in time order in O(1) a point (the encoders keep their state). A window
+that grows a batch at a time is a container of segments, each a chunk of its own, read as their
+rows one after the other and merged into one chunk when the window is finished.
 """
 
 from __future__ import annotations
@@ -454,9 +455,17 @@ class ChunkBuilder:
 
 
 def build_chunk(rows: Iterable[Row]) -> ChunkBuilder:
-    """A builder holding ``rows`` merged by timestamp (a later row's fields overwrite an earlier
-    one's of the same timestamp, its other fields kept) and sorted: out-of-order and replayed
-    points end here."""
+    """A builder holding ``rows`` merged by timestamp and sorted (``merge_rows``): out-of-order
+    and replayed points end here."""
+    builder = ChunkBuilder()
+    for ts, values in merge_rows(rows):
+        builder.append(ts, values)
+    return builder
+
+
+def merge_rows(rows: Iterable[Row]) -> list[Row]:
+    """``rows`` sorted by timestamp, one per timestamp: a later row's fields overwrite an earlier
+    one's of the same timestamp (whatever kind they had), its other fields kept."""
     merged: dict[int, dict[ColumnKey, Value]] = {}
     for ts, values in rows:
         held = merged.get(ts)
@@ -468,10 +477,7 @@ def build_chunk(rows: Iterable[Row]) -> ChunkBuilder:
                 for stale in [k for k in held if k[0] == key[0]]:
                     del held[stale]
             held.update(values)
-    builder = ChunkBuilder()
-    for ts in sorted(merged):
-        builder.append(ts, merged[ts])
-    return builder
+    return [(ts, merged[ts]) for ts in sorted(merged)]
 
 
 def _linear_timestamps(timestamps: Sequence[int]) -> bytes:
@@ -657,7 +663,11 @@ def _decode_column(kind: int, presence: bytes, data: bytes, rows: int) -> list:
 
 def chunk_rows(data: bytes) -> list[Row]:
     """Every row of a chunk, for a merge."""
-    timestamps, columns = decode_chunk(data)
+    return column_rows(*decode_chunk(data))
+
+
+def column_rows(timestamps: Sequence[int], columns: Mapping[ColumnKey, list]) -> list[Row]:
+    """Decoded columns as rows (a row without a column's value leaves it out)."""
     rows: list[Row] = [(ts, {}) for ts in timestamps]
     for key, values in columns.items():
         for (_, held), value in zip(rows, values, strict=True):

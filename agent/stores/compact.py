@@ -14,15 +14,20 @@ The 5-minute rollups cost about as much as the raw points they sum up (4 statist
 so keeping them 13 months would cost ten times the raw month: bench/bench_storage.py measures it
 and bench/README.md gives the sizes that decided the defaults.
 
-Every ``write`` appends to the open chunks of its series (in memory, each encoder keeps its state)
-and writes those chunks to ``open_chunk`` in one transaction: a SIGKILL loses at most the batch
-being written, and SQLite's WAL keeps every committed chunk intact. A raw window is rolled up
-("sealed") once it is ``SEAL_GRACE_NS`` past its end, and moves to ``chunk`` (as a rollup window
-does once no raw window can reach it): rewritten rows leave holes in their pages, so the churning
-chunks stay in a small table of their own and the big one is only appended to, its pages full. A
-late point moves its window back to ``open_chunk`` and the next sealing step replaces that window's
-rollup buckets. A point older than the raw retention is refused:
-its window's rollups can no longer be recomputed from the whole window.
+Every ``write`` appends its samples to ``recent_row``, one row per sample (its fields as JSON),
+in one transaction: a SIGKILL loses at most the batch being written, SQLite's WAL keeps every
+committed row, and the writer holds no series' state in memory (an encoder per open series cost
+about 3 kB each: 280 MB at a thousand switches). Rows older than ``FLUSH_AGE_NS`` are moved, a
+series' window at a time, into its open chunk in ``open_chunk`` as one more segment (a
+concatenation: the window is not decoded to grow), a bounded number per write; a value is thus
+encoded twice, once in its segment and once when its window is finished into one chunk. A raw
+window is rolled up ("sealed") once it is ``SEAL_GRACE_NS`` past its end, and moves to ``chunk``
+(as a rollup window does once no raw window can reach it): rewritten rows leave holes in their
+pages, so the churning rows and chunks stay in small tables of their own and the big one is only
+appended to, its pages full. A late point moves its window back to ``open_chunk`` when it is
+flushed and the next sealing step replaces that window's rollup buckets. Queries read the three
+tables, a later row of a timestamp replacing the fields it has. A point older than the raw
+retention is refused: its window's rollups can no longer be recomputed from the whole window.
 
 A counter (a field a plugin declares in ``PluginSpec.counter_fields``: a raw octet count that only
 grows) is rolled up as its increase per bucket, as Prometheus' ``increase()`` counts it: the sum of
@@ -51,6 +56,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
@@ -58,15 +64,17 @@ from agent.api import Sample
 from agent.db import SERIES_SCHEMA, open_db
 from agent.stores.codec import (
     KIND_STR,
-    ChunkBuilder,
+    SEGMENTS,
     ColumnKey,
     Row,
     Value,
     add_segment,
     build_chunk,
     chunk_rows,
+    column_rows,
     decode_chunk,
     finish_chunk,
+    merge_rows,
     merge_segments,
     segment_count,
     value_kind,
@@ -87,6 +95,15 @@ DEFAULT_ROLLUP_RETENTION_DAYS = 400
 STEP_CHUNKS = 2_000
 # Segments an open rollup window holds before they are merged: a day of raw windows.
 MAX_SEGMENTS = 12
+# A raw window's segments: one per flush of its rows, every FLUSH_AGE_NS, merged when it finishes.
+RAW_MAX_SEGMENTS = 32
+# Rows wait this long in recent_row before they become a segment: a series' segment then holds
+# about five polls a minute apart (fewer, larger segments cost less to write and to read), and
+# the last rows of a raw window are in its chunk before the window is sealed (SEAL_GRACE_NS).
+FLUSH_AGE_NS = 5 * NS_PER_MINUTE
+# Rows of recent_row moved per flush step (about 0.1 s of a core), or twice the batch written,
+# whichever is more: a step holds the store's thread briefly, and the flush keeps up with writes.
+FLUSH_ROWS = 5_000
 
 RAW = 0
 # The finished chunks' table, then the open ones'.
@@ -119,8 +136,9 @@ STATS = 5
 STATS_V0 = 4
 GAUGE_STATS = (STAT_MIN, STAT_MAX, STAT_SUM, STAT_COUNT)
 COUNTER_STATS = (STAT_INCREASE, STAT_COUNT)
-# The file's layout, in PRAGMA user_version: 0 before counters (4 statistics a field), 1 since.
-FORMAT_VERSION = 1
+# The file's layout, in PRAGMA user_version: 0 before counters (4 statistics a field), 1 with
+# them, 2 with recent_row (a reader of format 1 would not see the rows written there).
+FORMAT_VERSION = 2
 # The statistics a query may ask for, and the columns each needs (count always).
 STATISTICS = {"min": (STAT_MIN,), "max": (STAT_MAX,), "avg": (STAT_SUM,)}
 
@@ -149,6 +167,15 @@ CREATE TABLE IF NOT EXISTS open_chunk (
     UNIQUE (series_id, level, start_ns)
 );
 CREATE INDEX IF NOT EXISTS open_chunk_age ON open_chunk (level, start_ns);
+-- Samples written in the last FLUSH_AGE_NS, in the order written (rowid): their known fields as a
+-- JSON list [field id, value, field id, value, ...].
+CREATE TABLE IF NOT EXISTS recent_row (
+    series_id INTEGER NOT NULL,
+    window_ns INTEGER NOT NULL,
+    ts_ns INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS recent_row_window ON recent_row (series_id, window_ns);
 -- The counters the writer was told of (PluginSpec.counter_fields), for readers of the file.
 CREATE TABLE IF NOT EXISTS counter_field (
     measurement TEXT NOT NULL,
@@ -363,16 +390,24 @@ class CompactDB:
             if self._version < FORMAT_VERSION:
                 self._migrate()
             self._declare_counters(counter_fields)
+        # A reader of a file of format 1 finds no recent_row table: all its points are in chunks.
+        self._has_recent = self._version >= 2
         self._stats_per_field = STATS if self._version >= 1 else STATS_V0
         self._series_ids: dict[tuple[str, str], int] = {}
         self._field_ids: dict[str, int] = dict(self._conn.execute("SELECT name, id FROM field"))
-        self._column_keys: dict[tuple[str, int], ColumnKey] = {}
         self._counters: frozenset[tuple[str, str]] = frozenset(
             self._conn.execute("SELECT measurement, field FROM counter_field") if self._version >= 1 else ()
         )
         self._measurements: dict[int, str] = {}
-        # Raw windows being appended to, until rolled up.
-        self._open: dict[ChunkKey, ChunkBuilder] = {}
+        # The flush in progress: every row of recent_row up to ``_flush_rowid`` goes, series by
+        # series from ``_flush_series``; and the clock at the first write after it began (the age
+        # of the oldest row waiting for the next one). Rows found in the file when it opens are
+        # flushed at once: the previous process wrote them, how long ago is not known.
+        self._flush_rowid: int | None = None
+        self._flush_series = 0
+        self._waiting_since: int | None = None
+        if not read_only:
+            self._flush_rowid = self._conn.execute("SELECT max(rowid) FROM recent_row").fetchone()[0]
 
     def _format_version(self) -> int:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
@@ -384,13 +419,14 @@ class CompactDB:
         return version
 
     def _migrate(self) -> None:
-        """A file of format 0 (4 statistics a field, before counters) to the current one: every
-        rollup chunk's columns renumbered, its values as they were (a counter rolled up then keeps
-        its min/max/sum buckets), in one transaction."""
+        """An older file to the current format, in one transaction. From format 0 (4 statistics a
+        field, before counters): every rollup chunk's columns renumbered, its values as they were
+        (a counter rolled up then keeps its min/max/sum buckets). From 1: recent_row is new (the
+        schema made it), an open raw chunk of format 1 is the first segment of its window."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for table in TABLES:
+            for table in TABLES if self._version < 1 else ():
                 rows = conn.execute(f"SELECT rowid, data FROM {table} WHERE level > 0").fetchall()
                 for rowid, data in rows:
                     renumbered = [
@@ -422,16 +458,15 @@ class CompactDB:
     # -- writing ---------------------------------------------------------------------------------
 
     def write(self, samples: Iterable[Sample], now_ns: int) -> int:
-        """Append a batch and write the chunks it touched, in one transaction; returns the number
-        of samples refused as older than the raw retention."""
+        """Append a batch to recent_row and take a flush step, in one transaction; returns the
+        number of samples refused as older than the raw retention."""
         conn = self._conn
         oldest = now_ns - self.retention.ns(RAW)
         refused = 0
-        late: dict[ChunkKey, list[Row]] = {}
-        touched: set[ChunkKey] = set()
+        rows = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for sample in sorted(samples, key=lambda s: s.timestamp_ns):
+            for sample in samples:
                 known = sample.known_fields()
                 if not known:
                     continue
@@ -439,17 +474,15 @@ class CompactDB:
                 if ts < oldest:
                     refused += 1
                     continue
-                values: dict[ColumnKey, Value] = {}
+                flat: list[Value] = []
                 for name, value in known.items():
-                    stored = stored_value(value)
-                    values[self._column_key(name, value_kind(stored))] = stored
-                key = (self._series_id(sample.measurement, sample.tags), RAW, ts - ts % RAW_WINDOW_NS)
-                if not self._builder(key).append(ts, values):
-                    late.setdefault(key, []).append((ts, values))
-                touched.add(key)
-            for key, rows in late.items():
-                self._open[key] = build_chunk(chunk_rows(self._open[key].encode()) + rows)
-            self._save(touched)
+                    flat += (self._field_id(name), stored_value(value))
+                series_id = self._series_id(sample.measurement, sample.tags)
+                rows.append((series_id, ts - ts % RAW_WINDOW_NS, ts, json.dumps(flat)))
+            conn.executemany("INSERT INTO recent_row (series_id, window_ns, ts_ns, data) VALUES (?, ?, ?, ?)", rows)
+            if rows and self._waiting_since is None:
+                self._waiting_since = now_ns
+            self._flush(now_ns, max(FLUSH_ROWS, 2 * len(rows)))
             conn.execute("COMMIT")
         except BaseException:
             self._rolled_back()
@@ -458,37 +491,100 @@ class CompactDB:
             log.warning("compact store: %d samples older than the raw retention refused", refused)
         return refused
 
+    def flush(self, now_ns: int, max_rows: int = FLUSH_ROWS) -> int:
+        """One flush step on its own (a write takes one): returns the rows moved into chunks."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            moved = self._flush(now_ns, max_rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rolled_back()
+            raise
+        return moved
+
+    def _flush(self, now_ns: int, max_rows: int = FLUSH_ROWS) -> int:
+        """A step of the flush in progress, or of a new one once the oldest row waiting is
+        FLUSH_AGE_NS old (or stamped later than now: the clock went back): every row written so
+        far, series by series, each window's rows as one segment of its open chunk; up to about
+        ``max_rows`` rows a step (a series is never split). Returns the rows moved."""
+        waiting = self._waiting_since
+        if self._flush_rowid is None and waiting is not None and not now_ns - FLUSH_AGE_NS < waiting <= now_ns:
+            self._flush_rowid = self._conn.execute("SELECT max(rowid) FROM recent_row").fetchone()[0]
+            self._flush_series = 0
+            self._waiting_since = None
+        upto = self._flush_rowid
+        if upto is None:
+            return 0
+        conn = self._conn
+        first = self._flush_series
+        rows = conn.execute(
+            "SELECT series_id, window_ns, ts_ns, data FROM recent_row WHERE series_id >= ? AND rowid <= ?"
+            " ORDER BY series_id, window_ns, rowid LIMIT ?",
+            (first, upto, max_rows),
+        ).fetchall()
+        end: int | None = None
+        if len(rows) == max_rows:
+            end = rows[-1][0]
+            taken = [row for row in rows if row[0] != end]
+            if taken:
+                rows = taken
+            else:
+                # One series with more rows than a step: it goes whole.
+                rows = conn.execute(
+                    "SELECT series_id, window_ns, ts_ns, data FROM recent_row WHERE series_id = ? AND rowid <= ?"
+                    " ORDER BY window_ns, rowid",
+                    (end, upto),
+                ).fetchall()
+                end += 1
+        by_window: dict[ChunkKey, list[tuple[int, str]]] = {}
+        for series_id, window_ns, ts, data in rows:
+            by_window.setdefault((series_id, RAW, window_ns), []).append((ts, data))
+        last = 2**63 - 1 if end is None else end
+        held = {
+            (series_id, RAW, start_ns): data
+            for series_id, start_ns, data in conn.execute(
+                "SELECT series_id, start_ns, data FROM open_chunk WHERE level = 0 AND series_id >= ? AND series_id < ?",
+                (first, last),
+            )
+        }
+        segments = {key: build_chunk(_recent_rows(window_rows)).encode() for key, window_rows in by_window.items()}
+        self._add_segments(segments, RAW_MAX_SEGMENTS, held)
+        conn.execute(
+            "DELETE FROM recent_row WHERE series_id >= ? AND series_id < ? AND rowid <= ?", (first, last, upto)
+        )
+        if end is None:
+            self._flush_rowid = None
+        else:
+            self._flush_series = end
+        return len(rows)
+
+    def _recent(self, series_id: int, start_ns: int | None, end_ns: int | None) -> dict[int, list[Row]]:
+        """The rows of recent_row of a series' raw windows overlapping [start_ns, end_ns), by window,
+        in the order written."""
+        if not self._has_recent:
+            return {}
+        lo = -(2**63) if start_ns is None else start_ns - RAW_WINDOW_NS + 1
+        hi = 2**63 - 1 if end_ns is None else end_ns
+        found: dict[int, list[Row]] = {}
+        rows = self._conn.execute(
+            "SELECT window_ns, ts_ns, data FROM recent_row WHERE series_id = ? AND window_ns >= ? AND window_ns < ?"
+            " ORDER BY window_ns, rowid",
+            (series_id, lo, hi),
+        ).fetchall()
+        for window_ns, ts, data in rows:
+            found.setdefault(window_ns, []).append((ts, data))
+        return {window_ns: _recent_rows(held) for window_ns, held in found.items()}
+
     def _rolled_back(self) -> None:
         self._conn.execute("ROLLBACK")
-        # Ids and chunks cached during the transaction may not be on disk: disk is the truth.
+        # Ids cached during the transaction may not be on disk: disk is the truth. A flush step
+        # undone starts over, every row waiting included.
+        self._flush_rowid = self._conn.execute("SELECT max(rowid) FROM recent_row").fetchone()[0]
+        self._flush_series = 0
         self._series_ids.clear()
         self._measurements.clear()
         self._field_ids = dict(self._conn.execute("SELECT name, id FROM field"))
-        self._column_keys.clear()
-        self._open.clear()
-
-    def _builder(self, key: ChunkKey) -> ChunkBuilder:
-        """The open chunk of ``key``: cached, else read back from open_chunk (after a restart),
-        else a finished one reopened (a late point), else a new one."""
-        builder = self._open.get(key)
-        if builder is None:
-            conn = self._conn
-            where = "WHERE series_id = ? AND level = ? AND start_ns = ?"
-            row = conn.execute(f"SELECT data FROM open_chunk {where}", key).fetchone()
-            if row is None:
-                row = conn.execute(f"SELECT data FROM chunk {where}", key).fetchone()
-                if row is not None:
-                    conn.execute(f"DELETE FROM chunk {where}", key)
-            builder = build_chunk(chunk_rows(row[0])) if row else ChunkBuilder()
-            self._open[key] = builder
-        return builder
-
-    def _save(self, keys: Iterable[ChunkKey]) -> None:
-        self._conn.executemany(
-            "INSERT INTO open_chunk (series_id, level, start_ns, data) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (series_id, level, start_ns) DO UPDATE SET data = excluded.data",
-            [(*key, self._open[key].encode()) for key in keys],
-        )
 
     def _series_id(self, measurement: str, tags: Mapping[str, str]) -> int:
         key = (measurement, canonical_tags(tags))
@@ -505,14 +601,6 @@ class CompactDB:
             else:
                 found = row[0]
             self._series_ids[key] = found
-        return found
-
-    def _column_key(self, name: str, kind: int) -> ColumnKey:
-        """The one ``(field id, kind)`` tuple of a field and kind: every open chunk's columns are
-        keyed by it, so a shared key costs its 56 bytes once, not once per column of every series."""
-        found = self._column_keys.get((name, kind))
-        if found is None:
-            found = self._column_keys[(name, kind)] = (self._field_id(name), kind)
         return found
 
     def _field_id(self, name: str) -> int:
@@ -541,12 +629,14 @@ class CompactDB:
             return {}
         previous: dict[int, Value | None] = dict.fromkeys(field_ids)
         before = start_ns - RAW_WINDOW_NS
-        for data in self._chunks(series_id, RAW, before, before + 1):
-            _, columns = decode_chunk(data, field_ids)
+        for _, timestamps, columns in self._raw_windows(series_id, field_ids, before, before + 1):
+            last_ts: dict[int, int] = {}
             for (field_id, _), values in columns.items():
-                last = next((v for v in reversed(values) if v is not None), None)
-                if last is not None:
-                    previous[field_id] = last
+                at = next((i for i in range(len(values) - 1, -1, -1) if values[i] is not None), None)
+                # A field that changed kind: the column with the later point holds its last value.
+                if at is not None and timestamps[at] >= last_ts.get(field_id, -(2**63)):
+                    previous[field_id] = values[at]
+                    last_ts[field_id] = timestamps[at]
         return previous
 
     # -- sealing and retention -------------------------------------------------------------------
@@ -575,16 +665,18 @@ class CompactDB:
         conn.execute("BEGIN IMMEDIATE")
         try:
             segments: dict[ChunkKey, list[Row]] = {}
+            finished: dict[ChunkKey, bytes] = {}
             for series_id, start_ns, data in due:
+                # Its segments merged once, for its rollups and for its finished chunk.
+                data = finished[(series_id, RAW, start_ns)] = finish_chunk(data)
                 timestamps, columns = decode_chunk(data)
                 counters = self._counters_before(series_id, start_ns)
                 for level in ROLLUPS:
                     for bucket, values in rollup_rows(timestamps, columns, level.bucket_ns, counters):
                         key = (series_id, level.level, bucket - bucket % level.window_ns)
                         segments.setdefault(key, []).append((bucket, values))
-            for key, rows in segments.items():
-                self._add_segment(key, build_chunk(rows).encode())
-            self._finish([(series_id, RAW, start_ns) for series_id, start_ns, _ in due])
+            self._add_segments({key: build_chunk(rows).encode() for key, rows in segments.items()})
+            self._finish(list(finished), finished)
             self._finish(past)
             conn.execute("COMMIT")
         except BaseException:
@@ -592,36 +684,53 @@ class CompactDB:
             raise
         return len(due)
 
-    def _add_segment(self, key: ChunkKey, segment: bytes) -> None:
+    def _add_segments(
+        self,
+        segments: Mapping[ChunkKey, bytes],
+        max_segments: int = MAX_SEGMENTS,
+        held: Mapping[ChunkKey, bytes] | None = None,
+    ) -> None:
+        """Each segment after what its window holds in open_chunk (``held``: those windows'
+        data, read beforehand; a window not there has none), or in chunk (a finished window that
+        a late point reopens), or as the window's first."""
         conn = self._conn
         where = "WHERE series_id = ? AND level = ? AND start_ns = ?"
-        row = conn.execute(f"SELECT data FROM open_chunk {where}", key).fetchone()
-        if row is None:
-            # A finished rollup window that a late point's window reopens.
-            row = conn.execute(f"SELECT data FROM chunk {where}", key).fetchone()
-            if row is not None:
-                conn.execute(f"DELETE FROM chunk {where}", key)
-        container = add_segment(row[0] if row else None, segment)
-        if segment_count(container) > MAX_SEGMENTS:
-            # Every read of the window parses every segment's column headers: merged now and then.
-            container = merge_segments(container)
-        conn.execute(
+        grown = []
+        for key, segment in segments.items():
+            if held is not None:
+                data = held.get(key)
+            else:
+                row = conn.execute(f"SELECT data FROM open_chunk {where}", key).fetchone()
+                data = row[0] if row else None
+            if data is None:
+                row = conn.execute(f"SELECT data FROM chunk {where}", key).fetchone()
+                if row is not None:
+                    data = row[0]
+                    conn.execute(f"DELETE FROM chunk {where}", key)
+            container = add_segment(data, segment)
+            if segment_count(container) > max_segments:
+                # Every read of the window parses every segment's column headers: merged now and then.
+                container = merge_segments(container)
+            grown.append((*key, container))
+        conn.executemany(
             "INSERT INTO open_chunk (series_id, level, start_ns, data) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (series_id, level, start_ns) DO UPDATE SET data = excluded.data",
-            (*key, container),
+            grown,
         )
 
-    def _finish(self, keys: list[ChunkKey]) -> None:
+    def _finish(self, keys: list[ChunkKey], ready: Mapping[ChunkKey, bytes] | None = None) -> None:
         """Move chunks that will not grow any more from open_chunk to the end of chunk, merged into
-        one chunk, their timestamps in their final form."""
+        one chunk, their timestamps in their final form (``ready``: those already finished)."""
         conn = self._conn
         where = "WHERE series_id = ? AND level = ? AND start_ns = ?"
         finished = []
         for key in keys:
-            row = conn.execute(f"SELECT data FROM open_chunk {where}", key).fetchone()
-            if row is not None:
-                finished.append((*key, finish_chunk(row[0])))
-            self._open.pop(key, None)
+            data = ready.get(key) if ready else None
+            if data is None:
+                row = conn.execute(f"SELECT data FROM open_chunk {where}", key).fetchone()
+                data = finish_chunk(row[0]) if row is not None else None
+            if data is not None:
+                finished.append((*key, data))
         conn.executemany(
             "INSERT OR REPLACE INTO chunk (series_id, level, start_ns, data) VALUES (?, ?, ?, ?)", finished
         )
@@ -649,6 +758,7 @@ class CompactDB:
                 gone = conn.execute(
                     "DELETE FROM series WHERE NOT EXISTS (SELECT 1 FROM chunk c WHERE c.series_id = series.id)"
                     " AND NOT EXISTS (SELECT 1 FROM open_chunk c WHERE c.series_id = series.id)"
+                    " AND NOT EXISTS (SELECT 1 FROM recent_row r WHERE r.series_id = series.id)"
                 ).rowcount
             conn.execute("COMMIT")
         except BaseException:
@@ -698,6 +808,44 @@ class CompactDB:
         sql = " UNION ALL ".join(f"SELECT start_ns, data FROM {table} {where}" for table in tables)
         return self._conn.execute(f"{sql} ORDER BY start_ns", (series_id, level, lo, hi) * len(tables)).fetchall()
 
+    def _raw_windows(
+        self,
+        series_id: int,
+        field_ids: Sequence[int],
+        start_ns: int | None,
+        end_ns: int | None,
+        *,
+        open_only: bool = False,
+    ) -> list[tuple[int, list[int], dict[ColumnKey, list]]]:
+        """(window start, timestamps, columns of ``field_ids``) of a series' raw windows overlapping
+        [start_ns, end_ns), oldest first, with their rows of recent_row: one row per timestamp, a
+        later row's fields winning. ``open_only``: the windows not rolled up yet, and those with
+        rows not flushed yet."""
+        recent = self._recent(series_id, start_ns, end_ns)
+        chunks = dict(self._windows(series_id, RAW, start_ns, end_ns, ("open_chunk",) if open_only else TABLES))
+        if open_only:
+            where = "WHERE series_id = ? AND level = ? AND start_ns = ?"
+            for window_ns in recent.keys() - chunks.keys():
+                # A late row of a window already rolled up: the window is summed up again whole.
+                row = self._conn.execute(f"SELECT data FROM chunk {where}", (series_id, RAW, window_ns)).fetchone()
+                if row is not None:
+                    chunks[window_ns] = row[0]
+        wanted = set(field_ids)
+        found = []
+        for window_ns in sorted(chunks.keys() | recent.keys()):
+            data = chunks.get(window_ns)
+            timestamps, columns = decode_chunk(data, field_ids) if data else ([], {})
+            rows = recent.get(window_ns)
+            # A finished chunk has one row per timestamp; segments may repeat one (a replay).
+            if rows or (data and data[0] == SEGMENTS and not _increasing(timestamps)):
+                held = column_rows(timestamps, columns)
+                for ts, values in rows or ():
+                    held.append((ts, {key: value for key, value in values.items() if key[0] in wanted}))
+                timestamps, columns = _columns_of(merge_rows(held))
+            if columns:
+                found.append((window_ns, timestamps, columns))
+        return found
+
     def points(
         self,
         measurement: str,
@@ -715,8 +863,7 @@ class CompactDB:
         result = []
         for series_id, tags in self._series_rows(measurement, tag_filter):
             points: list[tuple[int, Value]] = []
-            for data in self._chunks(series_id, RAW, start_ns, end_ns):
-                timestamps, columns = decode_chunk(data, (field_id,))
+            for _, timestamps, columns in self._raw_windows(series_id, (field_id,), start_ns, end_ns):
                 if not columns:
                     continue
                 merged = _one_column(columns.values())
@@ -766,9 +913,10 @@ class CompactDB:
             buckets: dict[int, Bucket] = {}
             for data in self._chunks(series_id, level.level, start_ns, end_ns):
                 buckets.update(_buckets(*decode_chunk(data, wanted), field_id, per_field))
-            # Raw windows not rolled up yet, summed up here.
-            for window_ns, data in self._windows(series_id, RAW, start_ns, end_ns, ("open_chunk",)):
-                timestamps, columns = decode_chunk(data, (field_id,))
+            # Raw windows not rolled up yet (or with rows not flushed yet), summed up here.
+            for window_ns, timestamps, columns in self._raw_windows(
+                series_id, (field_id,), start_ns, end_ns, open_only=True
+            ):
                 counted = field_id in self._counter_ids(series_id)
                 counters = self._counters_before(series_id, window_ns) if counted else {}
                 rows = rollup_rows(timestamps, columns, level.bucket_ns, counters)
@@ -778,6 +926,20 @@ class CompactDB:
             if kept:
                 result.append(SeriesRollup(tags, kept))
         return result
+
+
+def _recent_rows(rows: Iterable[tuple[int, str]]) -> list[Row]:
+    """Rows of recent_row as codec rows (the kind of a value is its JSON type: a float is
+    written with its point, an integer without)."""
+    out: list[Row] = []
+    for ts, data in rows:
+        flat = json.loads(data)
+        out.append((ts, {(flat[i], value_kind(flat[i + 1])): flat[i + 1] for i in range(0, len(flat), 2)}))
+    return out
+
+
+def _increasing(timestamps: Sequence[int]) -> bool:
+    return all(a < b for a, b in pairwise(timestamps))
 
 
 def _only(bucket: Bucket, statistics: Sequence[str]) -> Bucket:
@@ -859,8 +1021,9 @@ class CompactStore:
         )
 
     async def maintain(self, now_ns: int, max_chunks: int = STEP_CHUNKS) -> tuple[int, int]:
-        """One sealing and one retention step at ``now_ns``: (windows sealed, chunks deleted)."""
-        return await self._run(self._maintain_sync, now_ns, max_chunks)
+        """One flush, one sealing and one retention step at ``now_ns`` (what a write takes after
+        its batch): (windows sealed, chunks deleted)."""
+        return await self._run(self._maintain_sync, now_ns, max_chunks, True)
 
     async def close(self) -> None:
         if self._db is not None:
@@ -877,9 +1040,12 @@ class CompactStore:
         return self._db
 
     def _write_sync(self, samples: list[Sample], now_ns: int) -> None:
+        # The write took its flush step in its own transaction.
         self._open().write(samples, now_ns)
-        self._maintain_sync(now_ns, STEP_CHUNKS)
+        self._maintain_sync(now_ns, STEP_CHUNKS, False)
 
-    def _maintain_sync(self, now_ns: int, max_chunks: int) -> tuple[int, int]:
+    def _maintain_sync(self, now_ns: int, max_chunks: int, flush: bool) -> tuple[int, int]:
         db = self._open()
+        if flush:
+            db.flush(now_ns)
         return db.seal(now_ns, max_chunks), db.prune(now_ns, max_chunks)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from agent.runner import state_retention_days
 from agent.stores import build_store
 from agent.stores.codec import decode_chunk, float_bits, segment_count
 from agent.stores.compact import (
+    FORMAT_VERSION,
     NS_PER_DAY,
     RAW_WINDOW_NS,
     SEAL_GRACE_NS,
@@ -200,9 +202,11 @@ async def test_retention_removes_whole_chunks_raw_first_then_rollups_then_series
     await store.write([iface("new", "ge0", now[0], in_octets=3)])
     await store.maintain(now[0])
     assert [tags["device"] for tags in await store.series("snmp_interface")] == ["new"]
-    # Left: the open raw window of today; every older chunk of every level went whole.
+    # Left: the open raw window of today (the flush its write started took its point along); every
+    # older chunk of every level went whole.
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT count(*) FROM chunk").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM recent_row").fetchone() == (0,)
     assert conn.execute("SELECT level, start_ns FROM open_chunk").fetchall() == [(0, now[0] - now[0] % RAW_WINDOW_NS)]
     await store.close()
 
@@ -253,7 +257,10 @@ def switch_poll(ts: int, minute: int, ports: int = 48) -> list[Sample]:
 async def test_a_switch_day_costs_under_two_bytes_a_numeric_point(tmp_path):
     """The goal of the store, on 6 hours of a switch: raw points in under 2 bytes a numeric point
     (strings in the bytes, not in the count), with the pages' slack of the chunk tables charged pro
-    rata. The rollups and the file's fixed cost (a page per table and index, the series) aside."""
+    rata, once the windows are finished (a month of raw points is 360 windows: the one being
+    written, a run of small segments, and the last minutes' rows waiting in recent_row are not
+    the month's cost). The rollups and the file's fixed cost (a page per table and index, the
+    series) aside."""
     path = tmp_path / "c.sqlite"
     now = [T0]
     store = store_at(path, now)
@@ -263,8 +270,11 @@ async def test_a_switch_day_costs_under_two_bytes_a_numeric_point(tmp_path):
         poll = switch_poll(now[0], minute)
         numeric += sum(1 for s in poll for v in s.fields.values() if not isinstance(v, str))
         await store.write(poll)
+    await store.maintain(now[0] + RAW_WINDOW_NS + SEAL_GRACE_NS)
     await store.close()
     conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*) FROM recent_row").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM open_chunk WHERE level = 0").fetchone() == (0,)
     tables = "('chunk', 'open_chunk', 'sqlite_autoindex_chunk_1', 'sqlite_autoindex_open_chunk_1')"
     pages = conn.execute(f"SELECT sum(pgsize) FROM dbstat WHERE name IN {tables}").fetchone()[0]
     payload = dict(
@@ -286,7 +296,8 @@ CRASH_WRITER = textwrap.dedent(
     db = CompactDB(sys.argv[1])
     t0 = int(sys.argv[2])
     for batch in range(100_000):
-        ts = t0 + batch * 1_000_000_000
+        # 10 s apart: a flush of recent_row into chunks starts every 30 batches.
+        ts = t0 + batch * 10_000_000_000
         fields = lambda p: {"v": batch * 10 + p, "s": f"b{batch // 7}"}
         db.write([Sample("m", {"port": str(p)}, fields(p), ts) for p in range(40)], ts)
         print(batch, flush=True)
@@ -325,13 +336,85 @@ def test_a_sigkill_mid_write_loses_at_most_the_batch_being_written(tmp_path, aft
         written = len(points)
         # Every acknowledged batch is there, at most one more (committed, not yet printed).
         assert acknowledged + 1 <= written <= acknowledged + 2
-        assert points == [(T0 + b * S, b * 10 + port) for b in range(written)]
+        assert points == [(T0 + b * 10 * S, b * 10 + port) for b in range(written)]
         states = [v for _, v in db.points("m", "s", {"port": str(port)})[0].points]
         assert states == [f"b{b // 7}" for b in range(written)]
     # The store goes on from where it was killed.
-    ts = T0 + written * S
+    ts = T0 + written * 10 * S
     db.write([Sample("m", {"port": "0"}, {"v": -1}, ts)], ts)
     assert db.points("m", "v", {"port": "0"})[0].points[-1] == (ts, -1)
+    db.close()
+
+
+def test_rows_wait_in_recent_rows_then_become_segments_with_the_same_points(tmp_path):
+    path = tmp_path / "c.sqlite"
+    db = CompactDB(path)
+    expected: dict[str, list[tuple[int, float]]] = {"ge0": [], "ge1": []}
+    for minute in range(28):
+        ts = T0 + minute * MIN + 1_234
+        for port, points in expected.items():
+            points.append((ts, minute + (0.5 if port == "ge1" else 0.0)))
+        db.write(
+            [iface("sw1", port, ts, in_bps=points[-1][1], oper_status="up") for port, points in expected.items()], ts
+        )
+        got = {p.tags["ifName"]: p.points for p in db.points("snmp_interface", "in_bps")}
+        assert got == expected
+    conn = sqlite3.connect(path)
+    waiting = conn.execute("SELECT count(*) FROM recent_row").fetchone()[0]
+    (container,) = conn.execute("SELECT data FROM open_chunk WHERE level = 0 LIMIT 1").fetchone()
+    # A flush begins once the oldest row waiting is 5 minutes old and takes every row: at minutes
+    # 5, 11, 17 and 23. The window is a run of 4 segments, minutes 24-27 still waiting.
+    assert (waiting, segment_count(container)) == (2 * 4, 4)
+    # A replay of a flushed point and of a waiting one: the later write wins, one point each.
+    replayed = [(expected["ge0"][3][0], -3.0), (expected["ge0"][-1][0], -29.0)]
+    db.write([iface("sw1", "ge0", ts, in_bps=v) for ts, v in replayed], T0 + 28 * MIN)
+    for ts, v in replayed:
+        index = expected["ge0"].index(next(p for p in expected["ge0"] if p[0] == ts))
+        expected["ge0"][index] = (ts, v)
+    assert {p.tags["ifName"]: p.points for p in db.points("snmp_interface", "in_bps")} == expected
+    assert [v for _, v in db.points("snmp_interface", "oper_status", {"ifName": "ge0"})[0].points] == ["up"] * 28
+    # Rolled up once the window is past its grace: the same points, 5 a bucket, no row counted twice.
+    db.flush(T0 + 60 * MIN)
+    db.seal(T0 + RAW_WINDOW_NS + SEAL_GRACE_NS + MIN)
+    assert conn.execute("SELECT count(*) FROM recent_row").fetchone() == (0,)
+    assert {p.tags["ifName"]: p.points for p in db.points("snmp_interface", "in_bps")} == expected
+    buckets = db.rollups("snmp_interface", "in_bps", "5m", {"ifName": "ge0"})[0].buckets
+    assert [b.count for b in buckets] == [5] * 5 + [3] and buckets[0].min == -3.0
+    conn.close()
+    db.close()
+
+
+def test_a_clock_gone_back_does_not_hold_rows_in_recent_rows(tmp_path):
+    db = CompactDB(tmp_path / "c.sqlite")
+    db.write([iface("sw1", "ge0", T0, in_bps=1.0)], T0)
+    # The clock goes back an hour: the row written "later" is flushed at the next write.
+    db.write([iface("sw1", "ge0", T0 + MIN, in_bps=2.0)], T0 - 60 * MIN)
+    conn = sqlite3.connect(tmp_path / "c.sqlite")
+    assert conn.execute("SELECT count(*) FROM recent_row").fetchone() == (0,)
+    assert db.points("snmp_interface", "in_bps")[0].points == [(T0, 1.0), (T0 + MIN, 2.0)]
+    db.close()
+
+
+def test_the_writer_keeps_no_state_per_series_in_memory(tmp_path):
+    """A thousand switches are ~94,000 series: an encoder per open series (about 3 kB) was most of
+    the agent's memory. What a series costs the writer now is its id in a cache."""
+    db = CompactDB(tmp_path / "c.sqlite")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for poll in range(12):
+            ts = T0 + poll * MIN
+            db.write(
+                [
+                    iface("sw1", f"ge{port}", ts, in_bps=poll * 1.5 + port, in_octets=poll * port)
+                    for port in range(2_000)
+                ],
+                ts,
+            )
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown / 2_000 < 600
     db.close()
 
 
@@ -471,7 +554,7 @@ def test_a_format0_file_reads_as_it_is_and_migrates_when_a_writer_opens_it(tmp_p
     # A writer renumbers the rollup columns once; the buckets stay what they were.
     writer = CompactDB(path, counter_fields=COUNTERS)
     _check_format0_contents(writer)
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (1,)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (FORMAT_VERSION,)
     # New windows of the counter get increases; the old buckets keep their min/max/avg.
     later = F0_NEW + 5 * 60 * MIN
     tags = {"client": "mairie", "site": "hdv", "device": "new", "ifName": "ge0"}

@@ -7,6 +7,7 @@ series the same way (:data:`SERIES_SCHEMA`).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 from typing import Literal
@@ -60,9 +61,21 @@ INT64_MAX = 2**63 - 1
 def sqlite_value(value: bool | int | float | str) -> int | float | str:
     """A field value as SQLite stores it: booleans as 0/1, and integers beyond SQLite's signed 64
     bits (a Counter64 near its top) as floats — sqlite3 raises OverflowError on them, which would
-    roll back the whole batch."""
+    roll back the whole batch; for the same reason a lone surrogate in a string (text decoded with
+    ``surrogateescape``, no UTF-8) becomes U+FFFD."""
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int) and not -INT64_MAX - 1 <= value <= INT64_MAX:
         return float(value)
+    if isinstance(value, str) and not value.isascii():
+        return utf8_text(value)
     return value
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def utf8_text(text: str) -> str:
+    """``text`` with each lone surrogate (text decoded with ``surrogateescape``, no UTF-8, which
+    SQLite refuses to bind) replaced by U+FFFD."""
+    return _LONE_SURROGATE.sub("\ufffd", text)

@@ -40,7 +40,7 @@ from agent.stores.sqlite import (
     DEFAULT_RETENTION_DAYS,
     NS_PER_DAY,
     PRUNE_STEP_ROWS,
-    canonical_tags,
+    SeriesIds,
     tag_filter_sql,
 )
 
@@ -55,7 +55,9 @@ DEFAULT_TZ = ZoneInfo("Europe/Paris")
 # A read-only reader that meets the agent's checkpoint waits this long rather than failing.
 READ_ONLY_BUSY_TIMEOUT_S = 5.0
 
-SCHEMA = SERIES_SCHEMA + """
+SCHEMA = (
+    SERIES_SCHEMA
+    + """
 CREATE TABLE IF NOT EXISTS latest (
     series_id INTEGER NOT NULL,
     field TEXT NOT NULL,
@@ -90,6 +92,7 @@ CREATE TABLE IF NOT EXISTS daily (
 -- For retention; indexed on the day rather than last_ts, which changes with every sample.
 CREATE INDEX IF NOT EXISTS daily_day ON daily (day);
 """
+)
 
 TzFor = Callable[[Sample], dt.tzinfo]
 # (series_id, field) -> (start_ns, last_ns, value) of its open interval
@@ -164,9 +167,9 @@ class StateDB:
             self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=READ_ONLY_BUSY_TIMEOUT_S)
         else:
             self._conn = open_db(self.path, SCHEMA, threads=True)
-        # (measurement, canonical tags) -> id of every series in the file, read once: the agent is
-        # its only writer, and a SELECT per new series was a fifth of a first poll's rollup cost.
-        self._series_ids: dict[tuple[str, str], int] | None = None
+        # Every series id of the file, read once: the agent is its only writer, and a SELECT per
+        # new series was a fifth of a first poll's rollup cost.
+        self._series_ids = SeriesIds(read_all=True)
         self._open: OpenIntervals | None = None
 
     def close(self) -> None:
@@ -198,7 +201,7 @@ class StateDB:
                 intervals: dict[tuple[int, str, int], tuple[int, str, int, int | None, int, str | None]] = {}
                 for sample in sorted(samples, key=lambda s: s.timestamp_ns):
                     ts = min(sample.timestamp_ns, now_ns)
-                    series_id = self._series_id(sample.measurement, sample.tags, series_tags)
+                    series_id = self._series_ids.get(conn, sample.measurement, sample.tags, series_tags)
                     day = None
                     for field, value in sample.fields.items():
                         latest.append((series_id, field, sqlite_value(value) if value is not None else None, ts))
@@ -229,22 +232,9 @@ class StateDB:
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
-                self._series_ids = None
+                self._series_ids.clear()
                 self._open = None
                 raise
-
-    def _series_id(self, measurement: str, tags: Mapping[str, str], new_tags: list[tuple[int, str, str]]) -> int:
-        """The series' id; a new series is inserted and its tag rows added to ``new_tags``."""
-        if self._series_ids is None:
-            rows = self._conn.execute("SELECT measurement, tags, id FROM series")
-            self._series_ids = {(m, t): series_id for m, t, series_id in rows}
-        key = (measurement, canonical_tags(tags))
-        found = self._series_ids.get(key)
-        if found is None:
-            found = int(self._conn.execute("INSERT INTO series (measurement, tags) VALUES (?, ?)", key).lastrowid)
-            new_tags.extend((found, k, v) for k, v in json.loads(key[1]).items())
-            self._series_ids[key] = found
-        return found
 
     def _open_intervals(self) -> OpenIntervals:
         """The open interval of every (series, state field): (start_ns, last_ns, value), read once."""

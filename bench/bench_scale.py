@@ -99,7 +99,7 @@ def stored(state_dir: Path, kind: str, w0: float, w1: float, devices: int) -> di
 
 def stored_compact(state_dir: Path, lo: int, hi: int) -> tuple[list, int, int, dict]:
     """The compact store's file read back through its own queries; samples and points counted
-    from the raw chunks' rows in the window."""
+    from the raw chunks' rows in the window and the rows waiting to go into them."""
     from agent.stores.codec import decode_chunk
     from agent.stores.compact import RAW, TABLES, CompactDB
 
@@ -127,6 +127,11 @@ def stored_compact(state_dir: Path, lo: int, hi: int) -> tuple[list, int, int, d
                 inside = [i for i, ts in enumerate(timestamps) if lo <= ts < hi]
                 samples += len(inside)
                 points += sum(column[i] is not None for column in columns.values() for i in inside)
+        # and the samples still waiting in recent_row for their flush (the last minutes of the run):
+        # each row's data is [field id, value, ...] of its known fields
+        for (data,) in conn.execute("SELECT data FROM recent_row WHERE ts_ns >= ? AND ts_ns < ?", (lo, hi)):
+            samples += 1
+            points += len(json.loads(data)) // 2
     finally:
         conn.close()
     return rows, samples, points, health

@@ -79,7 +79,7 @@ from agent.stores.codec import (
     segment_count,
     value_kind,
 )
-from agent.stores.sqlite import NS_PER_DAY, SeriesPoints, canonical_tags, tag_filter_sql
+from agent.stores.sqlite import NS_PER_DAY, SeriesIds, SeriesPoints, tag_filter_sql
 
 log = logging.getLogger(__name__)
 
@@ -393,7 +393,7 @@ class CompactDB:
         # A reader of a file of format 1 finds no recent_row table: all its points are in chunks.
         self._has_recent = self._version >= 2
         self._stats_per_field = STATS if self._version >= 1 else STATS_V0
-        self._series_ids: dict[tuple[str, str], int] = {}
+        self._series_ids = SeriesIds()
         self._field_ids: dict[str, int] = dict(self._conn.execute("SELECT name, id FROM field"))
         self._counters: frozenset[tuple[str, str]] = frozenset(
             self._conn.execute("SELECT measurement, field FROM counter_field") if self._version >= 1 else ()
@@ -477,7 +477,7 @@ class CompactDB:
                 flat: list[Value] = []
                 for name, value in known.items():
                     flat += (self._field_id(name), stored_value(value))
-                series_id = self._series_id(sample.measurement, sample.tags)
+                series_id = self._series_ids.get(self._conn, sample.measurement, sample.tags)
                 rows.append((series_id, ts - ts % RAW_WINDOW_NS, ts, json.dumps(flat)))
             conn.executemany("INSERT INTO recent_row (series_id, window_ns, ts_ns, data) VALUES (?, ?, ?, ?)", rows)
             if rows and self._waiting_since is None:
@@ -585,23 +585,6 @@ class CompactDB:
         self._series_ids.clear()
         self._measurements.clear()
         self._field_ids = dict(self._conn.execute("SELECT name, id FROM field"))
-
-    def _series_id(self, measurement: str, tags: Mapping[str, str]) -> int:
-        key = (measurement, canonical_tags(tags))
-        found = self._series_ids.get(key)
-        if found is None:
-            conn = self._conn
-            row = conn.execute("SELECT id FROM series WHERE measurement = ? AND tags = ?", key).fetchone()
-            if row is None:
-                found = int(conn.execute("INSERT INTO series (measurement, tags) VALUES (?, ?)", key).lastrowid)
-                conn.executemany(
-                    "INSERT INTO series_tag (series_id, key, value) VALUES (?, ?, ?)",
-                    [(found, k, v) for k, v in json.loads(key[1]).items()],
-                )
-            else:
-                found = row[0]
-            self._series_ids[key] = found
-        return found
 
     def _field_id(self, name: str) -> int:
         found = self._field_ids.get(name)

@@ -253,9 +253,13 @@ def test_series_rows_are_written_once_across_a_reopen_and_a_failed_batch(tmp_pat
     again = StateDB(tmp_path / "s.sqlite")
     again.update([status("ok", T0 + MIN), status("ok", T0 + MIN, device="sw2")], T0 + MIN)
     with pytest.raises(sqlite3.Error):  # a value SQLite cannot bind: the whole batch rolls back
-        again.update([status("ok", T0 + 2 * MIN, device="sw3"),
-                      Sample("collection", {**TAGS, "device": "sw3"}, {"error": ["not", "a", "value"]},
-                             T0 + 2 * MIN)], T0 + 2 * MIN)
+        again.update(
+            [
+                status("ok", T0 + 2 * MIN, device="sw3"),
+                Sample("collection", {**TAGS, "device": "sw3"}, {"error": ["not", "a", "value"]}, T0 + 2 * MIN),
+            ],
+            T0 + 2 * MIN,
+        )
     again.update([status("ok", T0 + 3 * MIN, device="sw3")], T0 + 3 * MIN)
     assert table_rows(again, "series") == 3
     assert table_rows(again, "series_tag") == 3 * len(TAGS)
@@ -263,3 +267,19 @@ def test_series_rows_are_written_once_across_a_reopen_and_a_failed_batch(tmp_pat
     assert [lt.timestamp_ns for lt in sw1 if lt.field == "status"] == [T0 + MIN]
     assert {lt.tags["device"] for lt in again.latest("collection", {"device": "sw3"})} == {"sw3"}
     again.close()
+
+
+def test_a_lone_surrogate_in_a_tag_or_a_value_is_kept_as_a_replacement_character(db):
+    """SQLite cannot bind text that is no UTF-8 (decoded with surrogateescape): the batch was
+    rolled back whole. The text is stored with U+FFFD in its place, and the rest of the batch too."""
+    broken = b"caf\xe9".decode("utf-8", "surrogateescape")
+    db.update(
+        [
+            Sample("collection", {**TAGS, "device": broken}, {"status": "ok", "error": broken}, T0),
+            status("ok", T0, device="sw2"),
+        ],
+        T0,
+    )
+    found = {(latest.tags["device"], latest.field): latest.value for latest in db.latest("collection")}
+    assert found[("caf\ufffd", "error")] == "caf\ufffd"
+    assert found[("sw2", "status")] == "ok"

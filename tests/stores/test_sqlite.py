@@ -115,3 +115,36 @@ async def test_a_counter64_near_its_top_is_kept_not_the_batch_lost(tmp_path):
     values = {(s.measurement, s.field): s.value for s in state.latest()}
     assert values[("snmp_interface", "in_octets")] == float(2**64 - 1) and values[("snmp_cpu", "usage_percent")] == 12
     state.close()
+
+
+def test_series_ids_are_found_again_by_digest_whoever_wrote_them(tmp_path):
+    """The id cache keeps a digest of each series' key: a series written by one cache is found by
+    another (read all at once, or looked up one by one), hostile tags included, and series that
+    differ by a tag value or a measurement stay apart."""
+    from agent.db import SERIES_SCHEMA, open_db
+    from agent.stores.sqlite import SeriesIds
+
+    conn = open_db(tmp_path / "ids.sqlite", SERIES_SCHEMA)
+    writer = SeriesIds()
+    hostile = {"device": "sw\ud800\x00'\"", "ifAlias": "é\n"}
+    ids = {
+        "a": writer.get(conn, "snmp_interface", {"device": "sw1", "ifName": "ge0"}),
+        "hostile": writer.get(conn, "snmp_interface", hostile),
+        "other measurement": writer.get(conn, "snmp_system", {"device": "sw1", "ifName": "ge0"}),
+        "other value": writer.get(conn, "snmp_interface", {"device": "sw1", "ifName": "ge1"}),
+    }
+    assert len(set(ids.values())) == 4
+    # An empty tag is no tag (the line-protocol form): the same series.
+    assert writer.get(conn, "snmp_interface", {"device": "sw1", "ifName": "ge0", "site": ""}) == ids["a"]
+    new_tags: list[tuple[int, str, str]] = []
+    for reader in (SeriesIds(read_all=True), SeriesIds()):
+        assert reader.get(conn, "snmp_interface", hostile, new_tags) == ids["hostile"]
+        assert reader.get(conn, "snmp_system", {"ifName": "ge0", "device": "sw1"}, new_tags) == ids["other measurement"]
+    assert new_tags == []
+    assert conn.execute("SELECT count(*) FROM series").fetchone() == (4,)
+    # SQLite cannot bind a lone surrogate: it is stored as U+FFFD, not a batch rolled back.
+    stored = conn.execute("SELECT value FROM series_tag WHERE key = 'device' AND series_id = ?", (ids["hostile"],))
+    assert stored.fetchone() == ("sw\ufffd\x00'\"",)
+    fresh = SeriesIds(read_all=True).get(conn, "snmp_interface", {"device": "sw3"}, new_tags)
+    assert new_tags == [(fresh, "device", "sw3")]
+    conn.close()

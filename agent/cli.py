@@ -51,11 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config; print every error; non-zero exit if any")
     p.add_argument("config_file", type=Path, nargs="?")
     with_config(p, required=False)
-    p.add_argument(
-        "--online",
-        action="store_true",
-        help="also log in to each client's ticket target and check it may do what vigie asks (read-only)",
-    )
+    p.add_argument("--online", action="store_true",
+                   help="also log in to each client's ticket target and check it may do what vigie asks (read-only)")
     p.set_defaults(func=_cmd_check_config)
 
     p = sub.add_parser("run", help="run the agent")
@@ -66,12 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("collect", help="run one collection and print its samples (like telegraf --test)")
-    p.add_argument(
-        "url",
-        nargs="?",
-        help="a target URL in a scheme an installed collector takes "
-        "(the SNMP collector: snmp://COMMUNITY@HOST[:PORT], snmpv3://USER:AUTH:PRIV@HOST[:PORT]?...)",
-    )
+    p.add_argument("url", nargs="?", help="a target URL in a scheme an installed collector takes "
+                   "(the SNMP collector: snmp://COMMUNITY@HOST[:PORT], snmpv3://USER:AUTH:PRIV@HOST[:PORT]?...)")
     with_config(p, required=False)
     p.add_argument("--device", help="device name, or CLIENT/DEVICE, from --config")
     p.add_argument("--collector", default=None, help="only this collector of the device")
@@ -92,45 +85,27 @@ def _parser() -> argparse.ArgumentParser:
     read_only_view("status", "devices and their state (up, down, unreachable, unknown), last poll", _cmd_status)
     alerts = read_only_view("alerts", "current alerts", _cmd_alerts)
     alerts.add_argument("--all", action="store_true", help="include resolved alerts")
-    alerts.add_argument(
-        "--device",
-        metavar="[CLIENT/]DEVICE",
-        help="this device's alerts, and the raw messages kept about it (syslog lines)",
-    )
+    alerts.add_argument("--device", metavar="[CLIENT/]DEVICE",
+                        help="this device's alerts, and the raw messages kept about it (syslog lines)")
     alerts.add_argument("--messages", type=int, default=20, metavar="N", help="with --device: at most N (20)")
-    tickets = read_only_view(
-        "tickets", "the tickets the agent opened, in the built-in log or a client's ITSM", _cmd_tickets
-    )
+    tickets = read_only_view("tickets", "the tickets the agent opened, in the built-in log or a client's ITSM",
+                             _cmd_tickets)
     ticket_actions = tickets.add_subparsers(dest="action", metavar="take")
-    take = ticket_actions.add_parser(
-        "take",
-        help="take a ticket of the built-in log in charge (the alert SLA's "
-        "'taken in charge within 5 minutes' reads it back)",
-    )
+    take = ticket_actions.add_parser("take", help="take a ticket of the built-in log in charge (the alert SLA's "
+                                     "'taken in charge within 5 minutes' reads it back)")
     take.add_argument("id", help="the ticket's number, as `vigie tickets` lists it (log#ID)")
     take.add_argument("--by", default=os.environ.get("USER") or "noc", help="who takes it (default: $USER)")
     take.add_argument("--config", "-c", type=Path, help="estate YAML file: its agent.state_dir")
     take.add_argument("--state-dir", type=Path, default=None, help="default: the config's agent.state_dir")
     take.set_defaults(func=_cmd_tickets_take)
-    topology = read_only_view(
-        "topology",
-        "each client's network tree: parents from the config and from the links "
-        "the collectors report, and where each came from",
-        _cmd_topology,
-    )
-    topology.add_argument(
-        "--format",
-        choices=("text", "dot", "svg"),
-        default="text",
-        help="dot: Graphviz source of each client's schema; svg: drawn by `dot` (one client)",
-    )
+    topology = read_only_view("topology", "each client's network tree: parents from the config and from the links "
+                              "the collectors report, and where each came from", _cmd_topology)
+    topology.add_argument("--format", choices=("text", "dot", "svg"), default="text",
+                          help="dot: Graphviz source of each client's schema; svg: drawn by `dot` (one client)")
 
-    p = sub.add_parser(
-        "sla",
-        help="the alert SLA per day: critical alerts taken in charge in the ITSM and ticketed "
-        "within 5 min, onset -> taken and onset -> ticket, "
-        "availability over service hours, restore times against the GTR",
-    )
+    p = sub.add_parser("sla", help="the alert SLA per day: critical alerts taken in charge in the ITSM and ticketed "
+                       "within 5 min, onset -> taken and onset -> ticket, "
+                       "availability over service hours, restore times against the GTR")
     with_config(p)
     p.add_argument("--state-dir", type=Path, help="override agent.state_dir")
     p.add_argument("--client", required=True)
@@ -148,13 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--name", required=True, help="a name to list and remove it by")
     add.add_argument("--site", help="only this site")
     add.add_argument("--device", action="append", default=[], help="only this device (repeatable)")
-    add.add_argument(
-        "--match",
-        action="append",
-        default=[],
-        metavar="TAG=VALUE",
-        help="only devices whose tag matches, as a rule's match (repeatable)",
-    )
+    add.add_argument("--match", action="append", default=[], metavar="TAG=VALUE",
+                     help="only devices whose tag matches, as a rule's match (repeatable)")
     when_add = add.add_mutually_exclusive_group(required=True)
     when_add.add_argument("--start", help="YYYY-MM-DD HH:MM in the client's timezone (with --end)")
     when_add.add_argument("--for", dest="for_", metavar="DURATION", help="from now, e.g. 2h, 45m, 1h30m")
@@ -163,10 +133,8 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--duration", help="with --cron: how long each occurrence lasts, e.g. 4h")
     add.add_argument("--reason", default="", help="why: shown in the list and the logs")
     add.set_defaults(func=_cmd_maintenance)
-    for action, help_ in (
-        ("list", "the configured and added windows, open or not"),
-        ("remove", "remove an added window (configured ones are removed from the config)"),
-    ):
+    for action, help_ in (("list", "the configured and added windows, open or not"),
+                          ("remove", "remove an added window (configured ones are removed from the config)")):
         q = actions.add_parser(action, help=help_)
         with_config(q)
         q.add_argument("--state-dir", type=Path, help="override agent.state_dir")
@@ -188,11 +156,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("web", help="the web app (agent.web_listen): tools")
     web = p.add_subparsers(dest="action", required=True)
-    q = web.add_parser(
-        "hash-password",
-        help="read a password (twice, not echoed; or one line from stdin) and print"
-        " its argon2 hash for agent.web.users[].password_hash",
-    )
+    q = web.add_parser("hash-password", help="read a password (twice, not echoed; or one line from stdin) and print"
+                                             " its argon2 hash for agent.web.users[].password_hash")
     q.set_defaults(func=_cmd_web_hash_password)
 
     _register_commands(sub)
@@ -378,10 +343,8 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         url = args.url
         scheme, sep, _ = url.partition("://")
         if not sep:
-            print(
-                f"vigie collect: {_redacted(url)}: not a URL (SCHEME://..., e.g. snmp://COMMUNITY@HOST)",
-                file=sys.stderr,
-            )
+            print(f"vigie collect: {_redacted(url)}: not a URL (SCHEME://..., e.g. snmp://COMMUNITY@HOST)",
+                  file=sys.stderr)
             return EXIT_USAGE
         try:
             collector, parse = plugins.url_parser(scheme)
@@ -400,41 +363,33 @@ def _cmd_collect(args: argparse.Namespace) -> int:
             print(f"vigie collect: {_redacted(url)}: {_redacted(url, message)}", file=sys.stderr)
             return EXIT_USAGE
         timeout = args.timeout or _default_timeout(options)
-        polls = [
-            Poll(target=target, collector=collector, options=options, interval_s=60, timeout_s=timeout, jitter_s=0)
-        ]
+        polls = [Poll(target=target, collector=collector, options=options, interval_s=60, timeout_s=timeout,
+                      jitter_s=0)]
     elif args.config and args.device:
         config = _load(args, plugins)
         client, _, device = args.device.rpartition("/")
         devices = [
-            d for c in config.clients if not client or c.name == client for _, d in c.devices() if d.name == device
+            d for c in config.clients if not client or c.name == client
+            for _, d in c.devices() if d.name == device
         ]
         if not devices:
             print(f"vigie collect: no device {args.device!r} in {args.config}", file=sys.stderr)
             return EXIT_USAGE
         on_device = sorted({name for d in devices for name in d.collectors})
         if args.collector is not None and args.collector not in on_device:
-            print(
-                f"vigie collect: {args.device}: no collector {args.collector!r} on this device "
-                f"(its collectors: {', '.join(on_device) or 'none'})",
-                file=sys.stderr,
-            )
+            print(f"vigie collect: {args.device}: no collector {args.collector!r} on this device "
+                  f"(its collectors: {', '.join(on_device) or 'none'})", file=sys.stderr)
             return EXIT_USAGE
         polls = [
-            p
-            for p in _polls(config, plugins)
-            if p.target.name == device
-            and (not client or p.target.tags.get("client") == client)
+            p for p in _polls(config, plugins)
+            if p.target.name == device and (not client or p.target.tags.get("client") == client)
             and (args.collector is None or p.collector == args.collector)
         ]
         if not polls:
             wanted = args.collector or ", ".join(on_device) or "none"
             installed = ", ".join(plugins.names("collectors")) or "none"
-            print(
-                f"vigie collect: {args.device}: no installed collector to run (asked: {wanted}; "
-                f"installed: {installed})",
-                file=sys.stderr,
-            )
+            print(f"vigie collect: {args.device}: no installed collector to run (asked: {wanted}; "
+                  f"installed: {installed})", file=sys.stderr)
             return EXIT_USAGE
         if args.timeout:
             polls = [replace(p, timeout_s=args.timeout) for p in polls]
@@ -459,8 +414,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     # user part) in whatever it says.
     secrets = sorted(
         {str(v) for p in polls for k, v in p.target.credentials.items() if k in SECRET_KEYS and str(v)},
-        key=len,
-        reverse=True,
+        key=len, reverse=True,
     )
 
     def masked(value):
@@ -636,11 +590,8 @@ def _cmd_tickets(args: argparse.Namespace) -> int:
     transmissions = transmission_rows(files, client=args.client)
     estate = _estate(args)
     receivers = [r for r in estate.receivers if args.client in (None, r.client)] if estate else None
-    _print_view(
-        tickets_view(tickets, ticket_places(tickets, receivers), time.time(), transmissions),
-        [*tickets, *transmissions],
-        args.json,
-    )
+    _print_view(tickets_view(tickets, ticket_places(tickets, receivers), time.time(), transmissions),
+                [*tickets, *transmissions], args.json)
     return 0
 
 
@@ -669,11 +620,8 @@ def _cmd_tickets_take(args: argparse.Namespace) -> int:
         try:
             by, at = receiver.take(args.id, args.by)
         except LookupError as exc:
-            print(
-                f"vigie tickets take: {exc.args[0] if exc.args else exc} (tickets of an ITSM are taken in "
-                "charge in the ITSM)",
-                file=sys.stderr,
-            )
+            print(f"vigie tickets take: {exc.args[0] if exc.args else exc} (tickets of an ITSM are taken in "
+                  "charge in the ITSM)", file=sys.stderr)
             return 1
     finally:
         asyncio.run(receiver.close())
@@ -788,8 +736,7 @@ def _cmd_maintenance(args: argparse.Namespace) -> int:
     now = time.time()
     if args.action == "list":
         shown = [(w.scoped(c.name), "config") for c in clients.values() for w in c.maintenance] + [
-            (w, "added") for w in added
-        ]
+            (w, "added") for w in added]
         for window, origin in shown:
             if args.client in (None, window.client):
                 zone = clients[window.client].zone if window.client in clients else ZoneInfo("UTC")
@@ -827,15 +774,8 @@ def _cmd_maintenance(args: argparse.Namespace) -> int:
             times = {"cron": args.cron, "duration_s": _duration_s(args.duration or "")}
         else:
             times = {"start": _local_time(args.start, client.zone), "end": _local_time(args.end or "", client.zone)}
-        window = MaintenanceWindow(
-            name=args.name,
-            client=client.name,
-            site=args.site,
-            devices=args.device,
-            match=match,
-            reason=args.reason,
-            **times,
-        )
+        window = MaintenanceWindow(name=args.name, client=client.name, site=args.site, devices=args.device,
+                                   match=match, reason=args.reason, **times)
     except (ValueError, ValidationError) as exc:
         problems.append(str(exc).replace("\n", " "))
     if problems:
@@ -874,9 +814,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.client not in {c.name for c in config.clients}:
         print(f"vigie report: no client {args.client!r} in {args.config}", file=sys.stderr)
         return EXIT_USAGE
-    return run(
-        config, args.client, day=args.date, month=args.month, out=args.out, send=args.send, state_dir=args.state_dir
-    )
+    return run(config, args.client, day=args.date, month=args.month, out=args.out, send=args.send,
+               state_dir=args.state_dir)
 
 
 def _cmd_web_hash_password(args: argparse.Namespace) -> int:

@@ -92,14 +92,8 @@ class Correlator:
             for span in (s for s in spans if s.value is not None):  # unknown gaps are no change
                 at = span.start_ns / NS
                 if previous is not None and span.value != previous and at >= since:
-                    found.append(
-                        (
-                            at,
-                            words["failover"].format(
-                                device=device, measurement=measurement, value=span.value, minutes=minutes(at)
-                            ),
-                        )
-                    )
+                    found.append((at, words["failover"].format(device=device, measurement=measurement,
+                                                               value=span.value, minutes=minutes(at))))
                 previous = span.value
         labels = {**self._tags_of(client, device), "client": client, "device": device}
         for window in self.maintenance.windows():
@@ -108,9 +102,8 @@ class Correlator:
             zone = self.maintenance.zones.get(client)
             span = window.span_at(since, zone) if zone is not None else None
             if span is not None and since <= span[1] <= now:
-                found.append(
-                    (span[1], words["maintenance"].format(device=device, name=window.name, minutes=minutes(span[1])))
-                )
+                found.append((span[1], words["maintenance"].format(device=device, name=window.name,
+                                                                   minutes=minutes(span[1]))))
         return found
 
     def _tags_of(self, client: str, device: str) -> Mapping[str, str]:

@@ -84,10 +84,8 @@ class WeeklyRota(_Model):
     @model_validator(mode="after")
     def _starts_on_its_day(self) -> WeeklyRota:
         if WEEKDAYS[self.first_week.weekday()] != self.starts:
-            raise ValueError(
-                f"from: {self.first_week} is a {WEEKDAYS[self.first_week.weekday()]}, "
-                f"the rota's weeks start on {self.starts}"
-            )
+            raise ValueError(f"from: {self.first_week} is a {WEEKDAYS[self.first_week.weekday()]}, "
+                             f"the rota's weeks start on {self.starts}")
         return self
 
     def on_duty(self, local: dt.datetime) -> str:

@@ -71,19 +71,13 @@ class Heartbeat:
         samples = [Sample(OWN, own_tags, {"ok": True, "error": "", "peers": len(peers)}, at)]
         for agent, clients, beat_at, stopped in peers:
             silent_s = max(0.0, now - beat_at)
-            samples.append(
-                Sample(
-                    PEER,
-                    {"client": self.noc_client, "device": device_name(agent), "agent": agent},
-                    {
-                        "up": silent_s <= self.timeout_s,
-                        "silent_s": round(silent_s, 1),
-                        "stopped": bool(stopped),
-                        "clients": clients,
-                    },
-                    at,
-                )
-            )
+            samples.append(Sample(
+                PEER,
+                {"client": self.noc_client, "device": device_name(agent), "agent": agent},
+                {"up": silent_s <= self.timeout_s, "silent_s": round(silent_s, 1), "stopped": bool(stopped),
+                 "clients": clients},
+                at,
+            ))
         return samples
 
     def stopped(self) -> None:

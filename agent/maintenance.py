@@ -146,9 +146,8 @@ class MaintenanceCalendar:
                 try:
                     self._added = read_added(self.state_file)
                 except ValueError as exc:
-                    log.error(
-                        "maintenance windows in %s not read (the last ones read still apply): %s", self.state_file, exc
-                    )
+                    log.error("maintenance windows in %s not read (the last ones read still apply): %s",
+                              self.state_file, exc)
             return list(self._added)
 
 

@@ -57,11 +57,9 @@ class PrioritySettings(BaseModel):
         for urgency, row in self.matrix.items():
             if set(row) != impacts:
                 raise ValueError(f"matrix: urgency {urgency!r} lacks impact(s) {', '.join(sorted(impacts - set(row)))}")
-        problems = [
-            f"severities.{sev}: {impact!r} x {urgency!r} is not in the matrix"
-            for sev, (impact, urgency) in self.severities.items()
-            if urgency not in self.matrix or impact not in impacts
-        ]
+        problems = [f"severities.{sev}: {impact!r} x {urgency!r} is not in the matrix"
+                    for sev, (impact, urgency) in self.severities.items()
+                    if urgency not in self.matrix or impact not in impacts]
         for i, override in enumerate(self.overrides):
             if override.impact is not None and override.impact not in impacts:
                 problems.append(f"overrides[{i}].impact: {override.impact!r} is none of {', '.join(sorted(impacts))}")

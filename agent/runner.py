@@ -104,10 +104,8 @@ def checked_polls(config: Config, plugins: Plugins, clients: Collection[str] | N
         try:
             factory(poll)
         except ValueError as exc:
-            problems.append(
-                f"{config.source}: {poll.target.tags.get('client')}/{poll.target.name}: "
-                f"collector {poll.collector}: {exc}"
-            )
+            problems.append(f"{config.source}: {poll.target.tags.get('client')}/{poll.target.name}: "
+                            f"collector {poll.collector}: {exc}")
     for name in config.agent.services:
         try:
             plugins.get("services", name).factory(config.plugin_options("service", name))
@@ -117,10 +115,8 @@ def checked_polls(config: Config, plugins: Plugins, clients: Collection[str] | N
         for name in client.notified_contacts():
             ref = client.contact(name).teams
             if ref is not None and not config.secret_text(ref).startswith("https://"):
-                problems.append(
-                    f"{config.source}: {client.name}: contact {name!r}: teams (secret {ref.secret!r}) "
-                    "must be an https:// workflow URL"
-                )
+                problems.append(f"{config.source}: {client.name}: contact {name!r}: teams (secret {ref.secret!r}) "
+                                "must be an https:// workflow URL")
     if problems:
         raise ConfigError(problems)
     return polls
@@ -192,8 +188,7 @@ class Agent:
         """(client, device, collector) -> that poll's credentials, for the services."""
         known = {
             (poll.target.tags.get("client", ""), poll.target.name, poll.collector): poll.target.credentials
-            for poll in self.polls
-            if poll.target.credentials
+            for poll in self.polls if poll.target.credentials
         }
         return lambda client, device, collector: known.get((client, device, collector))
 
@@ -233,13 +228,8 @@ class Agent:
         """Escalation, on-call and the client's perimeter (alerting/escalation.py), sending mails
         through agent.smtp, cards to the contacts' Teams workflows and follow-ups through ``targets``."""
         smtp, teams = self.config.agent.smtp, self.config.agent.teams
-        mail = (
-            None
-            if smtp is None
-            else MailRelay(
-                smtp.relay(self._secret(smtp.password) if smtp.password else None), smtp.sender, smtp.retries + 1
-            )
-        )
+        mail = None if smtp is None else MailRelay(
+            smtp.relay(self._secret(smtp.password) if smtp.password else None), smtp.sender, smtp.retries + 1)
         workflows: dict[tuple[str, str], HttpTarget] = {}
 
         def workflow(client: str, contact: str) -> HttpTarget:
@@ -247,30 +237,18 @@ class Agent:
                 ref = self.config.client(client).contact(contact).teams
                 if ref is None:
                     raise ValueError(f"contact {contact!r} of {client} has no teams workflow")
-                workflows[client, contact] = HttpTarget(
-                    self._secret(ref), verify=teams.verify, ca_bundle=teams.ca_bundle, timeout_s=teams.timeout_s
-                )
+                workflows[client, contact] = HttpTarget(self._secret(ref), verify=teams.verify,
+                                                        ca_bundle=teams.ca_bundle, timeout_s=teams.timeout_s)
             return workflows[client, contact]
 
         async def followup(client: str, ref: TicketRef, text: str) -> None:
             await asyncio.wait_for(targets[client].add_followup(ref, text), CALL_TIMEOUT_S)
 
         self._workflows = workflows
-        notifier = ContactNotifier(
-            NotificationLog(self.files.notifications_db),
-            mail=mail,
-            teams=workflow,
-            followup=followup,
-            submit=self.pipeline.submit,
-            clock=self.clock,
-        )
-        return Duty(
-            [self.config.client(n) for n in self.clients],
-            self.files.outbox_db,
-            notifier,
-            self.clock,
-            firing=self.engine.firing,
-        )
+        notifier = ContactNotifier(NotificationLog(self.files.notifications_db), mail=mail, teams=workflow,
+                                   followup=followup, submit=self.pipeline.submit, clock=self.clock)
+        return Duty([self.config.client(n) for n in self.clients], self.files.outbox_db, notifier, self.clock,
+                    firing=self.engine.firing)
 
     def _ticket_targets(self) -> dict[str, TicketConnector]:
         """One receiver per client, built by its plugin in the client's timezone and language."""
@@ -292,11 +270,7 @@ class Agent:
         devices = {(p.target.tags.get("client"), p.target.name) for p in self.polls}
         log.info(
             "starting: config %s, client(s) %s, %d poll(s) of %d device(s), state in %s",
-            self.config.source,
-            ", ".join(self.clients),
-            len(self.polls),
-            len(devices),
-            self.state_dir,
+            self.config.source, ", ".join(self.clients), len(self.polls), len(devices), self.state_dir,
         )
         store = self.plugins.get("stores", self.config.agent.store.kind)
         context = StoreContext(self.state_dir, self._secret, self.plugins.counter_fields())
@@ -370,10 +344,8 @@ class Agent:
         self.sample_listeners.insert(0, FirstRound(self.polls, self.clock))
         self.scheduler.start()
         self.services = ServiceHost(
-            [
-                (self.plugins.get("services", name), self.config.plugin_options("service", name))
-                for name in self.config.agent.services
-            ]
+            [(self.plugins.get("services", name), self.config.plugin_options("service", name))
+             for name in self.config.agent.services]
         )
         tags = device_tags(self.config)
         await self.services.start(
@@ -408,12 +380,8 @@ class Agent:
             from agent.web.app import WebContext
             from agent.web.server import WebServer
 
-            self.web = WebServer(
-                WebContext(
-                    self.config, self.files, self.clients, self.clock, self._secret, self.plugins.device_messages
-                ),
-                self.config.agent.web_listen,
-            )
+            self.web = WebServer(WebContext(self.config, self.files, self.clients, self.clock, self._secret,
+                                            self.plugins.device_messages), self.config.agent.web_listen)
             await self.web.start()
         # VMs in no backup, as a sample the built-in rule backup_coverage_gap reads (agent/views/coverage.py)
         self.services.every(COVERAGE_INTERVAL_S, self._backup_coverage, "backup_coverage")
@@ -486,14 +454,8 @@ class Agent:
             return None
         noc = settings.noc_client if settings.noc_client in self.clients else self.clients[0]
         name = settings.name or "+".join(self.clients)
-        log.info(
-            "heartbeat: agent %s beats in %s every %.0f s; a peer silent %.0f s is ticketed to client %s",
-            name,
-            settings.heartbeat_dir,
-            settings.heartbeat_interval_s,
-            settings.heartbeat_timeout_s,
-            noc,
-        )
+        log.info("heartbeat: agent %s beats in %s every %.0f s; a peer silent %.0f s is ticketed to client %s",
+                 name, settings.heartbeat_dir, settings.heartbeat_interval_s, settings.heartbeat_timeout_s, noc)
         return Heartbeat(settings.heartbeat_dir, name, self.clients, noc, settings.heartbeat_timeout_s, self.clock)
 
     async def _disk(self) -> None:
@@ -507,17 +469,10 @@ class Agent:
             return
         settings = self.config.agent
         agent = settings.name or "+".join(self.clients)
-        tags = {
-            "client": settings.noc_client if settings.noc_client in self.clients else self.clients[0],
-            "device": device_name(agent),
-            "agent": agent,
-            "path": str(self.state_dir),
-        }
-        fields = {
-            "free_bytes": usage.free,
-            "total_bytes": usage.total,
-            "free_percent": round(100.0 * usage.free / usage.total, 2) if usage.total else None,
-        }
+        tags = {"client": settings.noc_client if settings.noc_client in self.clients else self.clients[0],
+                "device": device_name(agent), "agent": agent, "path": str(self.state_dir)}
+        fields = {"free_bytes": usage.free, "total_bytes": usage.total,
+                  "free_percent": round(100.0 * usage.free / usage.total, 2) if usage.total else None}
         await self.pipeline.submit([Sample(DISK_MEASUREMENT, tags, fields, int(self.clock() * 1e9))])
 
     async def _beat(self) -> None:

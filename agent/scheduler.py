@@ -505,9 +505,8 @@ class Scheduler:
     def _come_due(self, schedule: _Schedule, due: float, now: float) -> None:
         if schedule.key in self._holding:
             self.counters.overruns += 1
-            log.warning(
-                "%s: previous run still going after %g s, this turn skipped", schedule.key, schedule.poll.interval_s
-            )
+            log.warning("%s: previous run still going after %g s, this turn skipped", schedule.key,
+                        schedule.poll.interval_s)
             self._not_run(schedule, "skipped", "previous run overran its interval", None)
             return
         turn = _Turn(schedule, due)
@@ -521,7 +520,10 @@ class Scheduler:
         lag = now - turn.due
         self.counters.overloaded += 1
         self.counters.lagged(lag)
-        error = f"agent behind by {lag:.1f} s: not run ({len(self._holding)} poll(s) in flight, {self._queued} waiting)"
+        error = (
+            f"agent behind by {lag:.1f} s: not run ({len(self._holding)} poll(s) in flight, "
+            f"{self._queued} waiting)"
+        )
         self._not_run(turn.schedule, "overloaded", error, lag)
 
     def _start(self, turn: _Turn) -> None:
@@ -709,3 +711,4 @@ class Scheduler:
 def _report_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.critical("%s stopped: no poll runs any more", task.get_name(), exc_info=task.exception())
+

@@ -121,14 +121,8 @@ def _names(name: str | None) -> list[str]:
     return [name] if short == name or not short else [name, short]
 
 
-def _link(
-    sources: Mapping[str, EdgeSource],
-    client: str,
-    device: str,
-    measurement: str,
-    tags: Mapping[str, str],
-    fields: Mapping[str, FieldValue],
-) -> Sighting | Edge | DeviceKeys | None:
+def _link(sources: Mapping[str, EdgeSource], client: str, device: str, measurement: str, tags: Mapping[str, str],
+          fields: Mapping[str, FieldValue]) -> Sighting | Edge | DeviceKeys | None:
     source = sources.get(measurement)
     return None if source is None else source.convert(client, device, tags, fields)
 
@@ -231,9 +225,8 @@ class Topology:
         unmatched: list[Sighting] = []
         for (owner, name), device in sorted(self.devices.items()):
             if owner == client and device.parent is not None and (client, device.parent) in self.devices:
-                found[(*sorted((name, device.parent)), "config")] = Edge(
-                    client, name, device.parent, "config", upstream=device.parent
-                )
+                found[(*sorted((name, device.parent)), "config")] = Edge(client, name, device.parent, "config",
+                                                                          upstream=device.parent)
         for (owner, name, origin), sightings in sorted(self._sightings.items()):
             if owner != client or self._from_controller(client, name, origin):
                 continue
@@ -245,25 +238,19 @@ class Topology:
                     continue
                 key = (*sorted((sighting.device, remote)), sighting.origin)
                 if key not in found:  # one link seen from both ends, or over two ports (a LAG): once
-                    found[key] = Edge(
-                        client, sighting.device, remote, sighting.origin, sighting.local_port, sighting.remote_port
-                    )
+                    found[key] = Edge(client, sighting.device, remote, sighting.origin,
+                                      sighting.local_port, sighting.remote_port)
         for (owner, name, origin), edges in sorted(self._edges.items()):
             if owner != client or self._from_controller(client, name, origin):
                 continue
             for edge in edges:
-                other = (
-                    edge.b
-                    if (client, edge.b) in self.devices
-                    else self.match(Sighting(client, edge.a, origin, remote_name=edge.b))
-                )
+                other = edge.b if (client, edge.b) in self.devices else self.match(Sighting(client, edge.a, origin,
+                                                                                            remote_name=edge.b))
                 if other is None or other == edge.a or (client, edge.a) not in self.devices:
                     continue
                 upstream = other if edge.upstream == edge.b else edge.upstream
-                found.setdefault(
-                    (*sorted((edge.a, other)), edge.origin),
-                    Edge(client, edge.a, other, edge.origin, edge.a_port, edge.b_port, upstream),
-                )
+                found.setdefault((*sorted((edge.a, other)), edge.origin),
+                                 Edge(client, edge.a, other, edge.origin, edge.a_port, edge.b_port, upstream))
         return list(found.values()), unmatched
 
     def _from_controller(self, client: str, device: str, origin: str) -> bool:
@@ -295,22 +282,14 @@ class Topology:
                 chain.append(link.parent)
             if link is None:
                 continue
-            cycle = [*chain[chain.index(link.parent) :], link.parent]
+            cycle = [*chain[chain.index(link.parent):], link.parent]
             culprit = next((parents[d] for d in cycle[:-1] if parents[d].origin != "config"), None)
             if culprit is not None:
                 del parents[culprit.device]
-                contradictions.append(
-                    Contradiction(
-                        client,
-                        culprit.device,
-                        None,
-                        culprit.parent,
-                        culprit.origin,
-                        culprit.via,
-                        f"{culprit.origin} parent {culprit.parent} refused: it would close the cycle "
-                        f"{' -> '.join(cycle)}",
-                    )
-                )
+                contradictions.append(Contradiction(
+                    client, culprit.device, None, culprit.parent, culprit.origin, culprit.via,
+                    f"{culprit.origin} parent {culprit.parent} refused: it would close the cycle "
+                    f"{' -> '.join(cycle)}"))
         return ClientTopology(client, sites, parents, edges, contradictions, unmatched)
 
     def _derive_site(
@@ -350,19 +329,10 @@ class Topology:
             if pin is None:
                 parents[name] = Parent(name, parent, discovered.origin, via)
             elif pin != parent:
-                found.append(
-                    Contradiction(
-                        client,
-                        name,
-                        pin,
-                        parent,
-                        discovered.origin,
-                        via,
-                        f"pinned parent {pin} (config), {discovered.origin} says {parent}"
-                        + (f" ({via})" if via else "")
-                        + ": the pin is kept",
-                    )
-                )
+                found.append(Contradiction(
+                    client, name, pin, parent, discovered.origin, via,
+                    f"pinned parent {pin} (config), {discovered.origin} says {parent}"
+                    + (f" ({via})" if via else "") + ": the pin is kept"))
         return SiteTree(site, sorted(roots), sorted(members)), found
 
     @staticmethod
@@ -405,11 +375,8 @@ def _hops(roots: Iterable[str], links: Mapping[str, list[Edge]], usable: Callabl
     return distance
 
 
-def from_state(
-    devices: Iterable[DeviceInfo],
-    series: Iterable[tuple[str, Mapping[str, str], Mapping[str, FieldValue], float]],
-    sources: Mapping[str, EdgeSource],
-) -> Topology:
+def from_state(devices: Iterable[DeviceInfo], series: Iterable[tuple[str, Mapping[str, str],
+               Mapping[str, FieldValue], float]], sources: Mapping[str, EdgeSource]) -> Topology:
     """A topology from the state's latest series ``(measurement, tags, fields, at)`` (the
     rollups of a state directory, read-only): each device's links of its sources' last polls
     (rows older than that poll by more than STALE_AFTER_S are gone from the device's table)."""
@@ -443,7 +410,8 @@ def confirmations(topology: ClientTopology, device: str) -> list[str]:
     link = topology.parents.get(device)
     if link is None:
         return []
-    return sorted({e.origin for e in topology.edges if e.origin != link.origin and {e.a, e.b} == {device, link.parent}})
+    return sorted({e.origin for e in topology.edges
+                   if e.origin != link.origin and {e.a, e.b} == {device, link.parent}})
 
 
 def _parent_text(topology: ClientTopology, device: str) -> str:
@@ -455,7 +423,8 @@ def _parent_text(topology: ClientTopology, device: str) -> str:
     return f"[{text}]"
 
 
-def _branch(topology: ClientTopology, inside: set[str], device: str, prefix: str, mark: str, lines: list[str]) -> None:
+def _branch(topology: ClientTopology, inside: set[str], device: str, prefix: str, mark: str,
+            lines: list[str]) -> None:
     """``device``'s line and, below it, its children of the same site (box-drawing tree)."""
     note = ""
     if device in topology.parents:
@@ -489,18 +458,10 @@ def text_lines(topology: ClientTopology) -> list[str]:
     if topology.unmatched:
         lines.append("neighbours matching no inventory device:")
         for s in topology.unmatched:
-            remote = " ".join(
-                x
-                for x in (
-                    s.remote_name,
-                    s.remote_address and f"[{s.remote_address}]",
-                    s.remote_chassis_id and f"chassis {s.remote_chassis_id}",
-                )
-                if x
-            )
-            lines.append(
-                f"  {s.device} {s.local_port or '?'} -> {remote or '?'} port {s.remote_port or '?'} ({s.origin})"
-            )
+            remote = " ".join(x for x in (s.remote_name, s.remote_address and f"[{s.remote_address}]",
+                                          s.remote_chassis_id and f"chassis {s.remote_chassis_id}") if x)
+            lines.append(f"  {s.device} {s.local_port or '?'} -> {remote or '?'} "
+                         f"port {s.remote_port or '?'} ({s.origin})")
     return lines
 
 
@@ -508,10 +469,8 @@ def as_json(topology: ClientTopology) -> dict[str, object]:
     return {
         "client": topology.client,
         "sites": [asdict(site) for site in topology.sites],
-        "parents": [
-            {**asdict(link), "confirmed_by": confirmations(topology, name)}
-            for name, link in sorted(topology.parents.items())
-        ],
+        "parents": [{**asdict(link), "confirmed_by": confirmations(topology, name)}
+                    for name, link in sorted(topology.parents.items())],
         "edges": [asdict(edge) for edge in topology.edges],
         "not_applied": [asdict(c) for c in topology.contradictions],
         "unmatched": [asdict(s) for s in topology.unmatched],
@@ -525,12 +484,10 @@ def _quoted(text: str) -> str:
 def to_dot(topology: ClientTopology, roles: Mapping[str, str | None]) -> str:
     """The client's network schema in Graphviz: a box per site, an arrow parent -> child labelled
     with its origin, a dashed line for a link that is not a parent, red for what was not applied."""
-    out = [
-        f"digraph {_quoted(topology.client)} {{",
-        f"  graph [rankdir=TB, fontname=Helvetica, label={_quoted(topology.client)}];",
-        "  node [shape=box, style=rounded, fontname=Helvetica];",
-        "  edge [fontname=Helvetica, fontsize=9];",
-    ]
+    out = [f"digraph {_quoted(topology.client)} {{",
+           f"  graph [rankdir=TB, fontname=Helvetica, label={_quoted(topology.client)}];",
+           "  node [shape=box, style=rounded, fontname=Helvetica];",
+           "  edge [fontname=Helvetica, fontsize=9];"]
     for n, site in enumerate(topology.sites):
         out.append(f"  subgraph cluster_{n} {{")
         out.append(f"    label={_quoted(site.site)};")
@@ -554,10 +511,8 @@ def to_dot(topology: ClientTopology, roles: Mapping[str, str | None]) -> str:
         label = edge.origin + (f"\n{edge.via(edge.a)}" if edge.via(edge.a) else "")
         out.append(f"  {_quoted(edge.a)} -> {_quoted(edge.b)} [dir=none, style=dashed, label={_quoted(label)}];")
     for c in topology.contradictions:
-        out.append(
-            f"  {_quoted(c.discovered)} -> {_quoted(c.device)} "
-            f"[color=red, fontcolor=red, style=dotted, label={_quoted(c.origin + ' (not applied)')}];"
-        )
+        out.append(f"  {_quoted(c.discovered)} -> {_quoted(c.device)} "
+                   f"[color=red, fontcolor=red, style=dotted, label={_quoted(c.origin + ' (not applied)')}];")
     out.append("}")
     return "\n".join(out) + "\n"
 
@@ -575,9 +530,8 @@ def to_svg(dot: str, timeout_s: float = 60.0) -> str:
     if program is None:
         raise DrawingError("`dot` not found: install Graphviz (apt-get install graphviz) or use --format dot")
     try:
-        done = subprocess.run(
-            [program, "-Tsvg"], input=dot, capture_output=True, text=True, timeout=timeout_s, check=False
-        )
+        done = subprocess.run([program, "-Tsvg"], input=dot, capture_output=True, text=True, timeout=timeout_s,
+                              check=False)
     except subprocess.TimeoutExpired:
         raise DrawingError(f"dot -Tsvg took more than {timeout_s:.0f} s") from None
     if done.returncode != 0:
@@ -585,7 +539,8 @@ def to_svg(dot: str, timeout_s: float = 60.0) -> str:
     return done.stdout
 
 
-def from_latest(devices: Iterable[DeviceInfo], latest: Iterable[Latest], sources: Mapping[str, EdgeSource]) -> Topology:
+def from_latest(devices: Iterable[DeviceInfo], latest: Iterable[Latest], sources: Mapping[str, EdgeSource]
+                ) -> Topology:
     """A topology from :meth:`agent.state.StateDB.latest` rows of :func:`measurements`: what the
     agent knew before a restart."""
     series: dict[tuple[str, str], tuple[str, dict[str, str], dict[str, FieldValue], list[float]]] = {}

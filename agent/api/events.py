@@ -39,6 +39,7 @@ UNKNOWN_SOURCE = "unknown"
 AMBIGUOUS_SOURCE = "ambiguous"
 
 
+
 class ReceiverOptions(BaseModel):
     """What every event receiver's options have (``agent.services.snmp_traps``, ``...syslog``):
     where it listens, its per-sender rate limit, extra sender addresses, how often open events are
@@ -221,17 +222,8 @@ class Clearing:
         return None if value is None else {"measurement": self.measurement, polled: value}
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "measurement": self.measurement,
-                "same": dict(self.same),
-                "match": dict(self.match),
-                "when": self.when,
-                "quiet_s": self.quiet_s,
-                "settle_s": self.settle_s,
-            },
-            sort_keys=True,
-        )
+        return json.dumps({"measurement": self.measurement, "same": dict(self.same), "match": dict(self.match),
+                           "when": self.when, "quiet_s": self.quiet_s, "settle_s": self.settle_s}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Clearing:
@@ -339,9 +331,8 @@ class OpenEvents:
         return len(samples)
 
 
-def _cleared_by(
-    clearing: Clearing, tags: Mapping[str, str], last_at: float, now: float, latest: LatestRows
-) -> str | None:
+def _cleared_by(clearing: Clearing, tags: Mapping[str, str], last_at: float, now: float,
+                latest: LatestRows) -> str | None:
     if clearing.quiet_s is not None and now - last_at >= clearing.quiet_s:
         return "quiet"
     condition = clearing.condition

@@ -93,10 +93,8 @@ class KnownHosts:
             for (other_host, other_type), other in entries.items():
                 if other_host == entry:
                     raise HostKeyChanged(
-                        entry,
-                        f"{other_type} {fingerprint(base64.b64decode(other))}",
-                        f"{key_type} {fingerprint(key_bytes)}",
-                        self.path,
+                        entry, f"{other_type} {fingerprint(base64.b64decode(other))}",
+                        f"{key_type} {fingerprint(key_bytes)}", self.path,
                     )
             self._append(f"{entry} {key_type} {shown}\n")
             return True

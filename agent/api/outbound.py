@@ -209,17 +209,13 @@ class HttpTarget:
                 status = response.status
                 wait_s = retry_after_s(response.headers.get("Retry-After"), self.clock())
         except aiohttp.ClientConnectorCertificateError as exc:
-            raise DeliveryError(
-                f"POST {self.label}: TLS certificate refused: {exc.certificate_error}", retryable=False
-            ) from None
+            raise DeliveryError(f"POST {self.label}: TLS certificate refused: {exc.certificate_error}",
+                                retryable=False) from None
         except aiohttp.ClientConnectorError as exc:
             raise DeliveryError(f"POST {self.label}: no connection: {self._said(str(exc))}", retryable=True) from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:  # the request may have been taken
-            raise DeliveryError(
-                f"POST {self.label}: no response: {type(exc).__name__}: {self._said(str(exc))}",
-                retryable=True,
-                unsure=True,
-            ) from None
+            raise DeliveryError(f"POST {self.label}: no response: {type(exc).__name__}: {self._said(str(exc))}",
+                                retryable=True, unsure=True) from None
         if 200 <= status < 300:
             return
         raise DeliveryError(
@@ -283,11 +279,6 @@ def _card(title: str, lines: list[str], colour: str, footer: str) -> dict[str, A
         body.append({"type": "TextBlock", "text": line, "wrap": True, "spacing": "Medium" if gap else "None"})
         gap = False
     body.append({"type": "TextBlock", "text": footer, "isSubtle": True, "size": "Small", "wrap": True})
-    content = {
-        "$schema": CARD_SCHEMA,
-        "type": "AdaptiveCard",
-        "version": CARD_VERSION,
-        "body": body,
-        "msteams": {"width": "Full"},
-    }
+    content = {"$schema": CARD_SCHEMA, "type": "AdaptiveCard", "version": CARD_VERSION, "body": body,
+               "msteams": {"width": "Full"}}
     return {"type": "message", "attachments": [{"contentType": CARD_TYPE, "contentUrl": None, "content": content}]}

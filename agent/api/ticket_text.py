@@ -27,9 +27,9 @@ _WORDS = {
         "colon": " : ",
         "recovered": "Rétabli",
         "impacted": "Site {site} : {count} équipement(s) derrière {device}, injoignables avec lui "
-        "(sans ticket à eux) : {devices}",
+                    "(sans ticket à eux) : {devices}",
         "flapping": "Alerte instable (flapping) : l'objet change d'état sans cesse ; un seul ticket, résolu "
-        "quand il sera resté stable.",
+                    "quand il sera resté stable.",
         "reopened": "L'alerte s'est redéclenchée le {fired} ({summary}) : ce ticket est rouvert plutôt qu'un nouveau.",
         "reattached": (
             "vigie a retrouvé ce ticket encore ouvert après un redémarrage et l'a rattaché à l'alerte, "
@@ -55,7 +55,7 @@ _WORDS = {
         "colon": ": ",
         "recovered": "Recovered",
         "impacted": "Site {site}: {count} device(s) behind {device}, unreachable with it (no ticket of their own): "
-        "{devices}",
+                    "{devices}",
         "flapping": "Flapping alert: the object keeps changing state; one ticket, solved once it has stayed stable.",
         "reopened": "The alert fired again at {fired} ({summary}): this ticket is reopened instead of a new one.",
         "reattached": (
@@ -136,19 +136,9 @@ def ticket_body(alert: Alert, locale: TicketLocale = DEFAULT_LOCALE) -> str:
     lines = [
         alert.summary,
         *(("", locale.word("flapping")) if alert.flapping else ()),
-        *(
-            (
-                "",
-                locale.word("impacted").format(
-                    site=alert.labels.get("site", "?"),
-                    count=len(alert.impacted),
-                    device=alert.device,
-                    devices=", ".join(alert.impacted),
-                ),
-            )
-            if alert.impacted
-            else ()
-        ),
+        *(("", locale.word("impacted").format(site=alert.labels.get("site", "?"), count=len(alert.impacted),
+                                             device=alert.device, devices=", ".join(alert.impacted)))
+          if alert.impacted else ()),
         *(("", *alert.context) if alert.context else ()),
         "",
         locale.line("severity", severity),
@@ -195,9 +185,8 @@ def group_summary(count: int, labels: dict[str, str], rules: list[str], locale: 
     """The headline of a ticket gathering several alerts: "12 alerts on site hdv: interface_down"
     (the group's labels other than client and alertname say where; the rules say what)."""
     where = ", ".join(f"{k} {v}" for k, v in labels.items() if k not in ("client", "alertname") and v)
-    return locale.word("group_summary").format(
-        count=count, where=where or labels.get("client", "?"), rules=", ".join(rules)
-    )
+    return locale.word("group_summary").format(count=count, where=where or labels.get("client", "?"),
+                                               rules=", ".join(rules))
 
 
 def member_line(alert: Alert, locale: TicketLocale = DEFAULT_LOCALE) -> str:
@@ -207,18 +196,15 @@ def member_line(alert: Alert, locale: TicketLocale = DEFAULT_LOCALE) -> str:
     return f"- {headline(alert)} ({_severity(alert.severity, locale)}, {locale.time(alert.fired_at)})"
 
 
-def group_followup_text(
-    joined: list[Alert], resolved: list[Alert], firing: int, key: str, locale: TicketLocale = DEFAULT_LOCALE
-) -> str:
+def group_followup_text(joined: list[Alert], resolved: list[Alert], firing: int, key: str,
+                        locale: TicketLocale = DEFAULT_LOCALE) -> str:
     """A group ticket's follow-up: the alerts that joined and resolved since the last one, or a
     reminder when there is nothing new (Alertmanager's group_interval and repeat_interval)."""
     lines = [] if joined or resolved else [locale.word("group_reminder")]
     if joined:
         lines += [locale.word("group_joined").format(count=len(joined)), *(member_line(a, locale) for a in joined)]
     if resolved:
-        lines += [
-            locale.word("group_resolved").format(count=len(resolved)),
-            *(member_line(a, locale) for a in resolved),
-        ]
+        lines += [locale.word("group_resolved").format(count=len(resolved)),
+                  *(member_line(a, locale) for a in resolved)]
     lines += [locale.word("group_still").format(count=firing), f"[{key}]"]
     return "\n".join(lines)

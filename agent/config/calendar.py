@@ -44,11 +44,8 @@ def service_windows(
     for _ in range(MAX_DAYS):
         if WEEKDAYS[day.weekday()] in days and not is_holiday(day):
             begin = datetime.combine(day, opens, zone)
-            end = (
-                datetime.combine(day + timedelta(days=1), time(0), zone)
-                if closes == time.max
-                else datetime.combine(day, closes, zone)
-            )
+            end = datetime.combine(day + timedelta(days=1), time(0), zone) if closes == time.max else \
+                datetime.combine(day, closes, zone)
             begin = max(begin, start)
             if begin < end:
                 yield begin, end

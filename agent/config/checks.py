@@ -165,6 +165,7 @@ def _client_graph_checks(client: YamlMap, loc: tuple[Any, ...]) -> list[Problem]
     return problems
 
 
+
 def _optional(model: type[BaseModel]) -> bool:
     """Credentials a plugin can do without (an HTTP check of a public page): the empty login fits."""
     try:

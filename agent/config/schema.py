@@ -204,9 +204,8 @@ class SmtpSettings(_Model):
     def relay(self, password: str | None) -> SmtpRelay:
         """The SMTP conversation (agent/api/outbound.py) the reports and the mails to contacts use;
         ``password``: the secret's value."""
-        return SmtpRelay(
-            self.host, self.port, self.starttls, self.verify, self.ca_bundle, self.username, password, self.timeout_s
-        )
+        return SmtpRelay(self.host, self.port, self.starttls, self.verify, self.ca_bundle, self.username, password,
+                         self.timeout_s)
 
 
 class TeamsSettings(_Model):
@@ -308,6 +307,7 @@ BUILTIN_JITTER_S = 5.0
 # Clients, sites, devices
 
 
+
 @cache
 def _zones() -> frozenset[str]:
     return frozenset(available_timezones())
@@ -322,7 +322,7 @@ def _check_zone(name: str) -> str:
 def _clock_time(value: Any) -> Any:
     # pydantic reads `start: 8` as 8 seconds past midnight UTC: a service hour is written "08:00"
     if isinstance(value, bool | int | float):
-        raise ValueError('write a time of day as "HH:MM" (e.g. "08:00"), not a number')
+        raise ValueError("write a time of day as \"HH:MM\" (e.g. \"08:00\"), not a number")
     return value
 
 
@@ -440,10 +440,7 @@ class TicketGrouping(_Model):
     equal values of the ``group_by`` labels are one ticket."""
 
     group_by: list[Annotated[str, StringConstraints(pattern=r"^([A-Za-z_][A-Za-z0-9_]*|\.\.\.)$")]] = [
-        "client",
-        "site",
-        "alertname",
-    ]
+        "client", "site", "alertname"]
     # the first ticket of a new group waits this long for the alerts firing with it; kept well
     # under the 5-minute contract (onset -> ticket) that also counts the rules' for_s
     group_wait_s: Annotated[float, Field(ge=0, le=300), BeforeValidator(_no_bool)] = 0.0
@@ -498,10 +495,7 @@ class Client(_Model):
     # contractual restore times (GTR) by severity, counted in the service hours (vigie sla); the
     # agency's: Critique 4 h, Bloquant 8 h, Mineure 12 h
     gtr_hours: dict[Severity, Annotated[float, Field(gt=0, le=24 * 365)]] = {
-        "critical": 4.0,
-        "major": 8.0,
-        "minor": 12.0,
-        "warning": 24.0,
+        "critical": 4.0, "major": 8.0, "minor": 12.0, "warning": 24.0,
     }
     report: ReportSettings = ReportSettings()
     # who is told beside the ticket (agent/duty.py): the escalation list, the on-call rota (the
@@ -526,10 +520,8 @@ class Client(_Model):
         if unknown:
             raise ValueError(f"{'; '.join(unknown)} (contacts: {', '.join(sorted(known)) or 'none'})")
         if not self.perimeter.contacts and self._client_equipment():
-            raise ValueError(
-                f"{self._client_equipment()} is the client's (responsibility: client): "
-                "name who receives its alerts in perimeter.contacts"
-            )
+            raise ValueError(f"{self._client_equipment()} is the client's (responsibility: client): "
+                             "name who receives its alerts in perimeter.contacts")
         return self
 
     def _client_equipment(self) -> str | None:
@@ -549,9 +541,8 @@ class Client(_Model):
             if level is not None and level.responsibility is not None:
                 return level.responsibility
         if device is not None:
-            found = self.perimeter.by_tags(
-                {**device.tags, "client": self.name, "site": site.name if site else "", "device": device.name}
-            )
+            found = self.perimeter.by_tags({**device.tags, "client": self.name, "site": site.name if site else "",
+                                            "device": device.name})
             if found is not None:
                 return found
         return "provider"
@@ -651,10 +642,8 @@ class Config(_Model):
     def _mail_relay_for_contacts(self) -> Config:
         mailed = [f"{c.name}/{name}" for c in self.clients for name in c.notified_contacts() if c.contact(name).email]
         if mailed and self.agent.smtp is None:
-            raise ValueError(
-                f"contacts notified by e-mail ({', '.join(mailed[:5])}) need agent.smtp, the relay "
-                "their mails go through"
-            )
+            raise ValueError(f"contacts notified by e-mail ({', '.join(mailed[:5])}) need agent.smtp, the relay "
+                             "their mails go through")
         return self
 
     @model_validator(mode="after")
@@ -790,3 +779,4 @@ class Config(_Model):
         if not isinstance(value, dict):
             raise KeyError(f"secret {name!r} is not a mapping")
         return dict(value)
+

@@ -56,14 +56,11 @@ def build_daily(
     label = day.isoformat()
     stem = f"{client.name}-{label}"
     return Built(
-        "daily",
-        client.name,
-        label,
+        "daily", client.name, label,
         f"{words(client.language)['daily_title']} — {client.display_name} — {when(day, client.language)}",
         render.daily_html(report, drawn, lambda name: f"{stem}-{name}.png"),
         render.daily_html(report, drawn, render.in_mail),
-        drawn,
-        xlsx.workbook(xlsx.daily_sheets(report)),
+        drawn, xlsx.workbook(xlsx.daily_sheets(report)),
     )
 
 
@@ -73,14 +70,11 @@ def build_monthly(files: StateDir, client: Client, month: dt.date, now: float) -
     label = month.strftime("%Y-%m")
     stem = f"{client.name}-{label}"
     return Built(
-        "monthly",
-        client.name,
-        label,
+        "monthly", client.name, label,
         f"{words(client.language)['monthly_title']} — {client.display_name} — {month.strftime('%m/%Y')}",
         render.monthly_html(report, drawn, lambda name: f"{stem}-{name}.png"),
         render.monthly_html(report, drawn, render.in_mail),
-        drawn,
-        xlsx.workbook(xlsx.monthly_sheets(report)),
+        drawn, xlsx.workbook(xlsx.monthly_sheets(report)),
     )
 
 
@@ -106,33 +100,18 @@ def archive(built: Built, files: StateDir, delivery: Delivery | None, now: float
     record_file = folder / DELIVERY_FILE
     if delivery is None and record_file.is_file():
         return folder
-    record = {
-        "kind": built.kind,
-        "at": now,
-        **(asdict(delivery) if delivery else {"sent": False, "attempts": 0, "error": None, "recipients": []}),
-    }
+    record = {"kind": built.kind, "at": now, **(asdict(delivery) if delivery else {"sent": False, "attempts": 0,
+                                                                                     "error": None, "recipients": []})}
     record_file.write_text(json.dumps(record, indent=1), encoding="utf-8")
     return folder
 
 
 def mail(
-    built: Built,
-    smtp: SmtpSettings,
-    password: str | None,
-    recipients: Sequence[str],
-    now: float,
+    built: Built, smtp: SmtpSettings, password: str | None, recipients: Sequence[str], now: float,
     sleep: Callable[[float], None],
 ) -> Delivery:
-    mailed = message(
-        subject=built.subject,
-        sender=smtp.sender,
-        recipients=recipients,
-        html=built.mail_html,
-        charts=built.charts,
-        xlsx=built.xlsx,
-        xlsx_name=f"{built.stem}.xlsx",
-        now=now,
-    )
+    mailed = message(subject=built.subject, sender=smtp.sender, recipients=recipients, html=built.mail_html,
+                     charts=built.charts, xlsx=built.xlsx, xlsx_name=f"{built.stem}.xlsx", now=now)
     return send(mailed, smtp, password, sleep=sleep)
 
 
@@ -140,11 +119,7 @@ def delivery_sample(built: Built, delivery: Delivery, now: float) -> Sample:
     return Sample(
         DELIVERY,
         {"client": built.client, "report": built.kind},
-        {
-            "status": "sent" if delivery.sent else "failed",
-            "attempts": delivery.attempts,
-            "error": delivery.error,
-            "label": built.label,
-        },
+        {"status": "sent" if delivery.sent else "failed", "attempts": delivery.attempts, "error": delivery.error,
+         "label": built.label},
         int(now * 1e9),
     )

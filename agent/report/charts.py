@@ -56,30 +56,19 @@ def _availability_bars(labels: list[str], values: list[float | None], target: fl
 def daily_charts(report: DailyReport) -> list[Chart]:
     w = words(report.language)
     charts = []
-    rows = sorted(report.availability, key=lambda a: a.day_pct if a.day_pct is not None else 101.0)[:MAX_BARS]
+    rows = sorted(report.availability, key=lambda a: (a.day_pct if a.day_pct is not None else 101.0))[:MAX_BARS]
     if rows:
-        charts.append(
-            Chart(
-                "availability",
-                _availability_bars(
-                    [f"{a.device} ({a.service})" for a in rows],
-                    [a.day_pct for a in rows],
-                    report.target_pct,
-                    f"{w['availability']} 24 h",
-                ),
-            )
-        )
+        charts.append(Chart("availability", _availability_bars(
+            [f"{a.device} ({a.service})" for a in rows], [a.day_pct for a in rows], report.target_pct,
+            f"{w['availability']} 24 h",
+        )))
     if report.capacity.supervised:
         trending = [c for c in report.capacity.rows if len(c.history) >= 2][:MAX_LINES]
         if trending:
             figure, axis = plt.subplots(figsize=(7, 3))
             for item in trending:
-                axis.plot(
-                    [d for d, _ in item.history],
-                    [v for _, v in item.history],
-                    marker=".",
-                    label=f"{item.device} {item.name}",
-                )
+                axis.plot([d for d, _ in item.history], [v for _, v in item.history], marker=".",
+                          label=f"{item.device} {item.name}")
             axis.set_ylim(0, 100)
             axis.set_ylabel(w["used_pct"])
             axis.set_title(w["capacity"])
@@ -94,11 +83,8 @@ def monthly_charts(report: MonthlyReport) -> list[Chart]:
     labels = [k.month.strftime("%m/%y") for k in report.kpis]
     figure, axis = plt.subplots(figsize=(7, 3))
     values = [k.availability_pct for k in report.kpis]
-    axis.bar(
-        labels,
-        [v or 0 for v in values],
-        color=[UNKNOWN if v is None else GOOD if v >= report.target_pct else BAD for v in values],
-    )
+    axis.bar(labels, [v or 0 for v in values],
+             color=[UNKNOWN if v is None else GOOD if v >= report.target_pct else BAD for v in values])
     axis.axhline(report.target_pct, color=ACCENT, linestyle="--", linewidth=1)
     low = min([v for v in values if v is not None] + [report.target_pct])
     axis.set_ylim(max(0.0, min(low - 1, 90.0)), 100.5)

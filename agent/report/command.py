@@ -22,33 +22,19 @@ def yesterday(config: Config, client: str, now: float) -> dt.date:
 
 
 def run(
-    config: Config,
-    client: str,
-    *,
-    day: dt.date | None,
-    month: dt.date | None,
-    out: Path,
-    send: bool,
-    state_dir: Path | None = None,
-    now: float | None = None,
+    config: Config, client: str, *, day: dt.date | None, month: dt.date | None, out: Path, send: bool,
+    state_dir: Path | None = None, now: float | None = None,
 ) -> int:
     now = time.time() if now is None else now
     files = StateDir(state_dir or Path(config.agent.state_dir))
     if not files.state_db.is_file():
-        print(
-            f"vigie report: {files.path}: no agent state here — has `vigie run` used this state directory? "
-            "(give --state-dir)",
-            file=sys.stderr,
-        )
+        print(f"vigie report: {files.path}: no agent state here — has `vigie run` used this state directory? "
+              "(give --state-dir)", file=sys.stderr)
         return EXIT_NO_STATE
     found = config.client(client)
-    built: Built = (
-        build_monthly(files, found, month, now)
-        if month is not None
-        else build_daily(
-            files, found, day or yesterday(config, client, now), now, change_rules=config_change_rules(config, client)
-        )
-    )
+    built: Built = (build_monthly(files, found, month, now) if month is not None
+                    else build_daily(files, found, day or yesterday(config, client, now), now,
+                                     change_rules=config_change_rules(config, client)))
     for path in write(built, out):
         print(path)
     if not send:

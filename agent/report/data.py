@@ -229,11 +229,8 @@ def service_windows(client: Client, first: dt.date, last: dt.date) -> list[Windo
         local = dt.datetime.combine(day, dt.time(), zone)
         if client.in_service(local.replace(hour=hours.start.hour, minute=hours.start.minute)):
             start = dt.datetime.combine(day, hours.start, zone)
-            end = (
-                dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), zone)
-                if hours.end == dt.time.max
-                else dt.datetime.combine(day, hours.end, zone)
-            )
+            end = (dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), zone) if hours.end == dt.time.max
+                   else dt.datetime.combine(day, hours.end, zone))
             found.append((start.timestamp(), end.timestamp()))
         day += dt.timedelta(days=1)
     return found
@@ -294,9 +291,8 @@ def availability(
     if db is None:
         return []
     start, end = window
-    intervals = db.intervals(
-        src.COLLECTION.measurement, src.COLLECTION_STATUS, int(start * NS), int(end * NS), {"client": client.name}
-    )
+    intervals = db.intervals(src.COLLECTION.measurement, src.COLLECTION_STATUS, int(start * NS), int(end * NS),
+                             {"client": client.name})
     per: dict[tuple[str, str], list[Interval]] = {}
     for interval in intervals:
         per.setdefault((interval.tags.get("device", ""), interval.tags.get("collector", "")), []).append(interval)
@@ -314,19 +310,15 @@ def availability(
         day_pct = _pct(up, up + down)
         hours_pct = _pct(up_in, up_in + down_in) if service_s else None
         known = [pct for pct in (day_pct, hours_pct) if pct is not None]
-        found.append(
-            Availability(
-                device=device,
-                site=sites.get(device, ""),
-                service=service,
-                day_pct=day_pct,
-                service_hours_pct=hours_pct,
-                down_s=down,
-                unknown_pct=100.0 * max(0.0, (end - start) - up - down) / (end - start),
-                # held to the target over the service hours and over the 24 h alike
-                meets_target=all(pct >= target_pct for pct in known) if known else None,
-            )
-        )
+        found.append(Availability(
+            device=device, site=sites.get(device, ""), service=service,
+            day_pct=day_pct,
+            service_hours_pct=hours_pct,
+            down_s=down,
+            unknown_pct=100.0 * max(0.0, (end - start) - up - down) / (end - start),
+            # held to the target over the service hours and over the 24 h alike
+            meets_target=all(pct >= target_pct for pct in known) if known else None,
+        ))
     return found
 
 
@@ -339,16 +331,9 @@ def _in(at: float | None, window: Window) -> bool:
 
 
 def _alert_item(alert: AlertRow, client: Client) -> AlertItem:
-    return AlertItem(
-        alert.device,
-        alert.rule,
-        alert.severity,
-        alert.summary,
-        alert.state,
-        _local(alert.started_at, client),
-        _local(alert.fired_at, client),
-        _local(alert.resolved_at, client),
-    )
+    return AlertItem(alert.device, alert.rule, alert.severity, alert.summary, alert.state,
+                     _local(alert.started_at, client), _local(alert.fired_at, client),
+                     _local(alert.resolved_at, client))
 
 
 def _ticket_item(ticket: TicketRow, client: Client, now: float) -> TicketItem:
@@ -358,17 +343,9 @@ def _ticket_item(ticket: TicketRow, client: Client, now: float) -> TicketItem:
         first, last = _local(opened, client).date(), _local(now, client).date()
         in_service = _overlap(opened, now, service_windows(client, first, last)) / 3600
     return TicketItem(
-        ticket.device,
-        ticket.rule,
-        ticket.severity,
-        ticket.title,
-        ticket.status,
-        ticket.ticket_id,
-        ticket.url,
-        _local(ticket.opened_at, client),
-        _local(ticket.solved_at, client),
-        None if opened is None else (now - opened) / 3600,
-        in_service,
+        ticket.device, ticket.rule, ticket.severity, ticket.title, ticket.status, ticket.ticket_id, ticket.url,
+        _local(ticket.opened_at, client), _local(ticket.solved_at, client),
+        None if opened is None else (now - opened) / 3600, in_service,
     )
 
 
@@ -392,17 +369,9 @@ def sla(alerts: Sequence[AlertRow], tickets: Sequence[TicketRow], window: Window
             # an ITSM keeping seconds may date a take in the onset's own second just before it
             taken_delays.append(max(0.0, ticket.taken_at - alert.started_at))
             taken_in_time += taken_delays[-1] <= SLA_TICKET_WITHIN_S
-    return Sla(
-        len(critical),
-        in_time,
-        percentile(delays, 99),
-        without,
-        percentile(delays, 50),
-        taken_in_time,
-        len(critical) - len(taken_delays),
-        percentile(taken_delays, 50),
-        percentile(taken_delays, 99),
-    )
+    return Sla(len(critical), in_time, percentile(delays, 99), without, percentile(delays, 50),
+               taken_in_time, len(critical) - len(taken_delays), percentile(taken_delays, 50),
+               percentile(taken_delays, 99))
 
 
 def percentile(values: Sequence[float], rank: float) -> float | None:
@@ -426,15 +395,8 @@ def backups(db: StateDB | None, client: Client, at: float) -> Section:
         overdue = age is not None and limit is not None and age > limit and result != "failed"
         if at - ts / NS > 86_400 or result not in src.BACKUP_RESULTS or overdue:
             result = "missing"
-        rows.append(
-            Backup(
-                tags.get("device", ""),
-                tags.get(src.BACKUP_JOBS.key_tag, ""),
-                str(result),
-                None if age is None else age / 3600,
-                _local(ts / NS, client),
-            )
-        )
+        rows.append(Backup(tags.get("device", ""), tags.get(src.BACKUP_JOBS.key_tag, ""), str(result),
+                           None if age is None else age / 3600, _local(ts / NS, client)))
     order = {"failed": 0, "missing": 1, "warning": 2}
     return Section(True, tuple(sorted(rows, key=lambda b: (order.get(b.result, 3), b.device, b.job))))
 
@@ -452,18 +414,13 @@ def capacity(db: StateDB | None, client: Client, today: dt.date) -> Section:
             slope = _slope(series)
             used = cap.used_pct(values)
             size = values.get(cap.size_field)
-            rows.append(
-                Capacity(
-                    kind=cap.kind,
-                    device=tags.get("device", ""),
-                    name=tags.get(cap.source.key_tag, ""),
-                    used_pct=used,
-                    size=float(size) if isinstance(size, int | float) else None,
-                    trend_pct_per_day=slope,
-                    days_to_full=(100.0 - used) / slope if slope and slope > 0 and used is not None else None,
-                    history=tuple(series),
-                )
-            )
+            rows.append(Capacity(
+                kind=cap.kind, device=tags.get("device", ""), name=tags.get(cap.source.key_tag, ""),
+                used_pct=used, size=float(size) if isinstance(size, int | float) else None,
+                trend_pct_per_day=slope,
+                days_to_full=(100.0 - used) / slope if slope and slope > 0 and used is not None else None,
+                history=tuple(series),
+            ))
     rows.sort(key=lambda c: (c.days_to_full if c.days_to_full is not None else math.inf, -(c.used_pct or 0)))
     return Section(True, tuple(rows))
 
@@ -498,9 +455,8 @@ def _slope(series: Sequence[tuple[dt.date, float]]) -> float | None:
 
 
 def expiries(db: StateDB | None, client: Client) -> Section:
-    kinds = [
-        (s, k) for s, k in ((src.TLS_CERTIFICATES, "certificate"), (src.DOMAINS, "domain")) if supervised(db, client, s)
-    ]
+    kinds = [(s, k) for s, k in ((src.TLS_CERTIFICATES, "certificate"), (src.DOMAINS, "domain"))
+             if supervised(db, client, s)]
     if not kinds:
         return Section(False)
     rows = []
@@ -525,26 +481,15 @@ def m365_issues(db: StateDB | None, client: Client, window: Window) -> Section:
         changed = src.number(values.get(src.M365_MODIFIED)) or ts / NS
         if resolved and changed < window[0]:
             continue
-        rows.append(
-            M365Issue(
-                tags.get(src.M365_ISSUES.key_tag, ""),
-                tags.get(src.M365_SERVICE_TAG, ""),
-                str(values.get(src.M365_TITLE) or ""),
-                str(values.get(src.M365_STATUS) or ""),
-                resolved,
-                _local(changed, client),
-            )
-        )
+        rows.append(M365Issue(tags.get(src.M365_ISSUES.key_tag, ""), tags.get(src.M365_SERVICE_TAG, ""),
+                              str(values.get(src.M365_TITLE) or ""), str(values.get(src.M365_STATUS) or ""),
+                              resolved, _local(changed, client)))
     rows.sort(key=lambda i: (bool(i.resolved), i.service, i.issue_id))
     return Section(True, tuple(rows))
 
 
 def config_changes(
-    db: StateDB | None,
-    client: Client,
-    window: Window,
-    day: dt.date,
-    alerts: Sequence[AlertRow],
+    db: StateDB | None, client: Client, window: Window, day: dt.date, alerts: Sequence[AlertRow],
     change_rules: Collection[str],
 ) -> Section:
     """The day's configuration changes: each alert of a rule on the configuration measurement
@@ -552,22 +497,14 @@ def config_changes(
     archive counted that day (daily maximum of ``versions`` against the day before's last)."""
     if not supervised(db, client, src.CONFIG_CHANGES):
         return Section(False)
-    rows = [
-        ConfigChange(a.device, _local(a.started_at, client), a.summary.split("\n", 1)[0])
-        for a in alerts
-        if a.rule in change_rules and _in(a.started_at, window)
-    ]
+    rows = [ConfigChange(a.device, _local(a.started_at, client), a.summary.split("\n", 1)[0])
+            for a in alerts if a.rule in change_rules and _in(a.started_at, window)]
     alerted = {r.device for r in rows}
     if db is not None:
         before: dict[str, float] = {}
         today: dict[str, tuple[float, float]] = {}
-        for row in db.daily(
-            src.CONFIG_CHANGES.measurement,
-            src.CONFIG_VERSIONS,
-            day - dt.timedelta(days=1),
-            day,
-            {"client": client.name},
-        ):
+        for row in db.daily(src.CONFIG_CHANGES.measurement, src.CONFIG_VERSIONS, day - dt.timedelta(days=1), day,
+                            {"client": client.name}):
             device = row.tags.get("device", "")
             if row.day == day:
                 today[device] = (row.min, row.max)
@@ -595,26 +532,18 @@ def daily_report(
     tickets = ticket_rows(files, client=client.name)
     db = open_rollups(files)
     try:
-        of_day = [
-            a for a in alerts if a.started_at < window[1] and (a.resolved_at is None or a.resolved_at >= window[0])
-        ]
+        of_day = [a for a in alerts if a.started_at < window[1]
+                  and (a.resolved_at is None or a.resolved_at >= window[0])]
         return DailyReport(
-            client=client.name,
-            display_name=client.display_name,
-            language=client.language,
-            timezone=client.timezone,
-            day=day,
-            generated_at=_local(now, client),
-            target_pct=target,
-            availability=tuple(
-                availability(db, client, until_now(window, now), service_windows(client, day, day), target)
-            ),
+            client=client.name, display_name=client.display_name, language=client.language,
+            timezone=client.timezone, day=day, generated_at=_local(now, client), target_pct=target,
+            availability=tuple(availability(db, client, until_now(window, now), service_windows(client, day, day),
+                                            target)),
             alerts=tuple(_alert_item(a, client) for a in of_day),
             tickets_opened=tuple(_ticket_item(t, client, now) for t in tickets if _in(t.opened_at, window)),
             tickets_solved=tuple(_ticket_item(t, client, now) for t in tickets if _in(t.solved_at, window)),
             tickets_open=tuple(
-                _ticket_item(t, client, now)
-                for t in tickets
+                _ticket_item(t, client, now) for t in tickets
                 if t.solved_at is None and t.status != "solved" and (t.opened_at or t.started_at) < window[1]
             ),
             sla=sla(alerts, tickets, window),
@@ -660,33 +589,22 @@ def monthly_report(files: StateDir, client: Client, month: dt.date, now: float) 
             in_hours = [a for a in rows if a.service_hours_pct is not None]
             month_sla = sla(alerts, tickets, window)
             fired = [a for a in alerts if _in(a.fired_at, window)]
-            kpis.append(
-                MonthKpi(
-                    month=first,
-                    availability_pct=sum(known) / len(known) if known else None,
-                    service_hours_pct=(sum(a.service_hours_pct for a in in_hours) / len(in_hours))
-                    if in_hours
-                    else None,
-                    alerts=len(fired),
-                    critical_alerts=sum(a.severity == "critical" for a in fired),
-                    tickets_opened=sum(_in(t.opened_at, window) for t in tickets),
-                    sla_in_time_pct=month_sla.in_time_pct,
-                    p99_onset_to_ticket_s=month_sla.p99_onset_to_ticket_s,
-                )
-            )
+            kpis.append(MonthKpi(
+                month=first,
+                availability_pct=sum(known) / len(known) if known else None,
+                service_hours_pct=(sum(a.service_hours_pct for a in in_hours) / len(in_hours)) if in_hours else None,
+                alerts=len(fired),
+                critical_alerts=sum(a.severity == "critical" for a in fired),
+                tickets_opened=sum(_in(t.opened_at, window) for t in tickets),
+                sla_in_time_pct=month_sla.in_time_pct,
+                p99_onset_to_ticket_s=month_sla.p99_onset_to_ticket_s,
+            ))
             last_rows = rows
         last_day = dt.datetime.fromtimestamp(month_window(client, month)[1] - 1, client.zone).date()
         return MonthlyReport(
-            client=client.name,
-            display_name=client.display_name,
-            language=client.language,
-            timezone=client.timezone,
-            month=month,
-            generated_at=_local(now, client),
-            target_pct=target,
-            kpis=tuple(kpis),
-            availability=tuple(last_rows),
-            capacity=capacity(db, client, last_day),
+            client=client.name, display_name=client.display_name, language=client.language,
+            timezone=client.timezone, month=month, generated_at=_local(now, client), target_pct=target,
+            kpis=tuple(kpis), availability=tuple(last_rows), capacity=capacity(db, client, last_day),
         )
     finally:
         if db is not None:

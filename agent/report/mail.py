@@ -31,15 +31,8 @@ class Delivery:
 
 
 def message(
-    *,
-    subject: str,
-    sender: str,
-    recipients: Sequence[str],
-    html: str,
-    charts: Sequence[Chart],
-    xlsx: bytes,
-    xlsx_name: str,
-    now: float,
+    *, subject: str, sender: str, recipients: Sequence[str], html: str, charts: Sequence[Chart],
+    xlsx: bytes, xlsx_name: str, now: float,
 ) -> EmailMessage:
     """``html`` refers to each chart as ``cid:<name>``: the charts go in a multipart/related part
     with those Content-IDs, so Outlook and webmails show them inline without fetching anything."""
@@ -54,9 +47,8 @@ def message(
     mail.add_alternative(html, subtype="html")
     html_part = mail.get_payload()[1]
     for chart in charts:
-        html_part.add_related(
-            chart.png, "image", "png", cid=f"<{chart.name}>", filename=chart.filename, disposition="inline"
-        )
+        html_part.add_related(chart.png, "image", "png", cid=f"<{chart.name}>", filename=chart.filename,
+                              disposition="inline")
     mail.add_attachment(xlsx, *XLSX_TYPE, filename=xlsx_name)
     return mail
 
@@ -73,9 +65,7 @@ def send_once(mail: EmailMessage, settings: SmtpSettings, password: str | None) 
 
 
 def send(
-    mail: EmailMessage,
-    settings: SmtpSettings,
-    password: str | None,
+    mail: EmailMessage, settings: SmtpSettings, password: str | None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Delivery:
     """``1 + settings.retries`` attempts, ``retry_interval_s`` apart (``sleep`` is injected: the

@@ -64,14 +64,9 @@ class ReportScheduler:
         if self.config.agent.smtp is None:
             log.error("reports enabled for %s but no agent.smtp: archived, not mailed", ", ".join(self.clients))
         every(TICK_S, self.tick, "reports")
-        log.info(
-            "reports: %s",
-            ", ".join(
-                f"{c} at {self.config.client(c).report.time:%H:%M} {self.config.client(c).timezone}"
-                for c in self.clients
-            )
-            or "none enabled",
-        )
+        log.info("reports: %s", ", ".join(
+            f"{c} at {self.config.client(c).report.time:%H:%M} {self.config.client(c).timezone}" for c in self.clients
+        ) or "none enabled")
 
     def due(self, now: float) -> list[tuple[str, str, dt.date]]:
         """(client, kind, date or first of month) of each report whose time has passed and that the
@@ -99,9 +94,8 @@ class ReportScheduler:
             if pending is None:
                 client = self.config.client(name)
                 if kind == "daily":
-                    built = await asyncio.to_thread(
-                        build_daily, self.files, client, when, now, change_rules=config_change_rules(self.config, name)
-                    )
+                    built = await asyncio.to_thread(build_daily, self.files, client, when, now,
+                                                    change_rules=config_change_rules(self.config, name))
                 else:
                     built = await asyncio.to_thread(build_monthly, self.files, client, when, now)
                 pending = self._pending[(name, label)] = _Pending(built, tuple(client.report.recipients))
@@ -132,12 +126,7 @@ class ReportScheduler:
             log.info("report %s/%s sent to %s", built.client, built.label, ", ".join(delivery.recipients))
             await self.submit([delivery_sample(built, delivery, now)])
         elif pending.attempts >= smtp.retries + 1 and not pending.alerted:
-            log.error(
-                "report %s/%s not delivered after %d attempts: %s",
-                built.client,
-                built.label,
-                pending.attempts,
-                delivery.error,
-            )
+            log.error("report %s/%s not delivered after %d attempts: %s", built.client, built.label,
+                      pending.attempts, delivery.error)
             pending.alerted = True
             await self.submit([delivery_sample(built, delivery, now)])

@@ -61,12 +61,10 @@ class CapacitySource:
 
 CAPACITY: tuple[CapacitySource, ...] = (
     CapacitySource(Source("snmp_storage", "snmp", "storage"), "disk", "total_bytes", pct_field="usage_percent"),
-    CapacitySource(
-        Source("vsphere_datastore", "vsphere", "datastore"), "datastore", "capacity_bytes", pct_field="used_pct"
-    ),
-    CapacitySource(
-        Source("veeam_repository", "veeam", "repository"), "repository", "capacity_bytes", pct_field="used_pct"
-    ),
+    CapacitySource(Source("vsphere_datastore", "vsphere", "datastore"), "datastore", "capacity_bytes",
+                   pct_field="used_pct"),
+    CapacitySource(Source("veeam_repository", "veeam", "repository"), "repository", "capacity_bytes",
+                   pct_field="used_pct"),
     CapacitySource(Source("m365_license", "m365", "sku"), "licence", "prepaid", used_field="consumed"),
 )
 

@@ -65,173 +65,65 @@ def workbook(sheets: Sequence[Sheet]) -> bytes:
 
 
 def _availability_sheet(rows, day: dt.date, w: dict[str, str]) -> Sheet:
-    return Sheet(
-        "Availability",
-        (
-            "date",
-            w["device"],
-            w["site"],
-            w["service"],
-            f"{w['service_hours']} %",
-            f"{w['day_24h']} %",
-            f"{w['down']} (s)",
-            f"{w['unknown']} %",
-            w["target"],
-        ),
-        [
-            (day, a.device, a.site, a.service, a.service_hours_pct, a.day_pct, a.down_s, a.unknown_pct, a.meets_target)
-            for a in rows
-        ],
-    )
+    return Sheet("Availability", ("date", w["device"], w["site"], w["service"],
+                                  f"{w['service_hours']} %", f"{w['day_24h']} %", f"{w['down']} (s)",
+                                  f"{w['unknown']} %", w["target"]),
+                 [(day, a.device, a.site, a.service, a.service_hours_pct, a.day_pct, a.down_s, a.unknown_pct,
+                   a.meets_target) for a in rows])
 
 
 def _capacity_sheet(report: DailyReport | MonthlyReport, w: dict[str, str]) -> Sheet:
-    return Sheet(
-        "Capacity",
-        (w["kind"], w["device"], w["name"], w["used_pct"], w["size"], w["trend"], w["days_to_full"]),
-        [
-            (c.kind, c.device, c.name, c.used_pct, c.size, c.trend_pct_per_day, c.days_to_full)
-            for c in report.capacity.rows
-        ],
-    )
+    return Sheet("Capacity", (w["kind"], w["device"], w["name"], w["used_pct"], w["size"], w["trend"],
+                              w["days_to_full"]),
+                 [(c.kind, c.device, c.name, c.used_pct, c.size, c.trend_pct_per_day, c.days_to_full)
+                  for c in report.capacity.rows])
 
 
 def daily_sheets(report: DailyReport) -> list[Sheet]:
     w = words(report.language)
-    ticket_headers = (
-        w["ticket"],
-        w["device"],
-        w["rule"],
-        w["severity"],
-        w["title"],
-        w["status"],
-        w["opened"],
-        w["solved"],
-        w["age_h"],
-        w["gtr_h"],
-        "url",
-    )
+    ticket_headers = (w["ticket"], w["device"], w["rule"], w["severity"], w["title"], w["status"], w["opened"],
+                      w["solved"], w["age_h"], w["gtr_h"], "url")
 
     def tickets(name: str, rows) -> Sheet:
-        return Sheet(
-            name,
-            ticket_headers,
-            [
-                (
-                    t.ticket_id,
-                    t.device,
-                    t.rule,
-                    t.severity,
-                    t.title,
-                    t.status,
-                    t.opened_at,
-                    t.solved_at,
-                    t.age_h,
-                    t.service_age_h,
-                    t.url,
-                )
-                for t in rows
-            ],
-        )
+        return Sheet(name, ticket_headers, [(t.ticket_id, t.device, t.rule, t.severity, t.title, t.status,
+                                             t.opened_at, t.solved_at, t.age_h, t.service_age_h, t.url)
+                                            for t in rows])
 
     sla = report.sla
     return [
         _availability_sheet(report.availability, report.day, w),
-        Sheet(
-            "Alerts",
-            (w["severity"], w["device"], w["rule"], w["summary"], w["state"], w["started"], w["fired"], w["resolved"]),
-            [
-                (a.severity, a.device, a.rule, a.summary, a.state, a.started_at, a.fired_at, a.resolved_at)
-                for a in report.alerts
-            ],
-        ),
+        Sheet("Alerts", (w["severity"], w["device"], w["rule"], w["summary"], w["state"], w["started"], w["fired"],
+                         w["resolved"]),
+              [(a.severity, a.device, a.rule, a.summary, a.state, a.started_at, a.fired_at, a.resolved_at)
+               for a in report.alerts]),
         tickets("Tickets_opened", report.tickets_opened),
         tickets("Tickets_solved", report.tickets_solved),
         tickets("Tickets_open", report.tickets_open),
-        Sheet(
-            "SLA",
-            (
-                "date",
-                w["critical_alerts"],
-                "ticketed_within_5_min",
-                "without_ticket",
-                "in_time_pct",
-                "p99_onset_to_ticket_s",
-                "taken_within_5_min",
-                "taken_in_time_pct",
-                "not_taken",
-                "p50_onset_to_taken_s",
-                "p99_onset_to_taken_s",
-            ),
-            [
-                (
-                    report.day,
-                    sla.critical,
-                    sla.ticketed_in_time,
-                    sla.without_ticket,
-                    sla.in_time_pct,
-                    sla.p99_onset_to_ticket_s,
-                    sla.taken_in_time,
-                    sla.taken_in_time_pct,
-                    sla.not_taken,
-                    sla.p50_onset_to_taken_s,
-                    sla.p99_onset_to_taken_s,
-                )
-            ],
-        ),
-        Sheet(
-            "Backups",
-            (w["device"], w["job"], w["result"], w["last_success_h"], "seen_at"),
-            [(b.device, b.job, b.result, b.last_success_age_h, b.seen_at) for b in report.backups.rows],
-        ),
+        Sheet("SLA", ("date", w["critical_alerts"], "ticketed_within_5_min", "without_ticket", "in_time_pct",
+                      "p99_onset_to_ticket_s", "taken_within_5_min", "taken_in_time_pct", "not_taken",
+                      "p50_onset_to_taken_s", "p99_onset_to_taken_s"),
+              [(report.day, sla.critical, sla.ticketed_in_time, sla.without_ticket, sla.in_time_pct,
+                sla.p99_onset_to_ticket_s, sla.taken_in_time, sla.taken_in_time_pct, sla.not_taken,
+                sla.p50_onset_to_taken_s, sla.p99_onset_to_taken_s)]),
+        Sheet("Backups", (w["device"], w["job"], w["result"], w["last_success_h"], "seen_at"),
+              [(b.device, b.job, b.result, b.last_success_age_h, b.seen_at) for b in report.backups.rows]),
         _capacity_sheet(report, w),
-        Sheet(
-            "Expiries",
-            (w["kind"], w["device"], w["name"], w["expires_on"], w["days_left"]),
-            [(e.kind, e.device, e.name, e.expires_on, e.days_left) for e in report.expiries.rows],
-        ),
-        Sheet(
-            "M365",
-            ("id", w["service"], w["title"], w["status"], w["m365_resolved"], "updated_at"),
-            [(i.issue_id, i.service, i.title, i.status, i.resolved, i.updated_at) for i in report.m365.rows],
-        ),
-        Sheet(
-            "Config_changes",
-            (w["device"], w["at"], w["change"]),
-            [(c.device, c.at, c.detail) for c in report.config_changes.rows],
-        ),
+        Sheet("Expiries", (w["kind"], w["device"], w["name"], w["expires_on"], w["days_left"]),
+              [(e.kind, e.device, e.name, e.expires_on, e.days_left) for e in report.expiries.rows]),
+        Sheet("M365", ("id", w["service"], w["title"], w["status"], w["m365_resolved"], "updated_at"),
+              [(i.issue_id, i.service, i.title, i.status, i.resolved, i.updated_at) for i in report.m365.rows]),
+        Sheet("Config_changes", (w["device"], w["at"], w["change"]),
+              [(c.device, c.at, c.detail) for c in report.config_changes.rows]),
     ]
 
 
 def monthly_sheets(report: MonthlyReport) -> list[Sheet]:
     w = words(report.language)
     return [
-        Sheet(
-            "KPIs",
-            (
-                w["month"],
-                f"{w['day_24h']} %",
-                f"{w['service_hours']} %",
-                w["alerts"],
-                w["critical_alerts"],
-                w["tickets_opened"],
-                w["sla_pct"],
-                w["p99"],
-            ),
-            [
-                (
-                    k.month,
-                    k.availability_pct,
-                    k.service_hours_pct,
-                    k.alerts,
-                    k.critical_alerts,
-                    k.tickets_opened,
-                    k.sla_in_time_pct,
-                    k.p99_onset_to_ticket_s,
-                )
-                for k in report.kpis
-            ],
-        ),
+        Sheet("KPIs", (w["month"], f"{w['day_24h']} %", f"{w['service_hours']} %", w["alerts"], w["critical_alerts"],
+                       w["tickets_opened"], w["sla_pct"], w["p99"]),
+              [(k.month, k.availability_pct, k.service_hours_pct, k.alerts, k.critical_alerts, k.tickets_opened,
+                k.sla_in_time_pct, k.p99_onset_to_ticket_s) for k in report.kpis]),
         _availability_sheet(report.availability, report.month, w),
         _capacity_sheet(report, w),
     ]

@@ -104,11 +104,8 @@ def build_store(
             max_retries=0,
             max_in_flight=int(store_config.get("max_in_flight", 4)),
             gzip_level=int(store_config.get("gzip_level", 1)) or None,
-            ssl_context=(
-                client_tls(store_config.get("ca_bundle"), bool(store_config.get("verify_tls", True)))
-                if str(store_config["url"]).startswith("https://")
-                else None
-            ),
+            ssl_context=(client_tls(store_config.get("ca_bundle"), bool(store_config.get("verify_tls", True)))
+                         if str(store_config["url"]).startswith("https://") else None),
         )
         spool_dir = Path(store_config.get("spool_dir") or state_dir / "spool")
         max_bytes = store_config.get("spool_max_bytes")

@@ -404,9 +404,7 @@ class StrColumn(_Presence, StrEncoder):
 
 Column = IntColumn | FloatColumn | StrColumn
 COLUMN_OF_KIND: dict[int, type[IntColumn] | type[FloatColumn] | type[StrColumn]] = {
-    KIND_INT: IntColumn,
-    KIND_FLOAT: FloatColumn,
-    KIND_STR: StrColumn,
+    KIND_INT: IntColumn, KIND_FLOAT: FloatColumn, KIND_STR: StrColumn,
 }
 
 

@@ -71,9 +71,8 @@ def build_sqlite(options: SqliteOptions, context: StoreContext) -> Store:
 
 
 def build_compact(options: CompactOptions, context: StoreContext) -> Store:
-    return build_store(
-        {"kind": "compact", **options.model_dump()}, context.state_dir, counter_fields=context.counter_fields
-    )
+    return build_store({"kind": "compact", **options.model_dump()}, context.state_dir,
+                       counter_fields=context.counter_fields)
 
 
 def build_influx(options: InfluxOptions, context: StoreContext) -> Store:

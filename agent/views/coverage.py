@@ -53,22 +53,17 @@ class Coverage:
     unprotected: tuple[UnprotectedVm, ...] = ()
 
 
-def backup_coverage(files: StateDir, client: str, now: float, series: Sequence[SeriesLatest] | None = None) -> Coverage:
+def backup_coverage(
+    files: StateDir, client: str, now: float, series: Sequence[SeriesLatest] | None = None
+) -> Coverage:
     """As of ``now``; ``series``: the client's latest values when the caller has them
     (agent/views/latest.py)."""
     series = latest_series(files, client) if series is None else series
     series = [s for s in series if s.at >= now - FRESH_S]
-    vms = [
-        (s, source)
-        for s in series
-        for measurement, source in VM_SOURCES
-        if s.measurement == measurement and s.tags.get(VM_TAG)
-    ]
-    protected = {
-        s.tags[PROTECTED_TAG].casefold()
-        for s in series
-        if s.measurement == PROTECTED and s.tags.get(PROTECTED_TAG) and s.fields.get("restore_points") != 0
-    }
+    vms = [(s, source) for s in series for measurement, source in VM_SOURCES
+           if s.measurement == measurement and s.tags.get(VM_TAG)]
+    protected = {s.tags[PROTECTED_TAG].casefold() for s in series
+                 if s.measurement == PROTECTED and s.tags.get(PROTECTED_TAG) and s.fields.get("restore_points") != 0}
     listed = any(s.measurement == LISTING and s.fields.get(LISTED_COUNT) is not None for s in series)
     backups = any(s.measurement == BACKUP_JOBS for s in series)
     known = backups and (bool(protected) or listed)
@@ -77,14 +72,10 @@ def backup_coverage(files: StateDir, client: str, now: float, series: Sequence[S
         for one, source in vms:
             if one.tags[VM_TAG].casefold() not in protected:
                 state = one.fields.get("power_state", one.fields.get("state"))
-                unprotected.append(
-                    UnprotectedVm(
-                        one.tags[VM_TAG], source, one.tags.get("device", ""), None if state is None else str(state)
-                    )
-                )
-    return Coverage(
-        bool(vms), backups, known, len(vms), tuple(sorted(unprotected, key=lambda v: (v.hypervisor, v.vm.casefold())))
-    )
+                unprotected.append(UnprotectedVm(one.tags[VM_TAG], source, one.tags.get("device", ""),
+                                                 None if state is None else str(state)))
+    return Coverage(bool(vms), backups, known, len(vms),
+                    tuple(sorted(unprotected, key=lambda v: (v.hypervisor, v.vm.casefold()))))
 
 
 def coverage_samples(files: StateDir, clients: Sequence[str], now: float) -> list[Sample]:
@@ -97,12 +88,7 @@ def coverage_samples(files: StateDir, clients: Sequence[str], now: float) -> lis
             continue
         names = [v.vm for v in coverage.unprotected]
         listed = ", ".join(names[:LISTED]) + (f" (+{len(names) - LISTED})" if len(names) > LISTED else "")
-        found.append(
-            Sample(
-                COVERAGE,
-                {"client": client},
-                {"vms": coverage.vms, "unprotected": len(names), "unprotected_vms": listed},
-                int(now * 1e9),
-            )
-        )
+        found.append(Sample(COVERAGE, {"client": client},
+                            {"vms": coverage.vms, "unprotected": len(names), "unprotected_vms": listed},
+                            int(now * 1e9)))
     return found

@@ -97,20 +97,13 @@ def inventory_rows(files: StateDir, devices: Sequence[DeviceInfo], client: str) 
             # after the sysDescr: IOS-XE's entPhysicalSoftwareRev is "Everest 16.6.7" where the
             # sysDescr says "Version 16.6.7"; ProCurve's sysDescr names no "Version", its entity does
             values["version"], _ = _first(series, ((ENTITY, "field", "software_rev"),))
-        found.append(
-            InventoryRow(
-                client=client,
-                site=device.site,
-                device=device.name,
-                address=device.address,
-                model=_text(values["model"]),
-                serial=_text(values["serial"]),
-                version=_text(values["version"]),
-                description=_text(values["description"]),
-                uptime_s=float(uptime) if isinstance(uptime, int | float) and not isinstance(uptime, bool) else None,
-                seen_at=max(stamps, default=None),
-            )
-        )
+        found.append(InventoryRow(
+            client=client, site=device.site, device=device.name, address=device.address,
+            model=_text(values["model"]), serial=_text(values["serial"]), version=_text(values["version"]),
+            description=_text(values["description"]),
+            uptime_s=float(uptime) if isinstance(uptime, int | float) and not isinstance(uptime, bool) else None,
+            seen_at=max(stamps, default=None),
+        ))
     return found
 
 
@@ -124,22 +117,16 @@ def _entity_summary(series: list[SeriesLatest]) -> list[SeriesLatest]:
     newest = max(s.at for s in entities)
     current = [s for s in entities if s.at >= newest - ENTITY_SAME_POLL_S]
     best = min(ENTITY_RANK.get(s.tags.get("entity_class", ""), 2) for s in current)
-    chosen = sorted(
-        (s for s in current if ENTITY_RANK.get(s.tags.get("entity_class", ""), 2) == best),
-        key=lambda s: _index_key(s.tags.get("entity_index", "")),
-    )
+    chosen = sorted((s for s in current if ENTITY_RANK.get(s.tags.get("entity_class", ""), 2) == best),
+                    key=lambda s: _index_key(s.tags.get("entity_index", "")))
 
     def joined(name: str) -> str | None:
         texts = [str(s.fields[name]) for s in chosen if s.fields.get(name) not in (None, "")]
         return ", ".join(texts) or None
 
     software = next((s.fields["software_rev"] for s in chosen if s.fields.get("software_rev") not in (None, "")), None)
-    summary = SeriesLatest(
-        ENTITY,
-        {},
-        {"model": joined("model"), "serial": joined("serial"), "software_rev": software},
-        max(s.at for s in chosen),
-    )
+    summary = SeriesLatest(ENTITY, {}, {"model": joined("model"), "serial": joined("serial"), "software_rev": software},
+                           max(s.at for s in chosen))
     return [s for s in series if s.measurement != ENTITY] + [summary]
 
 

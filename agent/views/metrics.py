@@ -39,18 +39,7 @@ def daily_metrics(files: StateDir, client: str, first: dt.date, last: dt.date) -
     for row in found:
         tags = json.loads(row["tags"])
         rest = ",".join(f"{k}={v}" for k, v in sorted(tags.items()) if k not in ("client", "site", "device"))
-        metrics.append(
-            DailyMetric(
-                dt.date.fromisoformat(row["day"]),
-                row["measurement"],
-                tags.get("device", ""),
-                rest,
-                row["field"],
-                row["min"],
-                row["max"],
-                row["sum"] / row["count"],
-                row["last"],
-                row["count"],
-            )
-        )
+        metrics.append(DailyMetric(dt.date.fromisoformat(row["day"]), row["measurement"], tags.get("device", ""),
+                                   rest, row["field"], row["min"], row["max"], row["sum"] / row["count"],
+                                   row["last"], row["count"]))
     return metrics

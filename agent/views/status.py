@@ -120,9 +120,8 @@ def _reported_state(last_at: float | None, firing: int, now: float) -> str:
 def _reported(files: StateDir) -> dict[tuple[str, str], float]:
     """(client, device) -> the newest sample about it, whatever its measurement."""
     with read_only(files.state_db) as conn:
-        found = rows(
-            conn, "SELECT s.tags, MAX(l.ts) AS ts FROM latest l JOIN series s ON s.id = l.series_id GROUP BY s.id"
-        )
+        found = rows(conn, "SELECT s.tags, MAX(l.ts) AS ts FROM latest l JOIN series s ON s.id = l.series_id "
+                           "GROUP BY s.id")
     newest: dict[tuple[str, str], float] = {}
     for row in found:
         tags = json.loads(row["tags"])

@@ -29,16 +29,8 @@ from agent.views.tickets import BUILT_IN_RECEIVER, TicketPlace, TicketRow, Trans
 STATE_STYLES = {UP: "green", DOWN: "bold red", UNREACHABLE: "yellow", UNKNOWN: "dim"}
 SEVERITY_STYLES = {"critical": "bold red", "major": "red", "minor": "yellow", "warning": "yellow"}
 ALERT_STATE_STYLES = {"firing": "bold", "pending": "", "resolved": "dim"}
-TICKET_STATUS_STYLES = {
-    "open": "bold",
-    "solved": "dim",
-    "failed": "bold red",
-    "opening": "yellow",
-    "solving": "",
-    "transmitted": "bold",
-    "transmitting": "yellow",
-    "transmission failed": "bold red",
-}
+TICKET_STATUS_STYLES = {"open": "bold", "solved": "dim", "failed": "bold red", "opening": "yellow", "solving": "",
+                        "transmitted": "bold", "transmitting": "yellow", "transmission failed": "bold red"}
 
 
 def when(at: float | None, now: float) -> str:
@@ -138,21 +130,16 @@ def messages_view(messages: Sequence[DeviceMessage], now: float) -> RenderableTy
         text = Text(message.text)
         if message.event:
             text = Text.assemble((f"[{message.event}] ", "bold"), text)
-        table.add_row(
-            when(message.at, now), Text(f"{message.origin} {message.source}"), Text(message.severity or "-"), text
-        )
+        table.add_row(when(message.at, now), Text(f"{message.origin} {message.source}"),
+                      Text(message.severity or "-"), text)
     return table
 
 
 # -- tickets -----------------------------------------------------------------------------------
 
 
-def tickets_view(
-    tickets: Sequence[TicketRow],
-    places: Sequence[TicketPlace],
-    now: float,
-    transmissions: Sequence[TransmissionRow] = (),
-) -> Group:
+def tickets_view(tickets: Sequence[TicketRow], places: Sequence[TicketPlace], now: float,
+                 transmissions: Sequence[TransmissionRow] = ()) -> Group:
     """Each ticket as a block: its id, status and names on one line, then its times, title, URL
     and last error indented, each wrapping at 80 columns; then the alerts of the clients' own
     equipment passed on to their contacts instead; then where each client's tickets are."""
@@ -185,11 +172,8 @@ def tickets_view(
         head.append(" ")
         head.append(sent.status, style=TICKET_STATUS_STYLES.get(sent.status, ""))
         head.append(f"  {sent.client}/{sent.device or '-'}  {sent.rule}")
-        times = (
-            f"delivered {when(sent.sent_at, now)}"
-            if sent.sent_at is not None
-            else f"passed on {when(sent.queued_at, now)}, not delivered yet ({sent.attempts} attempt(s))"
-        )
+        times = f"delivered {when(sent.sent_at, now)}" if sent.sent_at is not None else \
+            f"passed on {when(sent.queued_at, now)}, not delivered yet ({sent.attempts} attempt(s))"
         parts.append(head)
         parts.append(_indented(Text(f"the client's own equipment, no ticket: {times}, {sent.address}\n{sent.title}")))
         if sent.error:

@@ -63,10 +63,8 @@ def ticket_rows(files: StateDir, client: str | None = None) -> list[TicketRow]:
     """The tickets by the time their alert started, then client and device."""
     with read_only(files.outbox_db) as conn:
         links = rows(conn, "SELECT * FROM ticket_links WHERE state != 'cancelled'")
-        groups = {
-            str(g["key"]): Alert.from_dict(json.loads(g["alert"]))
-            for g in rows(conn, "SELECT key, alert FROM ticket_groups WHERE state != 'cancelled'")
-        }
+        groups = {str(g["key"]): Alert.from_dict(json.loads(g["alert"]))
+                  for g in rows(conn, "SELECT key, alert FROM ticket_groups WHERE state != 'cancelled'")}
     found = []
     for link in links:
         if client is not None and link["client"] != client:
@@ -136,26 +134,14 @@ def transmission_rows(files: StateDir, client: str | None = None) -> list[Transm
         if client is not None and row["client"] != client:
             continue
         alert = Alert.from_dict(json.loads(row["alert"]))
-        result.append(
-            TransmissionRow(
-                client=str(row["client"]),
-                device=alert.device,
-                rule=alert.rule,
-                severity=alert.severity,
-                title=ticket_title(alert),
-                contact=str(row["contact"]),
-                channel=str(row["channel"]),
-                address=str(row["address"]),
-                status=STATUS_OF_TRANSMISSION.get(str(row["state"]), str(row["state"])),
-                started_at=alert.started_at,
-                fired_at=alert.fired_at,
-                queued_at=float(row["queued_at"]),
-                sent_at=as_float(row["sent_at"]),
-                attempts=int(row["attempts"]),
-                error=as_str(row["last_error"]),
-                key=str(row["alert_key"]),
-            )
-        )
+        result.append(TransmissionRow(
+            client=str(row["client"]), device=alert.device, rule=alert.rule, severity=alert.severity,
+            title=ticket_title(alert), contact=str(row["contact"]), channel=str(row["channel"]),
+            address=str(row["address"]), status=STATUS_OF_TRANSMISSION.get(str(row["state"]), str(row["state"])),
+            started_at=alert.started_at, fired_at=alert.fired_at, queued_at=float(row["queued_at"]),
+            sent_at=as_float(row["sent_at"]), attempts=int(row["attempts"]), error=as_str(row["last_error"]),
+            key=str(row["alert_key"]),
+        ))
     return sorted(result, key=lambda t: (t.started_at, t.client, t.device, t.contact, t.channel))
 
 

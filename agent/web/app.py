@@ -79,7 +79,7 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:;"
-    " frame-ancestors 'none'; form-action 'self'",
+                               " frame-ancestors 'none'; form-action 'self'",
 }
 
 Handler = Callable[[Request, Principal], Awaitable[Response]]
@@ -137,22 +137,19 @@ class WebApp:
         self.pages = Pages(context.config, context.files, context.clients, context.clock)
         self.users = Users(self.settings, context.secret)
         self.limiter = LoginLimiter(self.settings.login_attempts, self.settings.login_window_s, context.clock)
-        self.templates = Environment(
-            loader=PackageLoader("agent.web", "templates"), autoescape=select_autoescape(["html"])
-        )
+        self.templates = Environment(loader=PackageLoader("agent.web", "templates"),
+                                     autoescape=select_autoescape(["html"]))
         self.templates.filters["ago"] = _ago
         self.templates.filters["at"] = _at
         self.templates.globals["pct"] = _pct
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "vigie_web_requests", "HTTP requests served by the web app", ["route", "status"], registry=self.registry
-        )
+        self.requests = Counter("vigie_web_requests", "HTTP requests served by the web app", ["route", "status"],
+                                registry=self.registry)
         self.login_failures = Counter("vigie_web_login_failures", "failed or refused logins", registry=self.registry)
         self.registry.register(_HealthCollector(context.files, context.clock()))
         tls = self.settings.tls_cert is not None
-        secret = (
-            context.secret(self.settings.session_secret) if self.settings.session_secret else secrets.token_urlsafe(32)
-        )
+        secret = (context.secret(self.settings.session_secret) if self.settings.session_secret
+                  else secrets.token_urlsafe(32))
         routes = [
             Route("/healthz", self.healthz),
             Route("/metrics", self.metrics),
@@ -176,22 +173,14 @@ class WebApp:
         ]
         self.app = Starlette(
             routes=routes,
-            middleware=[
-                Middleware(
-                    SessionMiddleware,
-                    secret_key=secret,
-                    session_cookie=SESSION_COOKIE,
-                    max_age=int(self.settings.session_max_age_s),
-                    same_site="strict",
-                    https_only=tls,
-                )
-            ],
+            middleware=[Middleware(SessionMiddleware, secret_key=secret, session_cookie=SESSION_COOKIE,
+                                   max_age=int(self.settings.session_max_age_s), same_site="strict",
+                                   https_only=tls)],
             exception_handlers={HTTPException: self._http_error},
         )
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - the ASGI signature
         if scope["type"] == "http":
-
             async def send_with_headers(message):  # noqa: ANN001
                 if message["type"] == "http.response.start":
                     headers = list(message.get("headers", []))
@@ -243,8 +232,7 @@ class WebApp:
 
     def render(self, request: Request, name: str, status_code: int = 200, **values: Any) -> HTMLResponse:
         html = self.templates.get_template(name).render(
-            csrf=csrf_token(request.session), levels=LEVELS, now=self.now(), **values
-        )
+            csrf=csrf_token(request.session), levels=LEVELS, now=self.now(), **values)
         return HTMLResponse(html, status_code=status_code)
 
     async def _http_error(self, request: Request, exc: HTTPException) -> Response:
@@ -280,9 +268,8 @@ class WebApp:
         keys = [f"user:{name}", f"addr:{request.client.host if request.client else '?'}"]
         if self.limiter.blocked(keys):
             self.login_failures.inc()
-            return self.render(
-                request, "login.html", status_code=429, error="Trop d'essais : réessayez dans quelques minutes."
-            )
+            return self.render(request, "login.html", status_code=429,
+                               error="Trop d'essais : réessayez dans quelques minutes.")
         user = await self.off_loop(self.users.login, name, str(form.get("password", "")))
         if user is None:
             self.limiter.failed(keys)
@@ -306,12 +293,8 @@ class WebApp:
 
     def _wall_values(self, who: Principal, clients: list[str]) -> dict[str, Any]:
         now = self.now()
-        return {
-            "walls": self.pages.wall(clients, now),
-            "changes": self.pages.changes(clients, now),
-            "who": who,
-            "stamp": dt.datetime.fromtimestamp(now, self.pages.client(clients[0]).zone if clients else dt.UTC),
-        }
+        return {"walls": self.pages.wall(clients, now), "changes": self.pages.changes(clients, now), "who": who,
+                "stamp": dt.datetime.fromtimestamp(now, self.pages.client(clients[0]).zone if clients else dt.UTC)}
 
     async def wall(self, request: Request, who: Principal) -> Response:
         # ?client=NAME: one client's wall (a screen per client in a NOC)
@@ -332,9 +315,7 @@ class WebApp:
         alerts = self.pages.alerts(client.name, include_resolved=True)
         tickets = self.pages.tickets(client.name)
         return {
-            "client": client,
-            "first": first,
-            "last": last,
+            "client": client, "first": first, "last": last,
             "statuses": self.pages.statuses(client.name),
             "alerts": [(a, ticket_for(a, tickets)) for a in alerts],
             "tickets": tickets,
@@ -342,16 +323,10 @@ class WebApp:
             "availability": self.pages.availability(client, first, last),
             "inventory": inventory_rows(self.context.files, self.pages.devices(client.name), client.name),
             "coverage": backup_coverage(self.context.files, client.name, now, series),
-            "reports": [
-                (
-                    label,
-                    record,
-                    sorted(p.name for p in (archive_dir(self.context.files, client.name) / label).iterdir()),
-                )
-                for label, record in archived(self.context.files, client.name)
-            ],
-            "topics": list(exports.TOPICS),
-            "zone": client.zone,
+            "reports": [(label, record, sorted(p.name for p in (archive_dir(self.context.files, client.name)
+                                                                 / label).iterdir()))
+                        for label, record in archived(self.context.files, client.name)],
+            "topics": list(exports.TOPICS), "zone": client.zone,
         }
 
     async def client_page(self, request: Request, who: Principal) -> Response:
@@ -366,15 +341,9 @@ class WebApp:
         tickets = self.pages.tickets(client.name)
         status = next((s for s in self.pages.statuses(client.name) if s.device == device), None)
         return {
-            "client": client,
-            "device": found,
-            "status": status,
-            "zone": client.zone,
-            "alerts": [
-                (a, ticket_for(a, tickets))
-                for a in self.pages.alerts(client.name, include_resolved=True)
-                if a.device == device
-            ],
+            "client": client, "device": found, "status": status, "zone": client.zone,
+            "alerts": [(a, ticket_for(a, tickets)) for a in self.pages.alerts(client.name, include_resolved=True)
+                       if a.device == device],
             "messages": self.context.device_messages(self.context.files.path, client.name, device, MESSAGES_SHOWN),
             "series": latest_series(self.context.files, client.name, device),
             "inventory": next(iter(inventory_rows(self.context.files, [found], client.name)), None),
@@ -400,16 +369,14 @@ class WebApp:
         if topic not in exports.TOPICS or fmt not in exports.FORMATS:
             raise HTTPException(404, "no such export")
         try:
-            first, last = parse_period(
-                client, self.now(), request.query_params.get("from"), request.query_params.get("to"), default_days=30
-            )
+            first, last = parse_period(client, self.now(), request.query_params.get("from"),
+                                       request.query_params.get("to"), default_days=30)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
         body = await self.off_loop(exports.export, self.pages, client, topic, fmt, first, last)
         filename = f"{client.name}-{topic}-{first.isoformat()}-{last.isoformat()}.{fmt}"
-        return Response(
-            body, media_type=exports.FORMATS[fmt], headers={"Content-Disposition": f'attachment; filename="{filename}"'}
-        )
+        return Response(body, media_type=exports.FORMATS[fmt],
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
     # -- API -----------------------------------------------------------------------------------
 
@@ -417,12 +384,8 @@ class WebApp:
         return JSONResponse(json.loads(json.dumps(_jsonable(value), default=str)))
 
     async def api_clients(self, request: Request, who: Principal) -> Response:
-        return self.json(
-            [
-                {"name": name, "display_name": self.pages.client(name).display_name}
-                for name in self.visible(who, request)
-            ]
-        )
+        return self.json([{"name": name, "display_name": self.pages.client(name).display_name}
+                          for name in self.visible(who, request)])
 
     async def api_devices(self, request: Request, who: Principal) -> Response:
         clients = self.visible(who, request)
@@ -431,9 +394,8 @@ class WebApp:
     async def api_alerts(self, request: Request, who: Principal) -> Response:
         clients = self.visible(who, request)
         history = request.query_params.get("history") in ("1", "true")
-        return self.json(
-            await self.off_loop(lambda: [a for c in clients for a in self.pages.alerts(c, include_resolved=history)])
-        )
+        return self.json(await self.off_loop(
+            lambda: [a for c in clients for a in self.pages.alerts(c, include_resolved=history)]))
 
     async def api_tickets(self, request: Request, who: Principal) -> Response:
         clients = self.visible(who, request)
@@ -441,20 +403,16 @@ class WebApp:
 
     async def api_inventory(self, request: Request, who: Principal) -> Response:
         clients = self.visible(who, request)
-        return self.json(
-            await self.off_loop(
-                lambda: [r for c in clients for r in inventory_rows(self.context.files, self.pages.devices(c), c)]
-            )
-        )
+        return self.json(await self.off_loop(lambda: [
+            r for c in clients for r in inventory_rows(self.context.files, self.pages.devices(c), c)]))
 
     async def api_availability(self, request: Request, who: Principal) -> Response:
         found = []
         for name in self.visible(who, request):
             client = self.pages.client(name)
             try:
-                first, last = parse_period(
-                    client, self.now(), request.query_params.get("from"), request.query_params.get("to")
-                )
+                first, last = parse_period(client, self.now(), request.query_params.get("from"),
+                                           request.query_params.get("to"))
             except ValueError as exc:
                 raise HTTPException(400, str(exc)) from None
             rows = await self.off_loop(self.pages.availability, client, first, last)
@@ -478,9 +436,8 @@ class _HealthCollector:
                     continue
                 gauge = gauges.get(name)
                 if gauge is None:
-                    gauge = gauges[name] = GaugeMetricFamily(
-                        f"vigie_agent_{name}", f"vigie_agent.{name}", labels=["agent"]
-                    )
+                    gauge = gauges[name] = GaugeMetricFamily(f"vigie_agent_{name}", f"vigie_agent.{name}",
+                                                             labels=["agent"])
                 gauge.add_metric([series.tags.get("agent", "")], float(value))
         started = GaugeMetricFamily("vigie_web_start_time_seconds", "when the web app started (epoch seconds)")
         started.add_metric([], self.started_at)

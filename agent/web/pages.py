@@ -86,14 +86,8 @@ def tile_level(status: DeviceStatus, alerts: Sequence[AlertRow]) -> str:
 
 def ticket_for(alert: AlertRow, tickets: Sequence[TicketRow]) -> TicketRow | None:
     """The ticket opened for ``alert``: same device and rule, started by the same first bad sample."""
-    return next(
-        (
-            t
-            for t in tickets
-            if (t.client, t.device, t.rule, t.started_at) == (alert.client, alert.device, alert.rule, alert.started_at)
-        ),
-        None,
-    )
+    return next((t for t in tickets if (t.client, t.device, t.rule, t.started_at)
+                 == (alert.client, alert.device, alert.rule, alert.started_at)), None)
 
 
 class Pages:
@@ -149,16 +143,8 @@ class Pages:
                 for tile in site.tiles:
                     counts[tile.level] = counts.get(tile.level, 0) + 1
             level = sites[0].level if sites else "unknown"
-            walls.append(
-                ClientWall(
-                    name,
-                    self.client(name).display_name,
-                    level,
-                    tuple(sites),
-                    tuple(a for a in active if a.alert.state == "firing"),
-                    counts,
-                )
-            )
+            walls.append(ClientWall(name, self.client(name).display_name, level, tuple(sites),
+                                    tuple(a for a in active if a.alert.state == "firing"), counts))
         return sorted(walls, key=lambda w: (rank(w.level), w.name))
 
     def changes(self, clients: Sequence[str], now: float, window_s: float = CHANGES_WINDOW_S) -> list[Change]:
@@ -173,16 +159,8 @@ class Pages:
             for ticket in self.tickets(name):
                 for what, at in (("ticket opened", ticket.opened_at), ("ticket solved", ticket.solved_at)):
                     if at is not None and since <= at <= now:
-                        found.append(
-                            Change(
-                                at,
-                                name,
-                                ticket.device,
-                                what,
-                                f"{ticket.ticket_id or ''} {ticket.title}".strip(),
-                                ticket.severity,
-                            )
-                        )
+                        found.append(Change(at, name, ticket.device, what,
+                                            f"{ticket.ticket_id or ''} {ticket.title}".strip(), ticket.severity))
         found += self._answer_changes(clients, since, now)
         return sorted(found, key=lambda c: -c.at)[:CHANGES_SHOWN]
 
@@ -195,13 +173,8 @@ class Pages:
         try:
             found = []
             for name in clients:
-                intervals = db.intervals(
-                    sources.COLLECTION.measurement,
-                    sources.COLLECTION_STATUS,
-                    int((since - CHANGES_WINDOW_S) * 1e9),
-                    int(now * 1e9),
-                    {"client": name},
-                )
+                intervals = db.intervals(sources.COLLECTION.measurement, sources.COLLECTION_STATUS,
+                                         int((since - CHANGES_WINDOW_S) * 1e9), int(now * 1e9), {"client": name})
                 last: dict[tuple[str, str], str] = {}
                 for interval in intervals:  # per series, in time order
                     key = (interval.tags.get("device", ""), interval.tags.get("collector", ""))
@@ -212,9 +185,8 @@ class Pages:
                     last[key] = answered
                     if before is not None and before != answered and interval.start_ns / 1e9 >= since:
                         what = "answers again" if answered == "up" else "stopped answering"
-                        found.append(
-                            Change(interval.start_ns / 1e9, name, key[0], what, f"{key[1]}: {interval.value}", None)
-                        )
+                        found.append(Change(interval.start_ns / 1e9, name, key[0], what,
+                                            f"{key[1]}: {interval.value}", None))
             return found
         finally:
             db.close()
@@ -229,28 +201,20 @@ class Pages:
     def availability(self, client: Client, first: dt.date, last: dt.date) -> list[report_data.Availability]:
         db = report_data.open_rollups(self.files)
         try:
-            return report_data.availability(
-                db,
-                client,
-                self.period_window(client, first, last),
-                report_data.service_windows(client, first, last),
-                client.report.target_pct,
-            )
+            return report_data.availability(db, client, self.period_window(client, first, last),
+                                            report_data.service_windows(client, first, last),
+                                            client.report.target_pct)
         finally:
             if db is not None:
                 db.close()
 
     def sla(self, client: Client, first: dt.date, last: dt.date) -> report_data.Sla:
-        return report_data.sla(
-            self.alerts(client.name, include_resolved=True),
-            self.tickets(client.name),
-            self.period_window(client, first, last),
-        )
+        return report_data.sla(self.alerts(client.name, include_resolved=True), self.tickets(client.name),
+                               self.period_window(client, first, last))
 
 
-def parse_period(
-    client: Client, now: float, first: str | None, last: str | None, default_days: int = 7
-) -> tuple[dt.date, dt.date]:
+def parse_period(client: Client, now: float, first: str | None, last: str | None,
+                 default_days: int = 7) -> tuple[dt.date, dt.date]:
     """The ``from`` and ``to`` dates of a request (local dates of the client, both included);
     raise ValueError naming the bad one."""
     today = dt.datetime.fromtimestamp(now, client.zone).date()

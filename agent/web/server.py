@@ -32,19 +32,12 @@ class WebServer:
         self.web = WebApp(context)
         settings = context.config.agent.web
         host, port = parse_listen(listen)
-        self._server = uvicorn.Server(
-            uvicorn.Config(
-                self.web,
-                host=host,
-                port=port,
-                log_level="warning",
-                access_log=False,
-                lifespan="off",
-                ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
-                ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
-                timeout_graceful_shutdown=int(STOP_TIMEOUT_S),
-            )
-        )
+        self._server = uvicorn.Server(uvicorn.Config(
+            self.web, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
+            ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+            ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+            timeout_graceful_shutdown=int(STOP_TIMEOUT_S),
+        ))
         self._server.install_signal_handlers = lambda: None  # the agent owns SIGINT/SIGTERM
         self._task: asyncio.Task | None = None
         self._address = (host, port)
@@ -72,13 +65,8 @@ class WebServer:
                 await asyncio.sleep(0.02)
         if not self.web.settings.users:
             log.warning("web app: no agent.web.users: only /healthz and /metrics answer")
-        log.info(
-            "web app at %s://%s:%d (%d user(s))",
-            self.scheme,
-            parse_listen(self.listen)[0],
-            self.port,
-            len(self.web.settings.users),
-        )
+        log.info("web app at %s://%s:%d (%d user(s))", self.scheme, parse_listen(self.listen)[0], self.port,
+                 len(self.web.settings.users))
 
     async def stop(self) -> None:
         if self._task is None:

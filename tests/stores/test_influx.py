@@ -251,9 +251,8 @@ def influx_store_from_config(tmp_path, **options):
     from agent.api import StoreContext
     from agent.stores.plugins import INFLUXDB
 
-    validated = INFLUXDB.options.model_validate(
-        {"org": "noc", "bucket": "vigie", "token": {"secret": "t"}, "spool_dir": str(tmp_path / "spool"), **options}
-    )
+    validated = INFLUXDB.options.model_validate({"org": "noc", "bucket": "vigie", "token": {"secret": "t"},
+                                                 "spool_dir": str(tmp_path / "spool"), **options})
     return INFLUXDB.factory(validated, StoreContext(tmp_path, lambda ref: "tok"))
 
 

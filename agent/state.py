@@ -55,9 +55,7 @@ DEFAULT_TZ = ZoneInfo("Europe/Paris")
 # A read-only reader that meets the agent's checkpoint waits this long rather than failing.
 READ_ONLY_BUSY_TIMEOUT_S = 5.0
 
-SCHEMA = (
-    SERIES_SCHEMA
-    + """
+SCHEMA = SERIES_SCHEMA + """
 CREATE TABLE IF NOT EXISTS latest (
     series_id INTEGER NOT NULL,
     field TEXT NOT NULL,
@@ -92,7 +90,6 @@ CREATE TABLE IF NOT EXISTS daily (
 -- For retention; indexed on the day rather than last_ts, which changes with every sample.
 CREATE INDEX IF NOT EXISTS daily_day ON daily (day);
 """
-)
 
 TzFor = Callable[[Sample], dt.tzinfo]
 # (series_id, field) -> (start_ns, last_ns, value) of its open interval

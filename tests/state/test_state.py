@@ -253,13 +253,9 @@ def test_series_rows_are_written_once_across_a_reopen_and_a_failed_batch(tmp_pat
     again = StateDB(tmp_path / "s.sqlite")
     again.update([status("ok", T0 + MIN), status("ok", T0 + MIN, device="sw2")], T0 + MIN)
     with pytest.raises(sqlite3.Error):  # a value SQLite cannot bind: the whole batch rolls back
-        again.update(
-            [
-                status("ok", T0 + 2 * MIN, device="sw3"),
-                Sample("collection", {**TAGS, "device": "sw3"}, {"error": ["not", "a", "value"]}, T0 + 2 * MIN),
-            ],
-            T0 + 2 * MIN,
-        )
+        again.update([status("ok", T0 + 2 * MIN, device="sw3"),
+                      Sample("collection", {**TAGS, "device": "sw3"}, {"error": ["not", "a", "value"]},
+                             T0 + 2 * MIN)], T0 + 2 * MIN)
     again.update([status("ok", T0 + 3 * MIN, device="sw3")], T0 + 3 * MIN)
     assert table_rows(again, "series") == 3
     assert table_rows(again, "series_tag") == 3 * len(TAGS)

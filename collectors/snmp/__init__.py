@@ -30,6 +30,7 @@ from pydantic import (
 from agent.api import CollectorContext, PluginSpec, Rule, Sink, Target
 from collectors.snmp.client import SnmpAuth, SnmpClient, SnmpValue
 from collectors.snmp.engine import (
+    REDISCOVER_AFTER_S,
     CounterStore,
     Row,
     StaticColumns,
@@ -37,6 +38,7 @@ from collectors.snmp.engine import (
     evaluate_row,
     fetch,
     fetch_row,
+    rediscovery_spread,
     row_tables,
 )
 from collectors.snmp.profile import Profile, ProfileSet
@@ -153,8 +155,10 @@ class SnmpCollector:
         options: SnmpOptions | Mapping[str, Any] | None = None,
         profiles: ProfileSet | None = None,
         clock: Callable[[], float] = time.monotonic,
+        rediscover_after_s: float = REDISCOVER_AFTER_S,
     ) -> None:
-        """``options``: validated, or a mapping validated here (a bad one raises ValueError)."""
+        """``options``: validated, or a mapping validated here (a bad one raises ValueError);
+        ``rediscover_after_s``: how often the static columns are walked again (`StaticColumns`)."""
         if not isinstance(options, SnmpOptions):
             options = SnmpOptions.model_validate(dict(options or {}))
         self.profiles = profiles or ProfileSet.load()
@@ -174,7 +178,8 @@ class SnmpCollector:
         self.store = CounterStore()
         self._client: SnmpClient | None = None
         self._client_key: tuple[Any, ...] | None = None
-        self.statics = StaticColumns(self.clock)  # a new one with each new client: another device
+        self.rediscover_after_s = rediscover_after_s
+        self.statics = StaticColumns(self.clock, rediscover_after_s)  # a new one with each new client: another device
         self._detected: tuple[str | None, Profile] | None = None
 
     async def collect(self, target: Target, sink: Sink) -> None:
@@ -265,7 +270,9 @@ class SnmpCollector:
                 max_repetitions=self.max_repetitions,
             )
             self._client_key = key
-            self.statics = StaticColumns(self.clock)
+            self.statics = StaticColumns(
+                self.clock, self.rediscover_after_s, rediscovery_spread(target.address, target.port)
+            )
         return self._client
 
 

@@ -10,7 +10,15 @@ from pysnmp.proto import rfc1902
 
 from agent.api import Target
 from collectors.snmp import SnmpCollector
-from collectors.snmp.engine import REDISCOVER_AFTER_S, STATIC_COLUMNS, SYS_UPTIME
+from collectors.snmp.client import SnmpValue
+from collectors.snmp.engine import (
+    REDISCOVER_AFTER_S,
+    STATIC_COLUMNS,
+    SYS_UPTIME,
+    Snapshot,
+    StaticColumns,
+    rediscovery_spread,
+)
 from lab.snmpsim import SnmpLab, recording
 
 IF_ALIAS = "1.3.6.1.2.1.31.1.1.1.18"
@@ -68,8 +76,7 @@ async def test_static_columns_are_reused_and_the_samples_stay_those_of_a_full_po
     walked = walks.take()
     assert not STATIC_COLUMNS & walked
     assert "1.3.6.1.2.1.2.2.1.8" in walked  # ifOperStatus, and the counters, every poll
-    full = SnmpCollector()
-    full.statics.rediscover_after_s = 0.0  # every poll a discovery
+    full = SnmpCollector(rediscover_after_s=0.0)  # every poll a discovery
     await full.poll(target(DEVICE))  # two polls each, for seen_before (was_up)
     assert content(reused) == content(await full.poll(target(DEVICE)))
     assert any(r.tags.get("if_name") for r in reused if r.measurement == "snmp_interface")
@@ -124,3 +131,37 @@ async def test_a_status_change_rediscovers_at_once(lab, target, column) -> None:
         assert STATIC_COLUMNS & walks.take()  # a link that came up may have renegotiated its speed
     finally:
         lab.set_oper_status(DEVICE, index, was)
+
+
+def test_a_fleet_discovered_at_once_rediscovers_spread_over_the_hour_then_hourly() -> None:
+    """A thousand switches discovered when the agent starts do not all walk their static columns
+    again in one minute an hour later (that minute costs twice a normal one)."""
+    now = [0.0]
+    columns = sorted(STATIC_COLUMNS)
+    def uptime(ticks: int) -> dict[str, SnmpValue]:
+        return {SYS_UPTIME: SnmpValue(ticks, "timeticks")}
+
+    snapshot = Snapshot(columns={oid: {"1": SnmpValue(1, "integer")} for oid in columns}, scalars=uptime(100))
+    fleet = [StaticColumns(lambda: now[0], spread=rediscovery_spread("127.0.0.1", 20_000 + i)) for i in range(1000)]
+    for device in fleet:
+        device.remember(columns, {}, snapshot)
+    per_minute = []
+    for minute in range(1, 3 * 60 + 1):
+        now[0] = minute * 60.0
+        due = [device for device in fleet if not device.reusable(columns, {}, uptime(100 + minute * 6000))]
+        for device in due:
+            device.remember(columns, {}, snapshot)
+        per_minute.append(len(due))
+    assert sum(per_minute[:29]) == 0  # none before half the period
+    assert sum(per_minute[:60]) == 1000  # every one within the hour
+    assert max(per_minute) <= 3 * 1000 / 30  # about a thirtieth of the fleet a minute, never all of it
+    assert sum(per_minute[60:120]) == sum(per_minute[120:]) == 1000  # then each once an hour, still spread
+    assert max(per_minute[60:]) <= 3 * 1000 / 30
+
+
+def test_the_spread_is_of_the_device_and_stable() -> None:
+    assert rediscovery_spread("10.0.0.1", 161) == rediscovery_spread("10.0.0.1", 161)
+    assert rediscovery_spread("10.0.0.1", 161) != rediscovery_spread("10.0.0.2", 161)
+    assert 0.0 <= rediscovery_spread("switch.example", None) < 1.0
+    with pytest.raises(ValueError, match="spread"):
+        StaticColumns(spread=1.0)

@@ -217,7 +217,7 @@ class StaticColumns:
         # interned, equal values shared), and made a column again for each poll that reuses it
         self.columns: dict[str, tuple[tuple[str, ...], tuple[SnmpValue, ...]]] | None = None
         self._walked_at = 0.0
-        self._rediscover_at: float | None = None  # None: never walked
+        self._early: float | None = None  # the share of the period the next walk comes sooner; None: never walked
         self._marks: dict[str, SnmpValue] = {}
         self._uptime: int | None = None
         # What the other columns were when the static ones were walked, as hashes: holding every
@@ -232,8 +232,8 @@ class StaticColumns:
         if (
             self.columns is None
             or not set(oids) <= self.columns.keys()
-            or self._rediscover_at is None
-            or now >= self._rediscover_at
+            or self._early is None
+            or now - self._walked_at >= self.rediscover_after_s * (1 - self._early)
             or now < self._walked_at
             or dict(marks) != self._marks
             or uptime is None
@@ -259,9 +259,8 @@ class StaticColumns:
             rows = snapshot.columns.get(oid, {})
             indexes = _shared(tuple(sys.intern(index) for index in rows))  # one per table layout
             self.columns[oid] = (indexes, tuple(_shared(v) for v in rows.values()))
-        early = self.spread / 2 if self._rediscover_at is None else 0.0
+        self._early = self.spread / 2 if self._early is None else 0.0
         self._walked_at = self.clock()
-        self._rediscover_at = self._walked_at + self.rediscover_after_s * (1 - early)
         self._marks = dict(marks)
         self._uptime = _ticks(snapshot.scalars.get(SYS_UPTIME))
         self._rows = self._row_sets(snapshot)

@@ -19,8 +19,9 @@ in one transaction: a SIGKILL loses at most the batch being written, SQLite's WA
 committed row, and the writer holds no series' state in memory (an encoder per open series cost
 about 3 kB each: 280 MB at a thousand switches). Rows older than ``FLUSH_AGE_NS`` are moved, a
 series' window at a time, into its open chunk in ``open_chunk`` as one more segment (a
-concatenation: the window is not decoded to grow), a bounded number per write; a value is thus
-encoded twice, once in its segment and once when its window is finished into one chunk. A raw
+concatenation: the window is not decoded to grow), each write moving twice the rows of its batch
+(the flush paced like the writes); a value is thus encoded twice, once in its segment and once
+when its window is finished into one chunk. A raw
 window is rolled up ("sealed") once it is ``SEAL_GRACE_NS`` past its end, and moves to ``chunk``
 (as a rollup window does once no raw window can reach it): rewritten rows leave holes in their
 pages, so the churning rows and chunks stay in small tables of their own and the big one is only
@@ -101,8 +102,13 @@ RAW_MAX_SEGMENTS = 32
 # about five polls a minute apart (fewer, larger segments cost less to write and to read), and
 # the last rows of a raw window are in its chunk before the window is sealed (SEAL_GRACE_NS).
 FLUSH_AGE_NS = 5 * NS_PER_MINUTE
-# Rows of recent_row moved per flush step (about 0.1 s of a core), or twice the batch written,
-# whichever is more: a step holds the store's thread briefly, and the flush keeps up with writes.
+# Rows of recent_row moved per flush step of a write: twice the batch (at least
+# FLUSH_STEP_MIN_ROWS), so that a flush, once begun, ends within about half of FLUSH_AGE_NS and
+# its cost is spread like the writes'. Not more: a step holds the store's thread and, on one core,
+# the GIL; 5,000 rows a write (0.1 s of a core each) made the flush of 1,000 switches' 5 minutes a
+# burst of 10 s at 100 % of the core every 5 minutes, and the polls due behind it up to 12 s late.
+FLUSH_STEP_MIN_ROWS = 100
+# Rows moved by a flush step on its own (`flush`, what `maintain` takes).
 FLUSH_ROWS = 5_000
 
 RAW = 0
@@ -482,7 +488,7 @@ class CompactDB:
             conn.executemany("INSERT INTO recent_row (series_id, window_ns, ts_ns, data) VALUES (?, ?, ?, ?)", rows)
             if rows and self._waiting_since is None:
                 self._waiting_since = now_ns
-            self._flush(now_ns, max(FLUSH_ROWS, 2 * len(rows)))
+            self._flush(now_ns, max(FLUSH_STEP_MIN_ROWS, 2 * len(rows)))
             conn.execute("COMMIT")
         except BaseException:
             self._rolled_back()

@@ -20,6 +20,7 @@ from agent.runner import state_retention_days
 from agent.stores import build_store
 from agent.stores.codec import decode_chunk, float_bits, segment_count
 from agent.stores.compact import (
+    FLUSH_STEP_MIN_ROWS,
     FORMAT_VERSION,
     NS_PER_DAY,
     RAW_WINDOW_NS,
@@ -380,6 +381,35 @@ def test_rows_wait_in_recent_rows_then_become_segments_with_the_same_points(tmp_
     assert {p.tags["ifName"]: p.points for p in db.points("snmp_interface", "in_bps")} == expected
     buckets = db.rollups("snmp_interface", "in_bps", "5m", {"ifName": "ge0"})[0].buckets
     assert [b.count for b in buckets] == [5] * 5 + [3] and buckets[0].min == -3.0
+    conn.close()
+    db.close()
+
+
+def test_a_flush_is_paced_like_the_writes_and_ends_before_the_next(tmp_path):
+    """Each write moves at most twice its batch (at least FLUSH_STEP_MIN_ROWS) of the rows waiting:
+    one step of thousands of rows a write made the 5-minute flush of 1,000 switches a 10 s burst
+    of a whole core, and the polls due behind it late."""
+    path = tmp_path / "c.sqlite"
+    db = CompactDB(path)
+    conn = sqlite3.connect(path)
+    waiting = 0
+    moved = []
+    devices, ports = 40, 6
+    for minute in range(16):
+        for d in range(devices):  # each device's poll its own write, spread over the minute
+            ts = T0 + minute * MIN + d * MIN // devices
+            db.write([iface(f"sw{d}", f"ge{p}", ts, in_bps=float(minute * p)) for p in range(ports)], ts)
+            now_waiting = conn.execute("SELECT count(*) FROM recent_row").fetchone()[0]
+            moved.append(waiting + ports - now_waiting)
+            waiting = now_waiting
+        if minute in (9, 15):
+            # The flush begun at minute 5 (5 minutes of rows: 1,200) ended within the 5 minutes
+            # after it, before the next began: what waits is only what came since it began.
+            assert waiting <= 5 * devices * ports
+    assert max(moved) <= max(FLUSH_STEP_MIN_ROWS, 2 * ports)
+    assert sum(moved) > 2 * 5 * devices * ports  # two flushes went through
+    got = {p.tags["device"] + p.tags["ifName"]: len(p.points) for p in db.points("snmp_interface", "in_bps")}
+    assert got == {f"sw{d}ge{p}": 16 for d in range(devices) for p in range(ports)}
     conn.close()
     db.close()
 

@@ -50,7 +50,6 @@ latest; the counters count each.)
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import heapq
 import logging
 import os
@@ -64,7 +63,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
 
-from agent.api import CollectError, Collector, Sample, Sink, Unreachable
+from agent.api import CollectError, Collector, Sample, Sink, Unreachable, stable_fraction
 from agent.inventory import Poll
 
 log = logging.getLogger(__name__)
@@ -157,12 +156,6 @@ def poll_key(poll: Poll) -> str:
     return f"{client}/{poll.target.name}/{poll.collector}"
 
 
-def _hash_fraction(key: str) -> float:
-    # A cryptographic hash rather than ``hash()``, which Python seeds differently in each process.
-    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
 def phases(keys: Collection[str], interval_s: float) -> dict[str, float]:
     """Each poll's offset in [0, interval) on the wall clock, for the polls sharing one interval.
 
@@ -172,7 +165,7 @@ def phases(keys: Collection[str], interval_s: float) -> dict[str, float]:
     phases on every start; adding or removing one poll moves each other one by less than
     ``interval_s / len(keys)``.
     """
-    ordered = sorted(keys, key=lambda key: (_hash_fraction(key), key))
+    ordered = sorted(keys, key=lambda key: (stable_fraction(key), key))
     return {key: (rank + 0.5) / len(ordered) * interval_s for rank, key in enumerate(ordered)}
 
 

@@ -6,7 +6,7 @@ written for, and the registry refuses a plugin written for another.
 """
 
 from agent.api.alerts import FIRING, PENDING, RESOLVED, Alert, AlertTransition, fingerprint
-from agent.api.collector import CollectError, Collector, Target, Unreachable
+from agent.api.collector import CollectError, Collector, Target, Unreachable, stable_fraction
 from agent.api.plugin import (
     API_VERSION,
     CollectorContext,
@@ -75,4 +75,5 @@ __all__ = [
     "Unreachable",
     "field_text",
     "fingerprint",
+    "stable_fraction",
 ]

@@ -9,11 +9,21 @@ silence.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agent.api.samples import Sink
+
+
+def stable_fraction(key: str) -> float:
+    """``key`` as a number in [0, 1), the same in every process and uniform over many keys: where
+    a periodic task of each device falls in its period (the scheduler's phases, a collector's own
+    slower cadence), so that a fleet's tasks spread out and keep their place across restarts. A
+    cryptographic digest rather than ``hash()``, which Python seeds differently in each process."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
 
 class CollectError(Exception):

@@ -21,9 +21,9 @@ about 3 kB each: 280 MB at a thousand switches). Rows older than ``FLUSH_AGE_NS`
 series' window at a time, into its open chunk in ``open_chunk`` as one more segment (a
 concatenation: the window is not decoded to grow), each write moving twice the rows of its batch
 (the flush paced like the writes); a value is thus encoded twice, once in its segment and once
-when its window is finished into one chunk. A raw
-window is rolled up ("sealed") once it is ``SEAL_GRACE_NS`` past its end, and moves to ``chunk``
-(as a rollup window does once no raw window can reach it): rewritten rows leave holes in their
+when its window is finished into one chunk. A raw window is rolled up ("sealed") once it is
+``SEAL_GRACE_NS`` past its end, and moves to ``chunk`` (as a rollup window does once no raw
+window can reach it): rewritten rows leave holes in their
 pages, so the churning rows and chunks stay in small tables of their own and the big one is only
 appended to, its pages full. A late point moves its window back to ``open_chunk`` when it is
 flushed and the next sealing step replaces that window's rollup buckets. Queries read the three

@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from agent.api import CollectorContext, PluginSpec, Rule, Sink, Target
+from agent.api import CollectorContext, PluginSpec, Rule, Sink, Target, stable_fraction
 from collectors.snmp.client import SnmpAuth, SnmpClient, SnmpValue
 from collectors.snmp.engine import (
     REDISCOVER_AFTER_S,
@@ -38,7 +38,6 @@ from collectors.snmp.engine import (
     evaluate_row,
     fetch,
     fetch_row,
-    rediscovery_spread,
     row_tables,
 )
 from collectors.snmp.profile import Profile, ProfileSet
@@ -271,7 +270,7 @@ class SnmpCollector:
             )
             self._client_key = key
             self.statics = StaticColumns(
-                self.clock, self.rediscover_after_s, rediscovery_spread(target.address, target.port)
+                self.clock, self.rediscover_after_s, stable_fraction(f"{target.address}:{target.port}")
             )
         return self._client
 

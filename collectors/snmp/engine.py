@@ -16,7 +16,6 @@ valid answer, an error-status, a malformed or oversized answer.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import re
 import sys
@@ -64,13 +63,6 @@ T = TypeVar("T")
 # The integers a field may hold: Integer32 to Counter64. Beyond is arithmetic on hostile values,
 # not a reading, and no store holds it.
 _FIELD_INT_RANGE = (-(2**63), 2**64 - 1)
-
-
-def rediscovery_spread(address: str, port: int | None) -> float:
-    """A device's `StaticColumns` spread, in [0, 1): the same at every start, and uniform over a
-    fleet (a digest of where the device answers, not Python's hash, which changes per process)."""
-    digest = hashlib.blake2b(f"{address}:{port}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
 
 
 @dataclass
@@ -206,8 +198,9 @@ class StaticColumns:
         ``rediscover_after_s`` sooner, every later walk's after the whole of it. Why: the devices
         an agent discovers when it starts would otherwise all walk their static columns again in
         the same minute every hour, a minute that costs twice a normal one (1,000 switches on one
-        core: the start-up's backlog and 26 s of drift, hourly); given `rediscovery_spread` of
-        each device, an hour's rediscoveries are spread over its second half, then stay so."""
+        core: the start-up's backlog, 19-30 s of drift, again every hour); given each device's
+        own spread (`agent.api.stable_fraction` of where it answers), an hour's rediscoveries
+        are spread over its second half, then stay so."""
         if not 0.0 <= spread < 1.0:
             raise ValueError(f"spread must be in [0, 1), not {spread}")
         self.clock = clock

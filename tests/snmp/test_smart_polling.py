@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from pysnmp.proto import rfc1902
 
-from agent.api import Target
+from agent.api import Target, stable_fraction
 from collectors.snmp import SnmpCollector
 from collectors.snmp.client import SnmpValue
 from collectors.snmp.engine import (
@@ -17,7 +17,6 @@ from collectors.snmp.engine import (
     SYS_UPTIME,
     Snapshot,
     StaticColumns,
-    rediscovery_spread,
 )
 from lab.snmpsim import SnmpLab, recording
 
@@ -138,11 +137,12 @@ def test_a_fleet_discovered_at_once_rediscovers_spread_over_the_hour_then_hourly
     again in one minute an hour later (that minute costs twice a normal one)."""
     now = [0.0]
     columns = sorted(STATIC_COLUMNS)
+
     def uptime(ticks: int) -> dict[str, SnmpValue]:
         return {SYS_UPTIME: SnmpValue(ticks, "timeticks")}
 
     snapshot = Snapshot(columns={oid: {"1": SnmpValue(1, "integer")} for oid in columns}, scalars=uptime(100))
-    fleet = [StaticColumns(lambda: now[0], spread=rediscovery_spread("127.0.0.1", 20_000 + i)) for i in range(1000)]
+    fleet = [StaticColumns(lambda: now[0], spread=stable_fraction(f"127.0.0.1:{20_000 + i}")) for i in range(1000)]
     for device in fleet:
         device.remember(columns, {}, snapshot)
     per_minute = []
@@ -159,9 +159,8 @@ def test_a_fleet_discovered_at_once_rediscovers_spread_over_the_hour_then_hourly
     assert max(per_minute[60:]) <= 3 * 1000 / 30
 
 
-def test_the_spread_is_of_the_device_and_stable() -> None:
-    assert rediscovery_spread("10.0.0.1", 161) == rediscovery_spread("10.0.0.1", 161)
-    assert rediscovery_spread("10.0.0.1", 161) != rediscovery_spread("10.0.0.2", 161)
-    assert 0.0 <= rediscovery_spread("switch.example", None) < 1.0
+def test_the_spread_is_of_the_device_and_a_bad_one_is_refused() -> None:
+    assert stable_fraction("10.0.0.1:161") != stable_fraction("10.0.0.2:161")
+    assert 0.0 <= stable_fraction("switch.example:None") < 1.0
     with pytest.raises(ValueError, match="spread"):
         StaticColumns(spread=1.0)

@@ -620,6 +620,11 @@ class SnmpClient:
         self._community = self.auth.community.encode("utf-8")
         self._resolved: tuple[str, int] | None = None
         self._repetitions = max_repetitions  # halved on tooBig
+        # Rows each walked column had at its last walk: the next walk asks that many plus one
+        # (the varbind that shows the column ended) instead of max-repetitions per request. On
+        # a 48-port switch 26 of the 59 columns polled are empty and most others end mid-request:
+        # 70 % of the varbinds received and decoded were past the column's end.
+        self._rows_seen: dict[str, int] = {}
 
     @property
     def endpoint(self) -> str:
@@ -681,8 +686,13 @@ class SnmpClient:
         last_key = self._order_key(base)
         after = ber.oid_after if self.transport == "ber" else operator.gt
         measure = self._measure
+        expected = self._rows_seen.get(base)
+        rows = 0
         while True:
-            var_binds = await self._request("next", [cursor])
+            # While rows seen last time remain, ask for them and the one past the end; once
+            # they are read (the column grew), as many as the agent takes again.
+            wanted = self._repetitions if expected is None or rows > expected else expected - rows + 1
+            var_binds = await self._request("next", [cursor], wanted)
             last = cursor
             done = not var_binds
             count = octets = 0
@@ -698,7 +708,9 @@ class SnmpClient:
                 last, last_key = oid, key
             if not budget.take(count, octets):
                 raise budget.error(self.endpoint, last)
+            rows += count
             if done or last == cursor:
+                self._rows_seen[base] = rows
                 return
             cursor = last
 
@@ -725,13 +737,14 @@ class SnmpClient:
                 raise CollectError(f"{self.endpoint}: {exc}") from None
         return oid_key(oid)
 
-    async def _request(self, op: str, oids: list[str]) -> list[_VarBind]:
+    async def _request(self, op: str, oids: list[str], repetitions: int | None = None) -> list[_VarBind]:
+        """``repetitions``: at most that many GETBULK rows (never more than the client's own)."""
         if self.transport == "ber":
-            return await self._ber_request(op, oids)
-        return await self._pysnmp_request(op, oids)
+            return await self._ber_request(op, oids, repetitions)
+        return await self._pysnmp_request(op, oids, repetitions)
 
     # --------------------------------------------------------------------------------- BER
-    async def _ber_request(self, op: str, oids: list[str]) -> list[_VarBind]:
+    async def _ber_request(self, op: str, oids: list[str], repetitions: int | None) -> list[_VarBind]:
         if self._resolved is None:
             self._resolved = await self._resolve()
         try:
@@ -741,7 +754,7 @@ class SnmpClient:
         if op == "get":
             response = await self._ber_get(bodies)
         else:
-            response = await self._ber_next(bodies)
+            response = await self._ber_next(bodies, repetitions)
         if response is None:
             return []
         out: list[_VarBind] = []
@@ -760,12 +773,14 @@ class SnmpClient:
         self._check_status(response, "get")
         return response.varbinds
 
-    async def _ber_next(self, bodies: list[bytes]) -> list[tuple[bytes, int, int | bytes | None]] | None:
+    async def _ber_next(self, bodies: list[bytes],
+                        repetitions: int | None) -> list[tuple[bytes, int, int | bytes | None]] | None:
         if self._version == ber.VERSION_1:
             response = await self._ber_send(ber.GET_NEXT_REQUEST, bodies, 0)
         else:
             while True:
-                response = await self._ber_send(ber.GET_BULK_REQUEST, bodies, self._repetitions)
+                wanted = self._repetitions if repetitions is None else max(1, min(repetitions, self._repetitions))
+                response = await self._ber_send(ber.GET_BULK_REQUEST, bodies, wanted)
                 if response.error_status != ber.TOO_BIG or self._repetitions == 1:
                     break
                 self._repetitions = max(1, self._repetitions // 2)
@@ -808,7 +823,7 @@ class SnmpClient:
         return infos[0][4][:2]  # type: ignore[return-value]
 
     # ------------------------------------------------------------------------------ pysnmp
-    async def _pysnmp_request(self, op: str, oids: list[str]) -> list[_VarBind]:
+    async def _pysnmp_request(self, op: str, oids: list[str], repetitions: int | None) -> list[_VarBind]:
         engine = self._engine or shared_engine()
         if self._target is None:
             try:
@@ -839,7 +854,7 @@ class SnmpClient:
                     self._target,
                     self._context,
                     0,
-                    self.max_repetitions,
+                    self.max_repetitions if repetitions is None else max(1, min(repetitions, self.max_repetitions)),
                     *objects,
                     lookupMib=False,
                 )

@@ -580,6 +580,8 @@ def _evaluate_row(
                 "inet": inet, "mac": mac}
     for name, spec in table.vars:
         env[name] = _compute(spec, env, stateful)
+    if table.early_filter is not None and not table.early_filter.evaluate(env, stateful):
+        return None
     fields: dict[str, FieldValue] = {}
     for name, spec in table.fields:
         fields[name] = env[name] = _field_value(_compute(spec, env, stateful))

@@ -259,12 +259,55 @@ async def test_too_big_halves_repetitions_and_splits_gets(agent) -> None:
     assert {r["b"] for _, r in fake.requests[3:]} == {3}  # and kept for the rest of the walk
     fake.requests.clear()
     await snmp.walk(IF_DESCR)
-    assert {r["b"] for _, r in fake.requests} == {3}  # and for later walks
+    # and for later walks (whose last request asks only for the row left and the end: 40 = 13 x 3 + 1)
+    assert [r["b"] for _, r in fake.requests] == [3] * 13 + [2]
     wanted = [f"1.3.6.1.2.1.1.{i}.0" for i in range(1, 21)]
     fake.requests.clear()
     got = await snmp.get(wanted)
     assert got == {oid: SnmpValue(5, "timeticks") for oid in wanted}
     assert [len(r["oids"]) for _, r in fake.requests] == [20, 10, 5, 5, 10, 5, 5]
+
+
+def growing_table(rows: int, next_column: int) -> Callable[[dict], list[bytes]]:
+    """A GETBULK agent whose IF_DESCR column has ``script.rows`` rows (changed by the test),
+    followed by ``next_column`` rows of ifType, as a real agent goes on past a column's end."""
+
+    def script(req: dict) -> list[bytes]:
+        table = [(ber.encode_oid(f"{IF_DESCR}.{i}"), tlv(0x04, f"port{i}".encode())) for i in range(1, script.rows + 1)]
+        table += [(ber.encode_oid(f"1.3.6.1.2.1.2.2.1.3.{i}"), tlv(0x02, b"\x06")) for i in range(1, next_column + 1)]
+        start = next((k for k, (oid, _) in enumerate(table) if ber.oid_after(oid, req["oids"][0])), len(table))
+        binds = [vb(value, oid) for oid, value in table[start : start + req["b"]]]
+        return [reply(req, *binds)]
+
+    script.rows = rows  # type: ignore[attr-defined]
+    return script
+
+
+async def test_a_walk_asks_for_the_rows_its_column_had_last_time(agent) -> None:
+    """Each GETBULK of a walk asked max-repetitions rows, so every walk received up to that many
+    varbinds past its column's end (of a 48-port switch's smart poll, 1,230 of the 1,850 decoded).
+    The next walk of a column asks for the rows it had plus one, the varbind that shows the end."""
+    script = growing_table(rows=40, next_column=30)
+    fake = await agent(script)
+    snmp = client(fake.port, max_repetitions=25)
+    first = await snmp.walk(IF_DESCR)
+    assert len(first) == 40 and [r["b"] for _, r in fake.requests] == [25, 25]
+    fake.requests.clear()
+    assert await snmp.walk(IF_DESCR) == first
+    assert [r["b"] for _, r in fake.requests] == [25, 16]  # 41 varbinds received, not 50
+    script.rows = 0  # an empty column: one varbind asked to see it is still empty
+    fake.requests.clear()
+    assert await snmp.walk(IF_DESCR) == {}
+    assert await snmp.walk(IF_DESCR) == {}
+    assert [r["b"] for _, r in fake.requests] == [25, 1]
+    script.rows = 60  # grown: once the rows seen are read, as many as the client takes again
+    fake.requests.clear()
+    grown = await snmp.walk(IF_DESCR)
+    assert sorted(grown) == sorted(f"{IF_DESCR}.{i}" for i in range(1, 61))
+    assert [r["b"] for _, r in fake.requests] == [1, 25, 25, 25]
+    fake.requests.clear()
+    assert await snmp.walk(IF_DESCR) == grown
+    assert [r["b"] for _, r in fake.requests] == [25, 25, 11]
 
 
 async def test_too_big_on_a_single_varbind_is_an_error(agent) -> None:

@@ -579,8 +579,9 @@ class SnmpClient:
     that never gets an answer raises :class:`Unreachable` naming ``address:port`` (and what came
     instead: see :attr:`rejected`). A ``tooBig`` answer halves the GETBULK max-repetitions (kept for
     the client's later walks) or splits a GET. A column walked again asks for the rows it had at
-    its last walk plus one, not max-repetitions a request (see ``_rows_seen``). Values are bounded (:data:`MAX_VALUE_OCTETS`, a
-    :class:`ReadBudget` per call unless the caller shares one over several).
+    its last walk plus one, not max-repetitions a request (see ``_rows_seen``). Values are bounded
+    (:data:`MAX_VALUE_OCTETS`, a :class:`ReadBudget` per call unless the caller shares one over
+    several).
     ``transport`` is ``"ber"`` for SNMPv1/v2c and ``"pysnmp"`` for SNMPv3 unless forced (pysnmp
     can serve every version; BER cannot do SNMPv3). ``engine`` is the pysnmp engine to use.
     """

@@ -138,6 +138,10 @@ class CounterStore:
         self._rows: dict[tuple[str, str], _RowReadings] = {}
         self._poll = 0
 
+    def __len__(self) -> int:
+        """The rows whose readings are held."""
+        return len(self._rows)
+
     def _row(self, table: str, index: str) -> _RowReadings:
         row = self._rows.get((table, index))
         if row is None:

@@ -184,6 +184,22 @@ def test_readings_of_a_row_gone_for_ten_polls_are_forgotten(profiles: ProfileSet
     assert (back["was_up"], back["in_bps"]) == (None, None)
 
 
+def test_only_rows_with_readings_are_held(profiles: ProfileSet) -> None:
+    # Memory for thousands of switches: a row no rate, reboot check or seen_before read (most of
+    # an entPhysicalTable) costs nothing; one that has readings is held until it is forgotten.
+    profile, store = profiles.get("if_mib"), CounterStore(forget_after_polls=2)
+    stateless = _ports({str(index): (1, 0) for index in range(1, 49)})
+    del stateless.columns[f"{IFX}.6"]  # no counters
+    stateless.columns[f"{IF}.8"] = {index: SnmpValue(2, "integer") for index in stateless.columns[f"{IF}.2"]}
+    assert len(evaluate(profile, stateless, store, now=0.0)) == 48
+    assert len(store) == 0
+    evaluate(profile, _ports({"1": (1, 0), "2": (1, 0)}), store, now=60.0)
+    assert len(store) == 2
+    for number in range(2, 4):
+        evaluate(profile, _ports({"1": (1, number * 1000)}), store, now=60.0 * number)
+    assert len(store) == 1
+
+
 def test_a_present_row_keeps_readings_its_expressions_did_not_touch() -> None:
     store = CounterStore(forget_after_polls=3)
     up = ("interface", "1", "oper == 1")

@@ -210,14 +210,22 @@ def oid_text(body: bytes) -> str:
         if len(_PREFIXES) >= 4096:
             _PREFIXES.clear()
         text = _PREFIXES[head] = _ascii_oid_text(head)
+    return text + "." + arcs_text(body[cut:])
+
+
+def arcs_text(tail: bytes) -> str:
+    """BER sub-identifiers past an OID's first byte (whole ones: a validated OID cut where one
+    ends, such as a table row's index after its column) -> dotted text."""
+    if tail.isascii():
+        return ".".join([_ARC[b] for b in tail])
     arcs: list[str] = []
     value = 0
-    for byte in body[cut:]:
+    for byte in tail:
         value = (value << 7) | (byte & 0x7F)
         if not byte & 0x80:
             arcs.append(str(value))
             value = 0
-    return text + "." + ".".join(arcs)
+    return ".".join(arcs)
 
 
 def _ascii_oid_text(body: bytes) -> str:

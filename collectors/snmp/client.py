@@ -33,7 +33,7 @@ import string
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pyasn1.type import univ
 from pysnmp.carrier.asyncio.dgram import udp
@@ -184,7 +184,8 @@ class ReadBudget:
 @dataclass
 class WalkResult:
     """The values a walk read, and the error that ended it before the end of the subtree (the
-    values read before it are kept)."""
+    values read before it are kept). Keyed by the whole OID (``walk_partial``), or by the row's
+    index, the OID past the column's (``walk_column``)."""
 
     values: dict[str, SnmpValue] = field(default_factory=dict)
     error: CollectError | None = None
@@ -566,10 +567,12 @@ def shared_engine() -> hlapi.SnmpEngine:
     return engine
 
 
-# A varbind as both transports hand it to get/walk: (order key, dotted OID, value or None, is
-# endOfMibView). The key orders OIDs within one transport: BER body bytes (ber.oid_after), or
-# pysnmp's arc tuple (>).
-_VarBind = tuple[object, str, "SnmpValue | None", bool]
+# A varbind as both transports hand it to get/walk: (OID key, value or None, is endOfMibView). The
+# key is the OID as the transport has it: BER body bytes, or pysnmp's arc tuple. Within one
+# transport keys order like the OIDs (ber.oid_after, or >) and one OID's key starts with the key of
+# each OID above it (BER encodes each sub-identifier whole), so a walk tells a row of its column
+# and the row's index from the keys; only a GET turns every key into dotted text.
+_VarBind = tuple[Any, "SnmpValue | None", bool]
 
 
 class SnmpClient:
@@ -641,9 +644,10 @@ class SnmpClient:
             if budget.spent:
                 raise budget.error(self.endpoint, wanted[start])
             count = octets = 0
-            for _, oid, value, _ in await self._get_present(wanted[start : start + GET_CHUNK]):
+            for key, value, _ in await self._get_present(wanted[start : start + GET_CHUNK]):
                 if value is not None:
-                    octets += self._measure(oid, value)
+                    oid = self._text(key)
+                    octets += self._measure(value, oid)
                     count += 1
                     result[oid] = value
             if not budget.take(count, octets):
@@ -673,6 +677,15 @@ class SnmpClient:
     async def walk_partial(self, base_oid: str, budget: ReadBudget | None = None) -> WalkResult:
         """Like :meth:`walk`, but an error that ends the walk early comes with the values read
         before it (an agent that answers the first rows of a table, then goes silent)."""
+        base = _strip(base_oid)
+        walked = await self.walk_column(base, budget)
+        walked.values = {f"{base}.{index}": value for index, value in walked.values.items()}
+        return walked
+
+    async def walk_column(self, base_oid: str, budget: ReadBudget | None = None) -> WalkResult:
+        """Like :meth:`walk_partial`, the values keyed by what follows ``base_oid`` (a table
+        column's row indexes): no OID is made text whole, the costliest step of a walk after
+        the decoding itself."""
         walked = WalkResult()
         try:
             await self._walk_into(_strip(base_oid), walked.values, budget or ReadBudget())
@@ -683,10 +696,13 @@ class SnmpClient:
     async def _walk_into(self, base: str, result: dict[str, SnmpValue], budget: ReadBudget) -> None:
         if budget.spent:
             raise budget.error(self.endpoint, base)
-        prefix = base + "."
         cursor = base
-        last_key = self._order_key(base)
-        after = ber.oid_after if self.transport == "ber" else operator.gt
+        base_key = last_key = self._order_key(base)
+        under = len(base_key)  # a row's key starts with the column's and goes on
+        if self.transport == "ber":
+            after, index_text = ber.oid_after, ber.arcs_text
+        else:
+            after, index_text = operator.gt, _arcs_text
         measure = self._measure
         expected = self._rows_seen.get(base)
         rows = 0
@@ -695,41 +711,50 @@ class SnmpClient:
             # they are read (the column grew), as many as the agent takes again.
             wanted = self._repetitions if expected is None or rows > expected else expected - rows + 1
             var_binds = await self._request("next", [cursor], wanted)
-            last = cursor
+            last = None
             done = not var_binds
             count = octets = 0
-            for key, oid, value, end in var_binds:
+            for key, value, end in var_binds:
                 # The last test: a broken agent looping on the same OID would keep us here forever.
-                if end or not oid.startswith(prefix) or not after(key, last_key):
+                if end or len(key) <= under or key[:under] != base_key or not after(key, last_key):
                     done = True
                     break
+                last = index_text(key[under:])
                 if value is not None:
-                    octets += measure(oid, value)
+                    octets += measure(value, base, last)
                     count += 1
-                    result[oid] = value
-                last, last_key = oid, key
+                    result[last] = value
+                last_key = key
+            if last is not None:
+                cursor = f"{base}.{last}"
             if not budget.take(count, octets):
-                raise budget.error(self.endpoint, last)
+                raise budget.error(self.endpoint, cursor)
             rows += count
-            if done or last == cursor:
+            if done or last is None:
                 self._rows_seen[base] = rows
                 return
-            cursor = last
 
-    def _measure(self, oid: str, value: SnmpValue) -> int:
-        """The octets ``oid`` and ``value`` count for a :class:`ReadBudget`; raise
-        :class:`AnswerTooLarge` for an OCTET STRING over :data:`MAX_VALUE_OCTETS`."""
+    def _measure(self, value: SnmpValue, oid: str, index: str | None = None) -> int:
+        """The octets the OID (``oid``, or ``oid``.``index``) and ``value`` count for a
+        :class:`ReadBudget`; raise :class:`AnswerTooLarge` for an OCTET STRING over
+        :data:`MAX_VALUE_OCTETS`."""
+        oid_octets = len(oid) if index is None else len(oid) + 1 + len(index)
         text = value.value
         if text.__class__ is not str:
-            return len(oid) + 8
+            return oid_octets + 8
         if len(text) > _MEASURED_ABOVE and value.kind in ("string", "hex"):
             octets = len(text) // 2 if value.kind == "hex" else len(text.encode())
             if octets > MAX_VALUE_OCTETS:
+                named = oid if index is None else f"{oid}.{index}"
                 raise AnswerTooLarge(
-                    f"{self.endpoint}: {oid}: an OCTET STRING of {octets:,} octets, more than the "
+                    f"{self.endpoint}: {named}: an OCTET STRING of {octets:,} octets, more than the "
                     f"{MAX_VALUE_OCTETS:,} kept"
                 )
-        return len(oid) + len(text)
+        return oid_octets + len(text)
+
+    def _text(self, key: Any) -> str:
+        """The dotted OID of a varbind's key."""
+        return ber.oid_text(key) if self.transport == "ber" else _arcs_text(key)
 
     def _order_key(self, oid: str) -> object:
         if self.transport == "ber":
@@ -759,13 +784,8 @@ class SnmpClient:
             response = await self._ber_next(bodies, repetitions)
         if response is None:
             return []
-        out: list[_VarBind] = []
-        append = out.append
-        oid_text = ber.oid_text
         end_tag = ber.END_OF_MIB_VIEW
-        for body, tag, value in response:
-            append((body, oid_text(body), decode_ber(tag, value), tag == end_tag))
-        return out
+        return [(body, decode_ber(tag, value), tag == end_tag) for body, tag, value in response]
 
     async def _ber_get(self, bodies: list[bytes]) -> list[tuple[bytes, int, int | bytes | None]]:
         response = await self._ber_send(ber.GET_REQUEST, bodies, 0)
@@ -879,10 +899,7 @@ class SnmpClient:
                 return []
             raise ErrorStatus(f"{self.endpoint}: {status} at varbind {int(error_index)}", int(error_status),
                               int(error_index))
-        return [
-            (tuple(name), str(name), decode(value), isinstance(value, rfc1905.EndOfMibView))
-            for name, value in var_binds
-        ]
+        return [(tuple(name), decode(value), isinstance(value, rfc1905.EndOfMibView)) for name, value in var_binds]
 
 
 def _auth_data(auth: SnmpAuth) -> hlapi.CommunityData | hlapi.UsmUserData:
@@ -901,6 +918,10 @@ def _auth_data(auth: SnmpAuth) -> hlapi.CommunityData | hlapi.UsmUserData:
         authProtocol=auth_proto,
         privProtocol=priv_proto,
     )
+
+
+def _arcs_text(arcs: tuple[int, ...]) -> str:
+    return ".".join(map(str, arcs))
 
 
 def _strip(oid: str) -> str:

@@ -433,7 +433,7 @@ async def _fetch_tables(
             if gone is not None:
                 not_tried([oid], gone)
                 return
-            found = await client.walk_partial(oid, budget)
+            found = await client.walk_column(oid, budget)
         if found.error is not None:
             failures.append(found.error)
             snapshot.errors[oid] = str(found.error)
@@ -442,8 +442,7 @@ async def _fetch_tables(
                 snapshot.errors[oid] += f" ({kept} {'row' if kept == 1 else 'rows'} read before it kept)"
             else:
                 return
-        prefix_len = len(oid) + 1
-        snapshot.columns[oid] = {full[prefix_len:]: value for full, value in found.values.items()}
+        snapshot.columns[oid] = found.values
 
     await asyncio.gather(*(walk(oid) for oid in walks if oid not in reused))
     if statics is None or not static:

@@ -42,13 +42,13 @@ class Walks:
     def __init__(self, collector: SnmpCollector, target) -> None:
         self.oids: list[str] = []
         client = collector._client_for(target)
-        walk_partial = client.walk_partial
+        walk_column = client.walk_column
 
         async def counted(oid, budget=None):
             self.oids.append(oid)
-            return await walk_partial(oid, budget)
+            return await walk_column(oid, budget)
 
-        client.walk_partial = counted  # type: ignore[method-assign]
+        client.walk_column = counted  # type: ignore[method-assign]
 
     def take(self) -> set[str]:
         taken, self.oids = set(self.oids), []

@@ -801,7 +801,7 @@ class SnmpClient:
             response = await self._ber_send(ber.GET_NEXT_REQUEST, bodies, 0)
         else:
             while True:
-                wanted = self._repetitions if repetitions is None else max(1, min(repetitions, self._repetitions))
+                wanted = _repetitions(repetitions, self._repetitions)
                 response = await self._ber_send(ber.GET_BULK_REQUEST, bodies, wanted)
                 if response.error_status != ber.TOO_BIG or self._repetitions == 1:
                     break
@@ -876,7 +876,7 @@ class SnmpClient:
                     self._target,
                     self._context,
                     0,
-                    self.max_repetitions if repetitions is None else max(1, min(repetitions, self.max_repetitions)),
+                    _repetitions(repetitions, self.max_repetitions),
                     *objects,
                     lookupMib=False,
                 )
@@ -918,6 +918,12 @@ def _auth_data(auth: SnmpAuth) -> hlapi.CommunityData | hlapi.UsmUserData:
         authProtocol=auth_proto,
         privProtocol=priv_proto,
     )
+
+
+def _repetitions(wanted: int | None, ceiling: int) -> int:
+    """The GETBULK max-repetitions of a request that wants ``wanted`` rows (None: as many as the
+    client takes), never more than ``ceiling``, at least one."""
+    return ceiling if wanted is None else max(1, min(wanted, ceiling))
 
 
 def _arcs_text(arcs: tuple[int, ...]) -> str:

@@ -109,8 +109,8 @@ class _RowReadings:
     """The readings of one row of a :class:`CounterStore`, a dict per kind made when first needed.
 
     Kept per row, not one entry per reading keyed by (table, index, name): a 48-port switch holds
-    about 330 counters, and the key tuples and their dict entries cost as much memory as the
-    readings themselves (99 kB a device before, 57 kB so)."""
+    about 330 counters, and a key tuple and a dict entry per reading cost as much memory as the
+    readings themselves (the Python heap of a polled switch: 175 kB before, 138 kB so)."""
 
     __slots__ = ("seen", "counters", "previous", "first_true")
 

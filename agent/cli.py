@@ -275,7 +275,20 @@ async def _check_ticket_targets(config, plugins) -> bool:
     return fine
 
 
+# The cyclic garbage collector's thresholds of `vigie run` (generation 0, 1, 2). Python's (700, 10,
+# 10) collect the young generation after 700 net new containers: a poll's snapshot and rows, alive
+# for the tens of milliseconds the poll takes, are found alive by most collections and promoted to
+# the old generation, whose full collections scan the whole heap. 1,500 switches on one core: 54
+# full collections in 240 s, 0.22 s each (a stall of the event loop each time), 8.8 % of the
+# agent's CPU in the collector. At (50,000, 20, 10) a poll's objects are freed by reference
+# counting before the young generation fills: 0 full collections in the same run, 0.5 % of the
+# CPU, young collections of ~20 ms every ~8 s. Cyclic garbage is still collected, later.
+RUN_GC_THRESHOLDS = (50_000, 20, 10)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    import gc
+
     from agent.config import ConfigError
     from agent.runner import Agent
     from agent.statedir import StateDirLocked
@@ -291,6 +304,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _fail_config(config.source, exc.errors)
     if not agent.polls:
         _fail_config(config.source, [f"{config.source}: nothing to poll: no device with an installed collector"])
+    gc.set_threshold(*RUN_GC_THRESHOLDS)
     try:
         asyncio.run(agent.run_forever(duration_s=args.duration))
     except KeyboardInterrupt:

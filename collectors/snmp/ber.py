@@ -233,7 +233,7 @@ def _ascii_oid_text(body: bytes) -> str:
     head = f"{first // 40}.{first % 40}" if first < 80 else f"2.{first - 80}"
     if len(body) == 1:
         return head
-    return head + "." + ".".join([_ARC[b] for b in body[1:]])
+    return head + "." + arcs_text(body[1:])
 
 
 _HIGH_BYTE = re.compile(rb"[\x80-\xff]")

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from agent.api import CollectError, FieldValue, Unreachable
 from collectors.snmp.client import ReadBudget, SnmpClient, SnmpValue, oid_key
 from collectors.snmp.expr import inet_text
-from collectors.snmp.profile import Profile, ResolvedTable, ResolvedValue
+from collectors.snmp.profile import Profile, ResolvedColumn, ResolvedTable, ResolvedValue
 
 # The tag naming the profile that polled the device, on every sample of the SNMP collector.
 PROFILE_TAG = "profile"
@@ -555,30 +555,17 @@ def _evaluate_row(
     env: dict[str, Any] = {"index": index, "profile": profile.name, "now": snapshot.read_at}
     raw: dict[str, SnmpValue | None] = {}
     oids: dict[str, str] = {}
-    for column in table.columns:
-        if column.walk:
-            # The whole column as a tuple in index order: () when the table is empty, None when
-            # it could not be read entirely (a summary of half a column, "is this alarm in the
-            # alarm table", would be wrong).
-            found = None if column.oid in snapshot.errors else snapshot.columns.get(column.oid)
-            raw[column.name] = None
-            env[column.name] = None if found is None else tuple(found[k].value for k in sorted(found, key=oid_key))
-            oids[column.name] = column.oid
-            continue
-        if table.scalar:
-            value = snapshot.scalars.get(column.oid)
-            oids[column.name] = column.oid
-        elif column.under is not None:
-            value = _first_under(snapshot.columns.get(column.oid, {}), column.under.evaluate(env))
-            if value is not None:
-                oids[column.name] = f"{column.oid}.{value.value}"
-        else:
-            key = index if column.join is None else column.join.evaluate(env)
-            value = None if key is None else snapshot.columns.get(column.oid, {}).get(str(key))
-            if key is not None:
-                oids[column.name] = f"{column.oid}.{key}"
-        raw[column.name] = value
-        env[column.name] = None if value is None else value.value
+    columns = table.columns
+    if table.early_columns is not None:
+        # The early filter reads these columns only: a row it drops reads no other (a row it keeps
+        # has it tried again below, after the vars, as any early filter is).
+        for column in table.early_columns:
+            _read_column(table, column, index, snapshot, env, raw, oids)
+        if not table.early_filter.evaluate(env):  # type: ignore[union-attr]  # (set with early_columns)
+            return None
+        columns = tuple(c for c in columns if c.name not in raw)
+    for column in columns:
+        _read_column(table, column, index, snapshot, env, raw, oids)
 
     def rate(*names: str, limit: float | None = None) -> float | None:
         for name in names:
@@ -632,6 +619,34 @@ def _evaluate_row(
     # does not declare it (and could not change it).
     tags[PROFILE_TAG] = profile.name
     return Row(table.id, table.measurement, index, tags, fields, oids)
+
+
+def _read_column(table: ResolvedTable, column: ResolvedColumn, index: str, snapshot: Snapshot, env: dict[str, Any],
+                 raw: dict[str, SnmpValue | None], oids: dict[str, str]) -> None:
+    """``column``'s value at row ``index`` into ``env`` (its value), ``raw`` and ``oids``."""
+    if column.walk:
+        # The whole column as a tuple in index order: () when the table is empty, None when it
+        # could not be read entirely (a summary of half a column, "is this alarm in the alarm
+        # table", would be wrong).
+        found = None if column.oid in snapshot.errors else snapshot.columns.get(column.oid)
+        raw[column.name] = None
+        env[column.name] = None if found is None else tuple(found[k].value for k in sorted(found, key=oid_key))
+        oids[column.name] = column.oid
+        return
+    if table.scalar:
+        value = snapshot.scalars.get(column.oid)
+        oids[column.name] = column.oid
+    elif column.under is not None:
+        value = _first_under(snapshot.columns.get(column.oid, {}), column.under.evaluate(env))
+        if value is not None:
+            oids[column.name] = f"{column.oid}.{value.value}"
+    else:
+        key = index if column.join is None else column.join.evaluate(env)
+        value = None if key is None else snapshot.columns.get(column.oid, {}).get(str(key))
+        if key is not None:
+            oids[column.name] = f"{column.oid}.{key}"
+    raw[column.name] = value
+    env[column.name] = None if value is None else value.value
 
 
 def _first_under(column: Mapping[str, SnmpValue], prefix: Any) -> SnmpValue | None:

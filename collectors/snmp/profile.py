@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from collectors.snmp.expr import ExprError, Expression, compile_expression
+from collectors.snmp.expr import CONDITION_FUNCTIONS, STATEFUL_FUNCTIONS, ExprError, Expression, compile_expression
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 STATES = ("ok", "warn", "crit", "unknown")
@@ -262,6 +262,10 @@ class ResolvedTable:
     # The filter's leading conjuncts that read only columns and vars, tried before the fields are
     # computed: a row they drop needs no fields (see :func:`_early_filter`).
     early_filter: Expression | None = None
+    # The columns the early filter reads, when it reads nothing else (no var, no function of the
+    # engine's state) and they are the row's own: read before the others, so a row it drops reads
+    # no other column (entPhysicalTable's two of ten). None: every column is read first.
+    early_columns: tuple[ResolvedColumn, ...] | None = None
 
     @property
     def own_columns(self) -> tuple[ResolvedColumn, ...]:
@@ -481,6 +485,7 @@ def _resolve_table(table: Table, where: str) -> ResolvedTable:
     tags = [(name, _value(value, known, f"{where}.tags.{name}")) for name, value in table.tags.items()]
     filter_expr = _expr(table.filter, known, f"{where}.filter") if table.filter else None
     early_filter = _early_filter(filter_expr, ROW_NAMES | {c.name for c in columns} | dict(variables).keys(), fields)
+    early_columns = _early_columns(early_filter, table.scalar, columns, variables)
     if table.resets_counters and table.resets_counters not in table.fields:
         raise ProfileError(f"{where}.resets_counters: no field {table.resets_counters!r}")
     return ResolvedTable(
@@ -495,9 +500,12 @@ def _resolve_table(table: Table, where: str) -> ResolvedTable:
         table.fallback_for,
         table.resets_counters,
         early_filter,
+        early_columns,
     )
 
 
+# Functions the engine provides per row (they read its state or a column's raw encoding).
+ENGINE_FUNCTIONS = STATEFUL_FUNCTIONS | CONDITION_FUNCTIONS
 # Functions whose call changes the engine's state for the row: skipping one changes later polls.
 _STATE_KEEPING = frozenset({"rate", "went_backwards", "seen_before"})
 
@@ -529,6 +537,21 @@ def _early_filter(filter_expr: Expression | None, before_fields: Collection[str]
             break  # the terms after it stay after it: ``and`` reads them in order
         early.append(f"({text})")
     return compile_expression(" and ".join(early)) if early else None
+
+
+def _early_columns(early_filter: Expression | None, scalar: bool, columns: list[ResolvedColumn],
+                   variables: list[tuple[str, ResolvedValue]]) -> tuple[ResolvedColumn, ...] | None:
+    """What :attr:`ResolvedTable.early_columns` says, or None. Not when a var keeps state: the
+    vars of a dropped row are still computed (its readings taken)."""
+    if early_filter is None or scalar or any(_keeps_state(value.expr) for _, value in variables):
+        return None
+    if any(isinstance(node, ast.Call) and getattr(node.func, "id", None) in ENGINE_FUNCTIONS
+           for node in ast.walk(early_filter.tree)):
+        return None
+    own = {c.name: c for c in columns if c.join is None and c.under is None and not c.walk}
+    if not early_filter.names - ROW_NAMES <= own.keys():
+        return None
+    return tuple(c for c in columns if c.name in early_filter.names)
 
 
 def _value(value: Value, known: set[str], where: str) -> ResolvedValue:

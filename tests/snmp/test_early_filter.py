@@ -3,6 +3,7 @@ costs no field (entPhysicalTable: 169 of a Catalyst's 172 rows), and nothing els
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,11 @@ tables:
     columns: {kind: 1.3.6.1.9.1, octets: 1.3.6.1.9.3}
     fields: {bytes_per_s: "rate(octets)"}
     filter: "kind == 3"
+  - id: inventory
+    measurement: snmp_inventory
+    columns: {kind: 1.3.6.1.9.1, name: 1.3.6.1.9.2, alias: {oid: 1.3.6.1.9.2, join: "kind"}}
+    fields: {label: "strip(name) or None", aliased: "alias is not None"}
+    filter: "kind in (3, 9) and label is not None"
 """
 
 
@@ -37,10 +43,12 @@ def profile(tmp_path: Path):
 
 
 def test_the_leading_terms_that_read_columns_and_vars_only(profile) -> None:
-    parts, links = profile.tables
+    parts, links, inventory = profile.tables
     # `label` is a field: the terms from it on stay where they were, after the fields
     assert parts.early_filter.source == "(wanted) and (kind != 9)"
     assert links.early_filter is None  # a rate is read on every row, filtered or not
+    assert parts.early_columns is None  # its early filter reads a var: every column is read first
+    assert [c.name for c in inventory.early_columns] == ["kind"]
 
 
 def test_a_row_dropped_early_computes_no_field_and_the_rows_kept_are_the_same(profile, monkeypatch) -> None:
@@ -71,3 +79,28 @@ def test_a_table_whose_fields_keep_state_reads_them_on_the_rows_it_drops(profile
     second = Snapshot(columns={KIND: {"1": SnmpValue(3, "integer")}, OCTETS: octets})
     (link,) = [r for r in evaluate(profile, second, store, now=60.0) if r.table == "links"]
     assert link.fields["bytes_per_s"] == pytest.approx(1_000.0)  # the reading of the dropped row counted
+
+
+def test_a_row_dropped_early_reads_only_the_columns_its_filter_reads(profile, monkeypatch) -> None:
+    kinds = {str(i): SnmpValue(3 if i % 4 == 0 else 10, "integer") for i in range(1, 41)}
+    names = {str(i): SnmpValue(f" part{i} " if i != 8 else "  ", "string") for i in range(1, 41)}
+    snapshot = Snapshot(columns={KIND: kinds, NAME: names})
+    read = []
+    real = engine._read_column
+
+    def counted(table, column, index, *args):
+        read.append((table.id, column.name))
+        return real(table, column, index, *args)
+
+    monkeypatch.setattr(engine, "_read_column", counted)
+    inventory = profile.tables[2]
+    rows = [row for row in evaluate(profile, snapshot, CounterStore(), now=0.0) if row.table == "inventory"]
+    kept = [i for i in range(4, 41, 4) if i != 8]  # kind 3, less row 8 (a blank name)
+    assert [(row.index, row.fields["label"]) for row in rows] == [(str(i), f"part{i}") for i in kept]
+    # 30 rows of kind 10 read their kind only; the 10 of kind 3 read it, then the two others
+    assert read.count(("inventory", "kind")) == 40 and read.count(("inventory", "name")) == 10
+    assert read.count(("inventory", "alias")) == 10
+    # the rows are those of the same table read column by column, with the same OIDs read
+    whole = dataclasses.replace(profile, tables=(dataclasses.replace(inventory, early_columns=None),))
+    assert evaluate(whole, snapshot, CounterStore(), now=0.0) == rows
+    assert rows[0].oids == {"kind": f"{KIND}.4", "name": f"{NAME}.4", "alias": f"{NAME}.3"}

@@ -20,7 +20,7 @@ import math
 import re
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -425,26 +425,31 @@ async def _fetch_tables(
     reused = statics.reusable(static, marks, snapshot.scalars) if statics is not None and static else set()
     gate = asyncio.Semaphore(WALKS_IN_FLIGHT)
 
-    async def walk(oid: str) -> None:
-        if oid in snapshot.columns or oid in snapshot.errors:
+    async def walk(batch: list[str]) -> None:
+        batch = [oid for oid in batch if oid not in snapshot.columns and oid not in snapshot.errors]
+        if not batch:
             return
         async with gate:
             gone = silence()
             if gone is not None:
-                not_tried([oid], gone)
+                not_tried(batch, gone)
                 return
-            found = await client.walk_column(oid, budget)
-        if found.error is not None:
-            failures.append(found.error)
-            snapshot.errors[oid] = str(found.error)
-            if found.values:
-                kept = len(found.values)
-                snapshot.errors[oid] += f" ({kept} {'row' if kept == 1 else 'rows'} read before it kept)"
-            else:
-                return
-        snapshot.columns[oid] = found.values
+            walked = await client.walk_columns(batch, budget)
+        for oid, found in walked.items():
+            if found.error is not None:
+                failures.append(found.error)
+                snapshot.errors[oid] = str(found.error)
+                if found.values:
+                    kept = len(found.values)
+                    snapshot.errors[oid] += f" ({kept} {'row' if kept == 1 else 'rows'} read before it kept)"
+                else:
+                    continue
+            snapshot.columns[oid] = found.values
 
-    await asyncio.gather(*(walk(oid) for oid in walks if oid not in reused))
+    def walked(oids: Iterable[str]) -> Awaitable[list[None]]:
+        return asyncio.gather(*(walk(batch) for batch in client.walk_batches(oids)))
+
+    await walked(oid for oid in walks if oid not in reused)
     if statics is None or not static:
         return
     if reused and statics.still_hold(snapshot) and statics.columns is not None:
@@ -453,7 +458,7 @@ async def _fetch_tables(
             snapshot.columns[oid] = dict(zip(indexes, values, strict=True))
         return
     if reused:  # the device changed since: walk them now, as a full poll would have
-        await asyncio.gather(*(walk(oid) for oid in reused))
+        await walked(reused)
     statics.remember(static, marks, snapshot)
 
 

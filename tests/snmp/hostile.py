@@ -12,6 +12,9 @@ change while it runs:
 - ``values``: OID -> encoded value, to plant hostile values (a speed as text, giant strings).
 - ``endless``: a column OID under which rows never end (index after index), each
   ``endless_value``.
+- ``bulk_per_rfc``: a GETBULK of several OIDs is answered as RFC 3416 says, the successors of
+  each, repetition after repetition; by default with those of the first OID alone, as some
+  agents do.
 
 ``python -m tests.snmp.hostile --port N [--ports N] [--high-speed-text N] [--walk-answers N]
 [--reply truncated|garbage|request-id|community]`` serves it until killed, for measuring
@@ -95,6 +98,7 @@ class HostileAgent(asyncio.DatagramProtocol):
         self.mangle: Callable[[dict, bytes], list[bytes]] = lambda request, reply: [reply]
         self.endless: str | None = None
         self.endless_value = octets("x" * 200)
+        self.bulk_per_rfc = False
         self.requests: list[dict] = []
         self.transport: asyncio.DatagramTransport | None = None
         self._sorted: list[tuple[int, ...]] = []
@@ -120,7 +124,10 @@ class HostileAgent(asyncio.DatagramProtocol):
                     return
                 self.walk_answers -= 1
             repetitions = request["b"] if request["type"] == ber.GET_BULK_REQUEST else 1
-            binds = self._next(request["oids"][0], repetitions)
+            if self.bulk_per_rfc and request["type"] == ber.GET_BULK_REQUEST:
+                binds = self._bulk(request["oids"], repetitions)
+            else:
+                binds = self._next(request["oids"][0], repetitions)
         reply = response(*binds, request_id=tlv(0x02, request["request_id"]), version=request["version"],
                          community=request["community"])
         for datagram in self.mangle(request, reply):
@@ -141,6 +148,19 @@ class HostileAgent(asyncio.DatagramProtocol):
                 break
             binds.append(bind)
             size += len(bind)
+        return binds
+
+    def _bulk(self, oids: list[bytes], repetitions: int) -> list[bytes]:
+        cursors = [ber.oid_arcs(oid) for oid in oids]
+        binds: list[bytes] = []
+        for _ in range(repetitions):
+            for position, cursor in enumerate(cursors):
+                found = self._after(cursor)
+                if found is None:
+                    binds.append(vb(b"\x82\x00", ber.encode_oid(".".join(map(str, cursor)))))
+                    continue
+                cursors[position], value = found
+                binds.append(vb(value, ber.encode_oid(".".join(map(str, found[0])))))
         return binds
 
     def _after(self, cursor: tuple[int, ...]) -> tuple[tuple[int, ...], bytes] | None:

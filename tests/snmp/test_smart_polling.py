@@ -42,13 +42,13 @@ class Walks:
     def __init__(self, collector: SnmpCollector, target) -> None:
         self.oids: list[str] = []
         client = collector._client_for(target)
-        walk_column = client.walk_column
+        walk_columns = client.walk_columns
 
-        async def counted(oid, budget=None):
-            self.oids.append(oid)
-            return await walk_column(oid, budget)
+        async def counted(oids, budget=None):
+            self.oids.extend(oids)
+            return await walk_columns(oids, budget)
 
-        client.walk_column = counted  # type: ignore[method-assign]
+        client.walk_columns = counted  # type: ignore[method-assign]
 
     def take(self) -> set[str]:
         taken, self.oids = set(self.oids), []

@@ -1,7 +1,8 @@
 """Short columns walked several to a GETBULK (SnmpClient.walk_batches / walk_columns): the values
 of the lone walks in fewer requests from an agent that answers as RFC 3416 says (snmpsim on a real
 2960X walk, the scripted agent), lone walks again for an agent that answers the first OID alone,
-and what each column read kept when the agent goes silent half way."""
+what each column read kept when the agent goes silent half way, and the rows of a poll of every
+recording the same either way."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from agent.api import Target
+from collectors.snmp import SnmpCollector
 from collectors.snmp.client import SnmpAuth, SnmpClient
 from lab.snmpsim import SnmpLab
+from lab.walks import all_recordings
 from tests.snmp.hostile import IF_DESCR, IF_NAME, IF_OPER, IF_SPEED, device, start
 
 IF_OPER_STATUS = "1.3.6.1.2.1.2.2.1.8"  # 146 rows on the 2960X: a long column, walked alone
@@ -115,3 +119,30 @@ async def test_an_agent_silent_half_way_leaves_each_column_what_it_read() -> Non
     finally:
         transport.close()
         await asyncio.sleep(0)
+
+
+@pytest.fixture(scope="module")
+def every_walk() -> Iterator[SnmpLab]:
+    with SnmpLab({name: name for name in all_recordings()}) as running:
+        yield running
+
+
+def content(rows) -> list:
+    """Rows as sample content, less what moves between two polls of a recording (the uptime)."""
+    return sorted((r.measurement, sorted(r.tags.items()),
+                   sorted((k, v) for k, v in r.fields.items() if "uptime" not in k)) for r in rows)
+
+
+@pytest.mark.parametrize("name", all_recordings())
+async def test_a_poll_with_batched_walks_reads_what_lone_walks_read(every_walk: SnmpLab, name: str) -> None:
+    """Every recording through snmpsim, polled twice (the second poll batches the short columns
+    the first counted) by two collectors, one kept to lone walks: the same rows."""
+    target = Target(name, every_walk.host, every_walk.port, {"community": name})
+    batched, lone = SnmpCollector(), SnmpCollector()
+    lone._client_for(target)._together = False
+    for collector in (batched, lone):
+        await collector.poll(target)
+    client = batched._client_for(target)
+    assert any(len(batch) > 1 for batch in client.walk_batches(client._rows_seen))
+    assert content(await batched.poll(target)) == content(await lone.poll(target))
+    assert client._together  # snmpsim answers a GETBULK of several OIDs as RFC 3416 says

@@ -4,6 +4,7 @@ costs no field (entPhysicalTable: 169 of a Catalyst's 172 rows), and nothing els
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -51,19 +52,29 @@ def test_the_leading_terms_that_read_columns_and_vars_only(profile) -> None:
     assert [c.name for c in inventory.early_columns] == ["kind"]
 
 
-def test_a_row_dropped_early_computes_no_field_and_the_rows_kept_are_the_same(profile, monkeypatch) -> None:
+def forty_rows() -> Snapshot:
+    """40 rows: kind 3 every fourth (row 8 with a blank name), kind 10 the others."""
     kinds = {str(i): SnmpValue(3 if i % 4 == 0 else 10, "integer") for i in range(1, 41)}
     names = {str(i): SnmpValue(f" part{i} " if i != 8 else "  ", "string") for i in range(1, 41)}
-    snapshot = Snapshot(columns={KIND: kinds, NAME: names})
-    computed = []
-    real = engine._compute
+    return Snapshot(columns={KIND: kinds, NAME: names})
 
-    def counted(spec, env, stateful):
-        computed.append(spec)
-        return real(spec, env, stateful)
 
-    monkeypatch.setattr(engine, "_compute", counted)
-    rows = [row for row in evaluate(profile, snapshot, CounterStore(), now=0.0) if row.table == "parts"]
+def calls_of(monkeypatch, name: str, what: Callable[..., object]) -> list:
+    """``what(*args)`` of every call of the engine's function ``name`` from now on."""
+    seen: list = []
+    real = getattr(engine, name)
+
+    def counted(*args):
+        seen.append(what(*args))
+        return real(*args)
+
+    monkeypatch.setattr(engine, name, counted)
+    return seen
+
+
+def test_a_row_dropped_early_computes_no_field_and_the_rows_kept_are_the_same(profile, monkeypatch) -> None:
+    computed = calls_of(monkeypatch, "_compute", lambda spec, env, stateful: spec)
+    rows = [row for row in evaluate(profile, forty_rows(), CounterStore(), now=0.0) if row.table == "parts"]
     kept = (4, 12, 16, 20, 24, 28, 32, 36, 40)  # kind 3, less row 8 (a blank name)
     assert [(row.index, row.fields["label"]) for row in rows] == [(str(i), f"part{i}") for i in kept]
     fields = {id(spec) for _, spec in profile.tables[0].fields}
@@ -82,17 +93,8 @@ def test_a_table_whose_fields_keep_state_reads_them_on_the_rows_it_drops(profile
 
 
 def test_a_row_dropped_early_reads_only_the_columns_its_filter_reads(profile, monkeypatch) -> None:
-    kinds = {str(i): SnmpValue(3 if i % 4 == 0 else 10, "integer") for i in range(1, 41)}
-    names = {str(i): SnmpValue(f" part{i} " if i != 8 else "  ", "string") for i in range(1, 41)}
-    snapshot = Snapshot(columns={KIND: kinds, NAME: names})
-    read = []
-    real = engine._read_column
-
-    def counted(table, column, index, *args):
-        read.append((table.id, column.name))
-        return real(table, column, index, *args)
-
-    monkeypatch.setattr(engine, "_read_column", counted)
+    snapshot = forty_rows()
+    read = calls_of(monkeypatch, "_read_column", lambda table, column, *rest: (table.id, column.name))
     inventory = profile.tables[2]
     rows = [row for row in evaluate(profile, snapshot, CounterStore(), now=0.0) if row.table == "inventory"]
     kept = [i for i in range(4, 41, 4) if i != 8]  # kind 3, less row 8 (a blank name)

@@ -810,7 +810,7 @@ class SnmpClient:
                 column.cursor = f"{column.base}.{index}"
             if not budget.take(count, octets):
                 raise budget.error(self.endpoint, active[0].cursor)
-            if not moved:  # nothing more answered (SNMPv1's end of the walk): as a lone walk ends
+            if not moved:  # an empty answer: the walks end, as a lone walk does
                 for column in active:
                     column.done = True
             active = [c for c in active if not c.done]

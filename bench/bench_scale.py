@@ -227,12 +227,15 @@ def run_size(devices: int, walk: Path, work: Path, args: argparse.Namespace) -> 
              "--duration", str(duration)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        rss_max, window = 0.0, {}
+        rss_max, window, rss_by_minute = 0.0, {}, {}
         try:
             while agent.poll() is None and time.time() < started + duration + 300:
                 now = time.time()
                 try:
-                    rss_max = max(rss_max, proc_rss_mib(agent.pid))
+                    rss = proc_rss_mib(agent.pid)
+                    rss_max = max(rss_max, rss)
+                    minute = int((now - started) // 60)
+                    rss_by_minute[minute] = max(rss, rss_by_minute.get(minute, 0.0))
                     if "w0" not in window and now >= started + args.warmup_s and args.profile:
                         # py-spy over the window, sampling the agent (a child of taskset's exec: same pid)
                         profiler = subprocess.Popen(
@@ -274,6 +277,7 @@ def run_size(devices: int, walk: Path, work: Path, args: argparse.Namespace) -> 
         # the window's CPU over the polls run in it (polls due in the tail included: they ran in it)
         cpu_ms_per_poll=1000 * cpu_s / max(1, result["completed"] * (w1 - w0) / (w1 - w0 - TAIL_S)),
         rss_max_mib=rss_max,
+        rss_by_minute=[rss_by_minute[m] for m in sorted(rss_by_minute)],
         # of the window, how long the event loop's thread ran / waited for the core: ran + waited
         # near 100 % = the loop always had work (CPU-bound, at whatever share of the core it got)
         loop_ran=(window["loop1"][0] - window["loop0"][0]) / (w1 - w0),
@@ -431,6 +435,8 @@ def main() -> None:
                           " the agent's health samples over it (p10 / p50 / max): "
                           + ", ".join(f"{name} {' / '.join(fmt(v, '.2f') for v in values)}"
                                       for name, values in result["health"].items()))
+            health.append(f"{devices:,} switches: RSS max each minute of the run (MiB): "
+                          + " ".join(f"{rss:.0f}" for rss in result["rss_by_minute"]))
             if result["holds"]:
                 largest = devices
             elif not args.keep_going:

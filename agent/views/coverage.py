@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from agent.api import Sample
 from agent.statedir import StateDir
-from agent.views.latest import SeriesLatest, latest_series
+from agent.views.latest import latest_series
 
 VM_SOURCES = (("vsphere_vm", "vsphere"), ("hyperv_vm", "hyperv"))  # (measurement, where it comes from)
 VM_TAG = "vm"
@@ -33,6 +33,7 @@ LISTING, LISTED_COUNT = "veeam_server", "backup_objects"  # the server's answer:
 FRESH_S = 6 * 3600.0
 COVERAGE = "backup_coverage"
 COVERAGE_INTERVAL_S = 600.0
+READ = (*(measurement for measurement, _ in VM_SOURCES), BACKUP_JOBS, PROTECTED, LISTING)
 LISTED = 20  # VMs named in the sample (its alert's summary); the count says how many in all
 
 
@@ -53,13 +54,11 @@ class Coverage:
     unprotected: tuple[UnprotectedVm, ...] = ()
 
 
-def backup_coverage(
-    files: StateDir, client: str, now: float, series: Sequence[SeriesLatest] | None = None
-) -> Coverage:
-    """As of ``now``; ``series``: the client's latest values when the caller has them
-    (agent/views/latest.py)."""
-    series = latest_series(files, client) if series is None else series
-    series = [s for s in series if s.at >= now - FRESH_S]
+def backup_coverage(files: StateDir, client: str, now: float) -> Coverage:
+    """As of ``now``."""
+    # Only the measurements it reads: every latest value of a client of a thousand switches, every
+    # 10 minutes, took the agent from 290 to 940 MiB of RSS (bench/README.md).
+    series = [s for s in latest_series(files, client, measurements=READ) if s.at >= now - FRESH_S]
     vms = [(s, source) for s in series for measurement, source in VM_SOURCES
            if s.measurement == measurement and s.tags.get(VM_TAG)]
     protected = {s.tags[PROTECTED_TAG].casefold() for s in series

@@ -8,6 +8,7 @@ opens the file once per device or measurement.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from agent.api import FieldValue
@@ -23,9 +24,11 @@ class SeriesLatest:
     at: float  # the newest of its fields' timestamps, epoch seconds
 
 
-def latest_series(files: StateDir, client: str, device: str | None = None) -> list[SeriesLatest]:
-    """Every series of ``client`` (only ``device``'s when given) with its fields' last values, by
-    measurement then tags."""
+def latest_series(
+    files: StateDir, client: str, device: str | None = None, measurements: Collection[str] | None = None
+) -> list[SeriesLatest]:
+    """Every series of ``client`` (only ``device``'s, only those of ``measurements``, when given)
+    with its fields' last values, by measurement then tags."""
     sql = (
         "SELECT s.measurement, s.tags, l.field, l.value, l.ts FROM latest l JOIN series s ON s.id = l.series_id"
         " WHERE s.id IN (SELECT series_id FROM series_tag WHERE key = 'client' AND value = ?)"
@@ -34,6 +37,9 @@ def latest_series(files: StateDir, client: str, device: str | None = None) -> li
     if device is not None:
         sql += " AND s.id IN (SELECT series_id FROM series_tag WHERE key = 'device' AND value = ?)"
         params.append(device)
+    if measurements is not None:
+        sql += f" AND s.measurement IN ({', '.join('?' * len(measurements)) or 'NULL'})"
+        params += measurements
     with read_only(files.state_db) as conn:
         found = rows(conn, sql + " ORDER BY s.measurement, s.tags, l.field", params)
     grouped: dict[tuple[str, str], SeriesLatest] = {}

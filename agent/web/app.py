@@ -311,7 +311,6 @@ class WebApp:
             first, last = parse_period(client, now, request.query_params.get("from"), request.query_params.get("to"))
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
-        series = latest_series(self.context.files, client.name)
         alerts = self.pages.alerts(client.name, include_resolved=True)
         tickets = self.pages.tickets(client.name)
         return {
@@ -322,7 +321,7 @@ class WebApp:
             "sla": self.pages.sla(client, first, last),
             "availability": self.pages.availability(client, first, last),
             "inventory": inventory_rows(self.context.files, self.pages.devices(client.name), client.name),
-            "coverage": backup_coverage(self.context.files, client.name, now, series),
+            "coverage": backup_coverage(self.context.files, client.name, now),
             "reports": [(label, record, sorted(p.name for p in (archive_dir(self.context.files, client.name)
                                                                  / label).iterdir()))
                         for label, record in archived(self.context.files, client.name)],

@@ -450,3 +450,30 @@ def test_devices_a_controller_reports_on_have_a_state(tmp_path: Path) -> None:
     found = by_name(device_statuses(files, [ap("ap-1"), ap("ap-2"), ap("ap-3")]))
     # up while reported, down while its alert fires, unknown once nothing speaks of it
     assert {name: s.state for name, s in found.items()} == {"acme/ap-1": UP, "acme/ap-2": DOWN, "acme/ap-3": UNKNOWN}
+
+
+def test_latest_values_of_some_measurements_of_a_client(tmp_path: Path) -> None:
+    # what the backup coverage and the inventory read: a few measurements, not every interface
+    from agent.views.latest import latest_series
+
+    files = StateDir(tmp_path / "state").create()
+    state = StateDB(files.state_db)
+    at = int(T0 * 1e9)
+    samples = [Sample("snmp_interface", {"client": client, "device": "sw", "if_name": f"Gi1/0/{port}"},
+                      {"oper_status": "up"}, at) for client in ("acme", "beta") for port in range(3)]
+    samples += [Sample("snmp_system", {"client": client, "device": "sw"}, {"uptime_s": 10.0, "sys_descr": "IOS"}, at)
+                for client in ("acme", "beta")]
+    samples.append(Sample("veeam_job", {"client": "acme", "device": "vbr", "job": "daily"}, {"result": "Success"}, at))
+    state.update(samples, at)
+    state.close()
+
+    def read(**kwargs: object) -> list[tuple[str, dict, dict]]:
+        return [(s.measurement, s.tags, s.fields) for s in latest_series(files, "acme", **kwargs)]
+
+    assert len(read()) == 5
+    assert read(measurements=("snmp_system", "veeam_job")) == [
+        ("snmp_system", {"client": "acme", "device": "sw"}, {"sys_descr": "IOS", "uptime_s": 10.0}),
+        ("veeam_job", {"client": "acme", "device": "vbr", "job": "daily"}, {"result": "Success"}),
+    ]
+    assert read(measurements=()) == []
+    assert read(device="vbr", measurements=("snmp_system", "veeam_job")) == read(measurements=("veeam_job",))

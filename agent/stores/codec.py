@@ -15,9 +15,9 @@ A field absent from a row (``None``: unknown) is absent from its column: each co
 presence as alternating runs (present, absent, present, ...). Booleans are stored as 0/1 integers,
 as the row store always did.
 
-``ChunkBuilder`` appends in time order in O(1) a point (the encoders keep their state). A window
-that grows a batch at a time is a container of segments, each a chunk of its own, read as their
-rows one after the other and merged into one chunk when the window is finished.
+``encode_rows`` encodes a batch of rows column by column, each column in one loop. A window that
+grows a batch at a time is a container of segments, each a chunk of its own, read as their rows
+one after the other and merged into one chunk when the window is finished.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import operator
 import struct
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import groupby, islice, pairwise
 
 KIND_INT = 0
 KIND_FLOAT = 1
@@ -48,8 +49,13 @@ SEGMENTS = 3
 _DOD_BUCKETS = ((0b10, 2, 8), (0b110, 3, 16), (0b1110, 4, 24), (0b11110, 5, 32))
 _DOD_ESCAPE = (0b11111, 5)
 _BUCKET_WIDTHS = tuple(width for _, _, width in _DOD_BUCKETS)
+# The buckets as the encoder reads them: (the zigzagged dods below, the control shifted in place,
+# the bits written); the escape's are below, once its length's width is known.
+_DOD_CODES = tuple((1 << width, control << width, cwidth + width) for control, cwidth, width in _DOD_BUCKETS)
 _LENGTH_BITS = 16
 _MAX_INT_BITS = (1 << _LENGTH_BITS) - 1
+_ESCAPE_CODE = _DOD_ESCAPE[0] << _LENGTH_BITS
+_ESCAPE_BITS = _DOD_ESCAPE[1] + _LENGTH_BITS
 
 
 def value_kind(value: Value) -> int:
@@ -89,61 +95,40 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-class BitWriter:
-    """Bits appended to one Python integer (chunks are small: a few hundred bytes)."""
-
-    __slots__ = ("acc", "nbits")
-
-    def __init__(self) -> None:
-        self.acc = 0
-        self.nbits = 0
-
-    def write(self, value: int, width: int) -> None:
-        self.acc = (self.acc << width) | value
-        self.nbits += width
-
-    def getvalue(self) -> bytes:
-        pad = -self.nbits % 8
-        return (self.acc << pad).to_bytes((self.nbits + pad) // 8, "big")
-
-
-class IntEncoder(BitWriter):
-    """Delta-of-delta of integers (timestamps, counters, gauges), written into its own bits (one
-    object, not an encoder and its writer: the store holds one per column of every open chunk)."""
-
-    __slots__ = ("prev", "delta")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.prev: int | None = None
-        self.delta = 0
-
-    def append(self, value: int) -> None:
-        if self.prev is None:
-            self._write_dod(value)
+def encode_ints(values: Iterable[int]) -> bytes:
+    """Delta-of-delta of integers (timestamps, counters, gauges), a column in one loop: the bits
+    are appended to one Python integer (a chunk is a few hundred bytes) and no call is made a value
+    (an encoder object a column, its methods called a value, cost 3x as much)."""
+    acc = nbits = delta = 0
+    prev: int | None = None
+    codes = _DOD_CODES
+    for value in values:
+        if prev is None:
+            dod = value
         else:
-            delta = value - self.prev
-            self._write_dod(delta - self.delta)
-            self.delta = delta
-        self.prev = value
-
-    def _write_dod(self, dod: int) -> None:
-        bits = self
+            step = value - prev
+            dod = step - delta
+            delta = step
+        prev = value
         if dod == 0:
-            bits.write(0, 1)
-            return
-        zz = _zigzag(dod)
-        for control, control_width, width in _DOD_BUCKETS:
-            if zz >> width == 0:
-                bits.write(control, control_width)
-                bits.write(zz, width)
-                return
-        length = zz.bit_length()
-        if length > _MAX_INT_BITS:
-            raise ValueError(f"integer of {length} bits is beyond the codec's {_MAX_INT_BITS}")
-        bits.write(*_DOD_ESCAPE)
-        bits.write(length, _LENGTH_BITS)
-        bits.write(zz, length)
+            acc <<= 1
+            nbits += 1
+            continue
+        zz = dod << 1 if dod >= 0 else ((-dod) << 1) - 1
+        for limit, code, total in codes:
+            if zz < limit:
+                acc = (acc << total) | code | zz
+                nbits += total
+                break
+        else:
+            length = zz.bit_length()
+            if length > _MAX_INT_BITS:
+                raise ValueError(f"integer of {length} bits is beyond the codec's {_MAX_INT_BITS}")
+            total = _ESCAPE_BITS + length
+            acc = (acc << total) | (_ESCAPE_CODE | length) << length | zz
+            nbits += total
+    pad = -nbits % 8
+    return (acc << pad).to_bytes((nbits + pad) // 8, "big")
 
 
 def _bit_text(data: bytes) -> str:
@@ -217,43 +202,40 @@ def bits_float(bits: int) -> float:
     return _unpack_double(_pack_u64(bits))[0]
 
 
-class FloatEncoder(BitWriter):
-    """Gorilla XOR of IEEE 754 doubles, on their bits (so bit-exact), written into its own bits."""
-
-    __slots__ = ("prev", "leading", "trailing")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.prev: int | None = None
-        self.leading = -1
-        self.trailing = 0
-
-    def append(self, value: float) -> None:
-        current = float_bits(value)
-        bits = self
-        if self.prev is None:
-            bits.write(current, 64)
-            self.prev = current
-            return
-        xor = current ^ self.prev
-        self.prev = current
+def encode_floats(values: Sequence[float]) -> bytes:
+    """Gorilla XOR of IEEE 754 doubles, on their bits (so bit-exact), a column in one loop."""
+    if not values:
+        return b""
+    count = len(values)
+    # One pack and one unpack for the whole column rather than two calls a value.
+    patterns = struct.unpack(f">{count}Q", struct.pack(f">{count}d", *values))
+    prev = acc = patterns[0]
+    nbits = 64
+    held_leading, held_trailing = -1, 0
+    for current in islice(patterns, 1, None):
+        xor = current ^ prev
+        prev = current
         if xor == 0:
-            bits.write(0, 1)
-            return
-        leading = min(64 - xor.bit_length(), 31)
+            acc <<= 1
+            nbits += 1
+            continue
+        leading = 64 - xor.bit_length()
+        if leading > 31:
+            leading = 31
         trailing = (xor & -xor).bit_length() - 1
-        if self.leading >= 0 and leading >= self.leading and trailing >= self.trailing:
+        if held_leading >= 0 and leading >= held_leading and trailing >= held_trailing:
             # Fits the previous window: '10' then the window's bits.
-            width = 64 - self.leading - self.trailing
-            bits.write(0b10, 2)
-            bits.write(xor >> self.trailing, width)
-            return
+            width = 64 - held_leading - held_trailing
+            acc = (acc << (2 + width)) | (0b10 << width) | (xor >> held_trailing)
+            nbits += 2 + width
+            continue
+        # '11', the leading zeros (5 bits), the width less one (6 bits), the bits.
         width = 64 - leading - trailing
-        bits.write(0b11, 2)
-        bits.write(leading, 5)
-        bits.write(width - 1, 6)
-        bits.write(xor >> trailing, width)
-        self.leading, self.trailing = leading, trailing
+        acc = (acc << (13 + width)) | (0b11 << 11 | leading << 6 | (width - 1)) << width | (xor >> trailing)
+        nbits += 13 + width
+        held_leading, held_trailing = leading, trailing
+    pad = -nbits % 8
+    return (acc << pad).to_bytes((nbits + pad) // 8, "big")
 
 
 def decode_floats(data: bytes, count: int) -> list[float]:
@@ -295,29 +277,17 @@ def decode_floats(data: bytes, count: int) -> list[float]:
     return list(struct.unpack(f">{count}d", struct.pack(f">{count}Q", *patterns)))
 
 
-class StrEncoder:
+def encode_strs(values: Iterable[str]) -> bytes:
     """Runs of equal strings: a state that holds costs nothing per point."""
-
-    __slots__ = ("runs",)
-
-    def __init__(self) -> None:
-        self.runs: list[list] = []  # [count, text]
-
-    def append(self, value: str) -> None:
-        if self.runs and self.runs[-1][1] == value:
-            self.runs[-1][0] += 1
-        else:
-            self.runs.append([1, value])
-
-    def getvalue(self) -> bytes:
-        out = bytearray()
-        _varint(len(self.runs), out)
-        for count, text in self.runs:
-            raw = text.encode("utf-8", "surrogatepass")
-            _varint(count, out)
-            _varint(len(raw), out)
-            out += raw
-        return bytes(out)
+    runs = [(text, sum(1 for _ in repeats)) for text, repeats in groupby(values)]
+    out = bytearray()
+    _varint(len(runs), out)
+    for text, count in runs:
+        raw = text.encode("utf-8", "surrogatepass")
+        _varint(count, out)
+        _varint(len(raw), out)
+        out += raw
+    return bytes(out)
 
 
 def decode_strs(data: bytes, count: int) -> list[str]:
@@ -333,139 +303,80 @@ def decode_strs(data: bytes, count: int) -> list[str]:
     return out
 
 
-class _Presence:
-    """Which rows of its chunk a column has a value in, and the value handed to the encoder this
-    is mixed into: a column is one object (the store holds one per column of every open chunk)."""
-
-    __slots__ = ()
-    present: list[int] | None
-    last_row: int
-    count: int
-
-    def _start(self) -> None:
-        # Alternating run lengths, present first: [present, absent, present, ...]; None while the
-        # column is present in every row from the first, as most are (one list fewer a column).
-        self.present = None
-        self.last_row = -1
-        self.count = 0
-
-    def add(self, row: int, value: Value) -> None:
-        gap = row - self.last_row - 1
-        runs = self.present
-        if gap:
-            if runs is None:
-                runs = self.present = [self.count]
-            runs.append(gap)
-            runs.append(1)
-        elif runs is not None:
-            runs[-1] += 1
-        self.last_row = row
-        self.count += 1
-        self.append(value)  # type: ignore[attr-defined]  (the encoder's)
-
-    def presence(self, rows: int) -> bytes:
-        out = bytearray()
-        runs = [self.count] if self.present is None else self.present
-        trailing = rows - self.last_row - 1
-        _varint(len(runs) + (1 if trailing else 0), out)
-        for run in runs:
-            _varint(run, out)
-        if trailing:
-            _varint(trailing, out)
+def _presence(rows_at: Sequence[int], rows: int) -> bytes:
+    """Which of a chunk's ``rows`` a column has a value in (``rows_at``, ascending), as
+    alternating run lengths, present first: [present, absent, present, ...]."""
+    out = bytearray()
+    if len(rows_at) == rows:
+        # Present in every row, as most columns are.
+        _varint(1, out)
+        _varint(rows, out)
         return bytes(out)
+    runs: list[int] = []
+    run, last = 0, -1
+    for row in rows_at:
+        gap = row - last - 1
+        if gap:
+            runs += (run, gap)
+            run = 1
+        else:
+            run += 1
+        last = row
+    runs.append(run)
+    trailing = rows - last - 1
+    if trailing:
+        runs.append(trailing)
+    _varint(len(runs), out)
+    for run in runs:
+        _varint(run, out)
+    return bytes(out)
 
 
-class IntColumn(_Presence, IntEncoder):
-    __slots__ = ("present", "last_row", "count")
-
-    def __init__(self) -> None:
-        IntEncoder.__init__(self)
-        self._start()
-
-    def append(self, value: int) -> None:
-        IntEncoder.append(self, int(value))  # a bool is stored as the integer it is
-
-
-class FloatColumn(_Presence, FloatEncoder):
-    __slots__ = ("present", "last_row", "count")
-
-    def __init__(self) -> None:
-        FloatEncoder.__init__(self)
-        self._start()
-
-
-class StrColumn(_Presence, StrEncoder):
-    __slots__ = ("present", "last_row", "count")
-
-    def __init__(self) -> None:
-        StrEncoder.__init__(self)
-        self._start()
-
-
-Column = IntColumn | FloatColumn | StrColumn
-COLUMN_OF_KIND: dict[int, type[IntColumn] | type[FloatColumn] | type[StrColumn]] = {
-    KIND_INT: IntColumn, KIND_FLOAT: FloatColumn, KIND_STR: StrColumn,
-}
-
-
-class ChunkBuilder:
-    """The rows of one series' window, appended in time order, encodable at any moment."""
-
-    __slots__ = ("timestamps", "columns", "rows", "last_ts")
-
-    def __init__(self) -> None:
-        self.timestamps = IntEncoder()
-        self.columns: dict[ColumnKey, Column] = {}
-        self.rows = 0
-        self.last_ts: int | None = None
-
-    def append(self, ts: int, values: Mapping[ColumnKey, Value]) -> bool:
-        """Append a row later than every row held; False (nothing changed) if it is not."""
-        if self.last_ts is not None and ts <= self.last_ts:
-            return False
-        self.timestamps.append(ts)
-        row = self.rows
-        columns = self.columns
-        for key, value in values.items():
+def encode_rows(rows: Iterable[Row]) -> bytes:
+    """The chunk of ``rows`` merged by timestamp and sorted (``merge_rows``: out-of-order and
+    replayed points end here), encoded column by column: its columns in the order their fields
+    first appear."""
+    merged = merge_rows(rows)
+    rows_at: dict[ColumnKey, list[int]] = {}
+    columns: dict[ColumnKey, list[Value]] = {}
+    for index, (_, held) in enumerate(merged):
+        for key, value in held.items():
             column = columns.get(key)
             if column is None:
-                column = columns[key] = COLUMN_OF_KIND[key[1]]()
-            column.add(row, value)
-        self.rows = row + 1
-        self.last_ts = ts
-        return True
-
-    def encode(self) -> bytes:
-        out = bytearray([TIMESTAMPS_DOD])
-        _varint(self.rows, out)
-        stamps = self.timestamps.getvalue()
-        _varint(len(stamps), out)
-        out += stamps
-        _varint(len(self.columns), out)
-        for (field_id, kind), column in self.columns.items():
-            _varint(field_id, out)
-            out.append(kind)
-            presence = column.presence(self.rows)
-            data = column.getvalue()
-            _varint(len(presence), out)
-            out += presence
-            _varint(len(data), out)
-            out += data
-        return bytes(out)
-
-
-def build_chunk(rows: Iterable[Row]) -> ChunkBuilder:
-    """A builder holding ``rows`` merged by timestamp and sorted (``merge_rows``): out-of-order
-    and replayed points end here."""
-    builder = ChunkBuilder()
-    for ts, values in merge_rows(rows):
-        builder.append(ts, values)
-    return builder
+                rows_at[key] = [index]
+                columns[key] = [value]
+            else:
+                rows_at[key].append(index)
+                column.append(value)
+    out = bytearray([TIMESTAMPS_DOD])
+    _varint(len(merged), out)
+    stamps = encode_ints([ts for ts, _ in merged])
+    _varint(len(stamps), out)
+    out += stamps
+    _varint(len(columns), out)
+    for (field_id, kind), values in columns.items():
+        _varint(field_id, out)
+        out.append(kind)
+        presence = _presence(rows_at[(field_id, kind)], len(merged))
+        if kind == KIND_INT:
+            data = encode_ints(map(int, values))  # a bool is stored as the integer it is
+        elif kind == KIND_FLOAT:
+            data = encode_floats(values)  # type: ignore[arg-type]
+        else:
+            data = encode_strs(values)  # type: ignore[arg-type]
+        _varint(len(presence), out)
+        out += presence
+        _varint(len(data), out)
+        out += data
+    return bytes(out)
 
 
 def merge_rows(rows: Iterable[Row]) -> list[Row]:
     """``rows`` sorted by timestamp, one per timestamp: a later row's fields overwrite an earlier
     one's of the same timestamp (whatever kind they had), its other fields kept."""
+    rows = list(rows)
+    if all(a[0] < b[0] for a, b in pairwise(rows)):
+        return rows  # in order, each timestamp once: as a poll's rows arrive
     merged: dict[int, dict[ColumnKey, Value]] = {}
     for ts, values in rows:
         held = merged.get(ts)
@@ -536,7 +447,7 @@ def add_segment(container: bytes | None, segment: bytes) -> bytes:
 def merge_segments(data: bytes) -> bytes:
     """Segments as one chunk (a later segment's row replacing an earlier one's of the same
     timestamp); a chunk as it is."""
-    return build_chunk(chunk_rows(data)).encode() if data[0] == SEGMENTS else data
+    return encode_rows(chunk_rows(data)) if data[0] == SEGMENTS else data
 
 
 def segment_count(data: bytes) -> int:

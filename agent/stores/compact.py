@@ -70,10 +70,10 @@ from agent.stores.codec import (
     Row,
     Value,
     add_segment,
-    build_chunk,
     chunk_rows,
     column_rows,
     decode_chunk,
+    encode_rows,
     finish_chunk,
     merge_rows,
     merge_segments,
@@ -439,7 +439,7 @@ class CompactDB:
                         (ts, {(n // STATS_V0 * STATS + n % STATS_V0, kind): v for (n, kind), v in values.items()})
                         for ts, values in chunk_rows(data)
                     ]
-                    encoded = build_chunk(renumbered).encode()
+                    encoded = encode_rows(renumbered)
                     if table == "chunk":
                         encoded = finish_chunk(encoded)
                     conn.execute(f"UPDATE {table} SET data = ? WHERE rowid = ?", (encoded, rowid))
@@ -554,7 +554,7 @@ class CompactDB:
                 (first, last),
             )
         }
-        segments = {key: build_chunk(_recent_rows(window_rows)).encode() for key, window_rows in by_window.items()}
+        segments = {key: encode_rows(_recent_rows(window_rows)) for key, window_rows in by_window.items()}
         self._add_segments(segments, RAW_MAX_SEGMENTS, held)
         conn.execute(
             "DELETE FROM recent_row WHERE series_id >= ? AND series_id < ? AND rowid <= ?", (first, last, upto)
@@ -664,7 +664,7 @@ class CompactDB:
                     for bucket, values in rollup_rows(timestamps, columns, level.bucket_ns, counters):
                         key = (series_id, level.level, bucket - bucket % level.window_ns)
                         segments.setdefault(key, []).append((bucket, values))
-            self._add_segments({key: build_chunk(rows).encode() for key, rows in segments.items()})
+            self._add_segments({key: encode_rows(rows) for key, rows in segments.items()})
             self._finish(list(finished), finished)
             self._finish(past)
             conn.execute("COMMIT")

@@ -11,12 +11,11 @@ from agent.stores.codec import (
     KIND_FLOAT,
     KIND_INT,
     KIND_STR,
-    ChunkBuilder,
     add_segment,
     bits_float,
-    build_chunk,
     chunk_rows,
     decode_chunk,
+    encode_rows,
     finish_chunk,
     float_bits,
 )
@@ -55,18 +54,14 @@ def exact(rows):
 def test_in_order_rows_round_trip_exactly(rows, start):
     expected = []
     ts = start
-    builder = ChunkBuilder()
     for step, values in rows:
         ts += step
-        assert builder.append(ts, values)
         expected.append((ts, values))
-    decoded = chunk_rows(builder.encode())
-    assert exact(decoded) == exact(expected)
-    # The incremental builder and a rebuild from the rows agree byte for byte.
-    assert build_chunk(expected).encode() == builder.encode()
+    data = encode_rows(expected)
+    assert exact(chunk_rows(data)) == exact(expected)
     # Finished (timestamps maybe in the linear form), the chunk is no bigger and reads the same.
-    finished = finish_chunk(builder.encode())
-    assert len(finished) <= len(builder.encode())
+    finished = finish_chunk(data)
+    assert len(finished) <= len(data)
     assert exact(chunk_rows(finished)) == exact(expected)
 
 
@@ -80,35 +75,24 @@ def test_out_of_order_and_replayed_rows_merge_last_write_wins(rows):
             for stale in [k for k in held if k[0] == key[0]]:
                 del held[stale]
         held.update(values)
-    decoded = chunk_rows(build_chunk((T0 + offset, values) for offset, values in rows).encode())
+    decoded = chunk_rows(encode_rows((T0 + offset, values) for offset, values in rows))
     assert exact(decoded) == exact(sorted(expected.items()))
 
 
-def test_a_row_not_later_than_the_last_is_refused_and_changes_nothing():
-    builder = ChunkBuilder()
-    assert builder.append(T0, {(1, KIND_INT): 1})
-    before = builder.encode()
-    assert not builder.append(T0, {(1, KIND_INT): 2})
-    assert not builder.append(T0 - 1, {(1, KIND_INT): 3})
-    assert builder.encode() == before
-
-
 def test_decoding_one_field_leaves_the_others_out_and_marks_absent_rows():
-    builder = ChunkBuilder()
-    builder.append(T0, {(1, KIND_FLOAT): 1.5, (2, KIND_STR): "up"})
-    builder.append(T0 + 1, {(2, KIND_STR): "up"})
-    builder.append(T0 + 2, {(1, KIND_FLOAT): math.inf, (2, KIND_STR): "down"})
-    timestamps, columns = decode_chunk(builder.encode(), [1])
+    data = encode_rows([
+        (T0, {(1, KIND_FLOAT): 1.5, (2, KIND_STR): "up"}),
+        (T0 + 1, {(2, KIND_STR): "up"}),
+        (T0 + 2, {(1, KIND_FLOAT): math.inf, (2, KIND_STR): "down"}),
+    ])
+    timestamps, columns = decode_chunk(data, [1])
     assert timestamps == [T0, T0 + 1, T0 + 2]
     assert columns == {(1, KIND_FLOAT): [1.5, None, math.inf]}
 
 
 def test_a_polled_series_finishes_with_linear_timestamps_smaller_than_delta_of_delta():
     jitter = random.Random(14)
-    builder = ChunkBuilder()
-    for i in range(120):
-        builder.append(T0 + i * 60_000_000_000 + int(jitter.gauss(0, 2e6)), {(1, KIND_INT): i})
-    data = builder.encode()
+    data = encode_rows((T0 + i * 60_000_000_000 + int(jitter.gauss(0, 2e6)), {(1, KIND_INT): i}) for i in range(120))
     finished = finish_chunk(data)
     assert finished[0] != data[0] and len(finished) < len(data)
     assert chunk_rows(finished) == chunk_rows(data)
@@ -117,26 +101,22 @@ def test_a_polled_series_finishes_with_linear_timestamps_smaller_than_delta_of_d
 
 def test_steady_values_cost_about_a_bit():
     """A constant gauge, a constant state and a fixed step: the chunk is a few bytes, not rows."""
-    builder = ChunkBuilder()
-    for i in range(120):
-        builder.append(T0 + i * 60_000_000_000, {(1, KIND_FLOAT): 0.0, (2, KIND_INT): 10**9, (3, KIND_STR): "up"})
-    assert len(builder.encode()) < 120 * 3 * 2 / 8 + 40
+    steady = {(1, KIND_FLOAT): 0.0, (2, KIND_INT): 10**9, (3, KIND_STR): "up"}
+    assert len(encode_rows((T0 + i * 60_000_000_000, steady) for i in range(120))) < 120 * 3 * 2 / 8 + 40
 
 
 @pytest.mark.parametrize("cut", [1, 5, 12])
 def test_a_truncated_chunk_is_an_error_not_garbage(cut):
-    builder = ChunkBuilder()
-    for i in range(10):
-        builder.append(T0 + i * 61_234_567, {(1, KIND_FLOAT): i / 7, (2, KIND_INT): i * 12345})
-    for data in (builder.encode(), finish_chunk(builder.encode())):
+    chunk = encode_rows((T0 + i * 61_234_567, {(1, KIND_FLOAT): i / 7, (2, KIND_INT): i * 12345}) for i in range(10))
+    for data in (chunk, finish_chunk(chunk)):
         with pytest.raises((ValueError, IndexError)):
             chunk_rows(data[:-cut])
 
 
 def test_segments_read_in_order_and_finish_into_one_chunk_the_later_row_winning():
-    first = build_chunk([(T0, {(1, KIND_INT): 1}), (T0 + 1, {(1, KIND_INT): 2, (2, KIND_STR): "a"})]).encode()
+    first = encode_rows([(T0, {(1, KIND_INT): 1}), (T0 + 1, {(1, KIND_INT): 2, (2, KIND_STR): "a"})])
     # A replayed bucket (T0 + 1) and a field of another kind only in the second segment.
-    second = build_chunk([(T0 + 1, {(1, KIND_INT): 20}), (T0 + 2, {(3, KIND_FLOAT): 0.5})]).encode()
+    second = encode_rows([(T0 + 1, {(1, KIND_INT): 20}), (T0 + 2, {(3, KIND_FLOAT): 0.5})])
     container = add_segment(add_segment(None, first), second)
     assert add_segment(first, second) == container
     timestamps, columns = decode_chunk(container)

@@ -649,7 +649,7 @@ def _cmd_topology(args: argparse.Namespace) -> int:
     import json
 
     from agent.statedir import StateDir
-    from agent.topology import DrawingError, as_json, from_state, text_lines, to_dot, to_svg
+    from agent.topology import DrawingError, as_json, from_state, measurements, text_lines, to_dot, to_svg
     from agent.views.latest import latest_series
 
     estate = _estate(args)
@@ -671,8 +671,10 @@ def _cmd_topology(args: argparse.Namespace) -> int:
     files = StateDir(_state_dir(args))
     if not files.state_db.exists():
         print(f"vigie topology: no agent state in {files.path}: the config's parents only", file=sys.stderr)
-    series = [(s.measurement, s.tags, s.fields, s.at) for c in clients for s in latest_series(files, c)]
-    topology = from_state(estate.devices, series, _plugins().edge_sources())
+    sources = _plugins().edge_sources()
+    series = [(s.measurement, s.tags, s.fields, s.at)
+              for c in clients for s in latest_series(files, c, measurements=measurements(sources))]
+    topology = from_state(estate.devices, series, sources)
     for client in clients:
         derived = topology.derive(client)
         roles = {d.name: d.tags.get("role") for d in estate.devices if d.client == client}

@@ -98,7 +98,7 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
 def encode_ints(values: Iterable[int]) -> bytes:
     """Delta-of-delta of integers (timestamps, counters, gauges), a column in one loop: the bits
     are appended to one Python integer (a chunk is a few hundred bytes) and no call is made a value
-    (an encoder object a column, its methods called a value, cost 3x as much)."""
+    (an encoder object a column, its methods called a value, cost twice as much)."""
     acc = nbits = delta = 0
     prev: int | None = None
     codes = _DOD_CODES

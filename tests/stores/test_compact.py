@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 import tracemalloc
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from agent.stores.compact import (
     NS_PER_DAY,
     RAW_WINDOW_NS,
     SEAL_GRACE_NS,
+    SEAL_SPREAD_NS,
     CompactDB,
     CompactStore,
     Retention,
@@ -177,6 +179,39 @@ async def test_rollups_before_and_after_sealing_and_after_a_late_point(tmp_path)
     assert (await store.points("snmp_interface", "in_bps", {"device": "sw2"}))[0].points[0][1] == 0.1
     with pytest.raises(ValueError, match="resolution"):
         await store.rollups("snmp_interface", "in_octets", "1d")
+    await store.close()
+
+
+async def test_the_windows_due_together_are_sealed_a_share_at_each_write_over_the_spread(tmp_path):
+    """Every series' raw window ends at the same moment: 2,000 of them rolled up by one write was
+    6 s of a core at 1,500 switches. The writes seal them a share at a time, over SEAL_SPREAD_NS,
+    and the rollups are those of the whole windows."""
+    now = [T0]
+    path = tmp_path / "c.sqlite"
+    store = store_at(path, now)
+    devices, ports = 20, 6
+
+    async def poll(minute: int, device: int) -> None:
+        now[0] = T0 + minute * MIN + device * MIN // devices
+        await store.write([iface(f"sw{device}", f"ge{p}", now[0], in_octets=minute * p) for p in range(ports)])
+
+    for minute in range(120):  # the first raw window, every series
+        for device in range(devices):
+            await poll(minute, device)
+    sealed_by_minute = []
+    start = 120 + SEAL_GRACE_NS // MIN
+    for minute in range(120, start + SEAL_SPREAD_NS // MIN + 2):
+        for device in range(devices):
+            await poll(minute, device)
+        sealed_by_minute.append(sum(sealed for window, sealed in raw_windows(path) if window == T0))
+    windows = devices * ports
+    assert set(sealed_by_minute[: start - 120]) == {0}  # within the grace
+    during = [b - a for a, b in pairwise(sealed_by_minute[start - 120 :])]
+    # about windows / 60 a minute (the share of an hour), never the whole lot at once
+    assert max(during) <= windows * MIN // SEAL_SPREAD_NS + devices
+    assert sealed_by_minute[-1] == windows
+    hours = (await store.rollups("snmp_interface", "in_octets", "1h", {"device": "sw3", "ifName": "ge2"}))[0].buckets
+    assert [(b.start_ns, b.min, b.max, b.count) for b in hours[:2]] == [(T0, 0, 118, 60), (T0 + 60 * MIN, 120, 238, 60)]
     await store.close()
 
 

@@ -1056,7 +1056,7 @@ class CompactStore:
     async def maintain(self, now_ns: int, max_chunks: int = STEP_CHUNKS) -> tuple[int, int]:
         """One flush, one sealing and one retention step at ``now_ns`` (what a write takes after
         its batch): (windows sealed, chunks deleted)."""
-        return await self._run(self._maintain_sync, now_ns, max_chunks, True)
+        return await self._run(self._maintain_sync, now_ns, max_chunks)
 
     async def close(self) -> None:
         if self._db is not None:
@@ -1079,8 +1079,7 @@ class CompactStore:
         db.seal_step(now_ns)
         db.prune(now_ns, STEP_CHUNKS)
 
-    def _maintain_sync(self, now_ns: int, max_chunks: int, flush: bool) -> tuple[int, int]:
+    def _maintain_sync(self, now_ns: int, max_chunks: int) -> tuple[int, int]:
         db = self._open()
-        if flush:
-            db.flush(now_ns)
+        db.flush(now_ns)
         return db.seal(now_ns, max_chunks), db.prune(now_ns, max_chunks)

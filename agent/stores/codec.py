@@ -188,20 +188,6 @@ def decode_ints(data: bytes, count: int) -> list[int]:
     return out
 
 
-_pack_double = struct.Struct(">d").pack
-_unpack_u64 = struct.Struct(">Q").unpack
-_pack_u64 = struct.Struct(">Q").pack
-_unpack_double = struct.Struct(">d").unpack
-
-
-def float_bits(value: float) -> int:
-    return _unpack_u64(_pack_double(value))[0]
-
-
-def bits_float(bits: int) -> float:
-    return _unpack_double(_pack_u64(bits))[0]
-
-
 def encode_floats(values: Sequence[float]) -> bytes:
     """Gorilla XOR of IEEE 754 doubles, on their bits (so bit-exact), a column in one loop."""
     if not values:

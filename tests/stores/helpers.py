@@ -1,10 +1,20 @@
-"""Test doubles of the store tests: time moved by hand, and a TSDB that accepts and never answers."""
+"""Test doubles of the store tests: time moved by hand, and a TSDB that accepts and never answers;
+and a double's bits, to compare floats exactly (NaN payloads, -0.0)."""
 
 from __future__ import annotations
 
 import asyncio
+import struct
 
 from tests.agent.helpers import Changes
+
+
+def float_bits(value: float) -> int:
+    return struct.unpack(">Q", struct.pack(">d", value))[0]
+
+
+def bits_float(bits: int) -> float:
+    return struct.unpack(">d", struct.pack(">Q", bits))[0]
 
 
 class ManualTime:

@@ -12,13 +12,12 @@ from agent.stores.codec import (
     KIND_INT,
     KIND_STR,
     add_segment,
-    bits_float,
     chunk_rows,
     decode_chunk,
     encode_rows,
     finish_chunk,
-    float_bits,
 )
+from tests.stores.helpers import bits_float, float_bits
 
 T0 = 1_700_000_000_000_000_000
 

@@ -19,7 +19,7 @@ from agent.api import Sample
 from agent.config import load_config
 from agent.runner import state_retention_days
 from agent.stores import build_store
-from agent.stores.codec import decode_chunk, float_bits, segment_count
+from agent.stores.codec import decode_chunk, segment_count
 from agent.stores.compact import (
     FLUSH_STEP_MIN_ROWS,
     FORMAT_VERSION,
@@ -33,6 +33,7 @@ from agent.stores.compact import (
 )
 from agent.stores.plugins import CompactOptions
 from agent.stores.sqlite import SeriesPoints
+from tests.stores.helpers import float_bits
 
 S = 1_000_000_000
 MIN = 60 * S
